@@ -1,0 +1,1 @@
+"""Probe adapters per timm family."""

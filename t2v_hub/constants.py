@@ -1,0 +1,55 @@
+"""Defaults shared across modules (values from the paper and its supplement)."""
+
+from __future__ import annotations
+
+import os
+
+# Probe
+DEFAULT_PROBE = "tf_efficientnet_lite0"
+TEST_PROBE = "test_efficientnet"
+
+# Head fitting (supplement 4.1/4.2): Adam, class-balanced draws with replacement.
+HEAD_EPOCHS = 2
+HEAD_LR = 1e-4
+HEAD_WEIGHT_DECAY = 5e-4
+HEAD_DRAWS_PER_EPOCH = 10_000
+HEAD_BATCH_SIZE = 256
+
+# Fisher
+FISHER_METHODS = ("montecarlo", "empirical", "batch", "variational")
+DEFAULT_FISHER_METHOD = "montecarlo"
+DEFAULT_BATCH_SIZE = 32
+EPS = 1e-8
+
+# Variational (robust) Fisher, supplement section 6 and the reference defaults.
+VARIATIONAL_BETA = 1e-7
+VARIATIONAL_LR = 1e-2
+VARIATIONAL_HEAD_LR = 1e-4
+VARIATIONAL_INPUT_VAR_FLOOR = 1e-2
+VARIATIONAL_VAR_INIT_SCALE = 0.05
+
+# Distances
+ASYM_ALPHA = 0.15
+
+# MODEL2VEC (supplement 4.3)
+M2V_ALPHA_SOFT = 20.0
+M2V_LR = 0.05
+M2V_WEIGHT_DECAY = 5e-4
+M2V_EPOCHS = 81
+
+# Hub
+TASK2VEC_TAG = "task2vec"
+CARD_BLOCK_KEY = "task2vec"
+EMBEDDING_DIR = "task2vec"
+FORMAT_VERSION = "1"
+
+# Plugins
+PROBE_ENTRY_POINT_GROUP = "t2v_hub.probes"
+INTEGRATION_ENTRY_POINT_GROUP = "t2v_hub.integrations"
+DISABLE_PLUGIN_AUTOLOAD = os.environ.get("T2V_HUB_DISABLE_PLUGIN_AUTOLOAD", "").lower() in {"1", "true", "yes"}
+
+
+def cache_dir() -> str:
+    """Embedding cache; overridable with T2V_HUB_CACHE."""
+    default = os.path.join(os.path.expanduser("~"), ".cache", "t2v_hub")
+    return os.environ.get("T2V_HUB_CACHE", default)

@@ -1,0 +1,205 @@
+"""Finding the image and label columns (by feature type) and encoding labels.
+
+Detection goes by the ``datasets`` feature type, never by column name:
+``Image`` is an image column, ``ClassLabel`` a single label, ``List(ClassLabel)``
+(what ``Sequence(ClassLabel)`` becomes) a multi-label target. Without a
+``ClassLabel``, exactly one integer/bool/string column is taken as the label;
+without an ``Image``, exactly one string column holding image file names. Any
+ambiguity is an error that lists the columns, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import ClassLabel, Image, LargeList, List, Value
+
+from ..errors import DataError
+
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm",
+)  # fmt: skip
+_INT = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
+_STR = {"string", "large_string"}
+_FLOAT = {"float16", "float32", "float64", "float", "double", "halffloat"}
+
+
+def describe(features: Mapping[str, Any]) -> str:
+    """``name (type), ...`` for error messages; ClassLabel names are summarised."""
+
+    def one(f: Any) -> str:
+        if isinstance(f, ClassLabel):
+            return f"ClassLabel({f.num_classes} classes)"
+        if isinstance(f, (List, LargeList)):
+            return f"{type(f).__name__}({one(f.feature)})"
+        if isinstance(f, Value):
+            return f.dtype
+        if isinstance(f, dict):
+            return "struct{" + ", ".join(f"{k}: {one(v)}" for k, v in f.items()) + "}"
+        return type(f).__name__
+
+    return ", ".join(f"{name} ({one(f)})" for name, f in features.items()) or "none"
+
+
+def _is_image_struct(f: Any) -> bool:
+    # Untyped {"bytes", "path"} structs (e.g. a generator without features).
+    return isinstance(f, dict) and "bytes" in f
+
+
+def _looks_like_path(value: Any) -> bool:
+    return isinstance(value, str) and value.lower().rsplit("?", 1)[0].endswith(IMAGE_EXTENSIONS)
+
+
+def find_image_column(features: Mapping[str, Any], override: str | None, sample: Mapping[str, Any]) -> str:
+    """The image column: ``override``, else the one ``Image`` column, else the one path-string column.
+
+    ``sample`` is one row (undecoded) used to tell path strings from other strings.
+    """
+    if override is not None:
+        if override not in features:
+            raise DataError(f"image_column {override!r} not found; columns: {describe(features)}")
+        f = features[override]
+        ok = isinstance(f, Image) or _is_image_struct(f) or (isinstance(f, Value) and f.dtype in _STR | {"binary", "large_binary"})
+        if not ok:
+            raise DataError(f"image_column {override!r} has type {describe({override: f})}; expected Image, file paths or bytes")
+        return override
+    images = [n for n, f in features.items() if isinstance(f, Image) or _is_image_struct(f)]
+    if not images:
+        images = [n for n, f in features.items() if isinstance(f, Value) and f.dtype in _STR and _looks_like_path(sample.get(n))]
+    if len(images) == 1:
+        return images[0]
+    if not images:
+        raise DataError(f"no image column (Image feature or image file paths); columns: {describe(features)}; pass image_column=")
+    raise DataError(f"several image columns: {', '.join(images)}; pass image_column= to pick one")
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How to read the label column: ``kind`` is classlabel, int or str; ``multi`` for lists."""
+
+    column: str
+    kind: str
+    multi: bool
+    names: tuple[str, ...] | None = None  # ClassLabel names; None: derived from the values
+
+    @property
+    def label_kind(self) -> str:
+        return "multi" if self.multi else "single"
+
+
+def _spec_for(name: str, f: Any) -> LabelSpec | None:
+    """LabelSpec for a usable label feature, None if the type cannot be a class label."""
+    multi = isinstance(f, (List, LargeList))
+    inner = f.feature if multi else f
+    if isinstance(inner, ClassLabel):
+        return LabelSpec(name, "classlabel", multi, tuple(inner.names))
+    if isinstance(inner, Value) and inner.dtype in _INT:
+        return LabelSpec(name, "int", multi)
+    if isinstance(inner, Value) and inner.dtype in _STR:
+        return LabelSpec(name, "str", multi)
+    return None
+
+
+def _regression_error(name: str, f: Any) -> DataError:
+    return DataError(
+        f"label column {name!r} holds {describe({name: f})} values: TASK2VEC here needs classification labels"
+        " (ClassLabel, integers or strings), not regression targets; bin them into classes first"
+    )
+
+
+def _is_float(f: Any) -> bool:
+    inner = f.feature if isinstance(f, (List, LargeList)) else f
+    return isinstance(inner, Value) and inner.dtype in _FLOAT
+
+
+def find_label_column(
+    features: Mapping[str, Any], override: str | None, image_column: str, sample: Mapping[str, Any]
+) -> LabelSpec:
+    """The label column: ``override``, else the one ClassLabel (or list of), else the one int/str column."""
+    if override is not None:
+        if override not in features:
+            raise DataError(f"label_column {override!r} not found; columns: {describe(features)}")
+        spec = _spec_for(override, features[override])
+        if spec is None:
+            if _is_float(features[override]):
+                raise _regression_error(override, features[override])
+            raise DataError(f"label_column {override!r} has type {describe({override: features[override]})}; expected class labels")
+        return spec
+    rest = {n: f for n, f in features.items() if n != image_column}
+    typed = [s for n, f in rest.items() if (s := _spec_for(n, f)) is not None and s.kind == "classlabel"]
+    if len(typed) == 1:
+        return typed[0]
+    if len(typed) > 1:
+        names = ", ".join(s.column for s in typed)
+        raise DataError(f"several ClassLabel columns: {names}; pass label_column= to pick one")
+    # Plain scalar ints/strings; strings that are image paths are not labels.
+    plain = [
+        s
+        for n, f in rest.items()
+        if (s := _spec_for(n, f)) is not None and not s.multi and not (s.kind == "str" and _looks_like_path(sample.get(n)))
+    ]
+    if len(plain) == 1:
+        return plain[0]
+    floats = [n for n, f in rest.items() if _is_float(f)]
+    if not plain and len(floats) == 1:
+        raise _regression_error(floats[0], rest[floats[0]])
+    what = "several candidate label columns" if plain else "no label column (ClassLabel, integer or string)"
+    raise DataError(f"{what}; columns: {describe(features)}; pass label_column=")
+
+
+def _bad_label(row: int, value: Any, why: str) -> DataError:
+    return DataError(f"row {row}: label {value!r} {why}; fix or drop that row (Dataset.filter) first")
+
+
+def validate_labels(spec: LabelSpec, values: Sequence[Any], rows: Sequence[int]) -> None:
+    """Refuse None labels and ClassLabel ids out of range, naming the first bad row."""
+    n = len(spec.names) if spec.names is not None else None
+    for row, v in zip(rows, values, strict=True):
+        items = v if spec.multi else [v]
+        if v is None or (spec.multi and not isinstance(v, (list, tuple))):
+            raise _bad_label(row, v, "is missing" if v is None else "is not a list")
+        for x in items:
+            if x is None:
+                raise _bad_label(row, v, "is missing")
+            if n is not None and not (0 <= int(x) < n):
+                why = "means 'no label' (-1)" if int(x) == -1 else f"is outside the ClassLabel range 0..{n - 1}"
+                raise _bad_label(row, v, why)
+
+
+def class_names(spec: LabelSpec, values: Sequence[Any]) -> list[str]:
+    """ClassLabel names, or the sorted distinct values (as strings) of ``values``."""
+    if spec.names is not None:
+        return list(spec.names)
+    flat = {x for v in values for x in v} if spec.multi else set(values)
+    return [str(x) for x in sorted(flat)]
+
+
+def encode(spec: LabelSpec, values: Sequence[Any], names: list[str]) -> torch.Tensor:
+    """int64 class ids (single) or a float multi-hot N x C matrix (multi)."""
+    if spec.names is not None:
+        ids: list[list[int]] | list[int] = [[int(x) for x in v] for v in values] if spec.multi else [int(v) for v in values]
+    else:
+        index = {name: i for i, name in enumerate(names)}
+        ids = [[index[str(x)] for x in v] for v in values] if spec.multi else [index[str(v)] for v in values]
+    if not spec.multi:
+        return torch.tensor(ids, dtype=torch.int64)
+    out = torch.zeros(len(values), len(names), dtype=torch.float32)
+    for i, row in enumerate(ids):
+        if row:
+            out[i, torch.tensor(row, dtype=torch.int64)] = 1.0
+    return out
+
+
+def present_classes(labels: torch.Tensor) -> int:
+    """Number of classes with at least one sample (single) or one positive (multi)."""
+    if labels.ndim == 1:
+        return int(torch.unique(labels).numel())
+    return int((labels.sum(0) > 0).sum().item())
+
+
+def names_json(names: list[str]) -> str:
+    return json.dumps(names, ensure_ascii=False)

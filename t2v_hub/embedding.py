@@ -1,0 +1,200 @@
+"""The embedding artifact: a per-filter vector plus provenance, stored as safetensors.
+
+File layout: one fp32 tensor ``embedding`` of shape (dim,), and the safetensors
+``__metadata__`` (string -> string) carrying every setting that produced it.
+Comparability is decided by a fixed set of fields (``COMPAT_FIELDS``): two
+embeddings live in the same space only if probe, weights, layout and method agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .constants import FORMAT_VERSION
+from .errors import EmbeddingError, IncompatibleEmbeddingError, OutputError
+
+TENSOR_KEY = "embedding"
+# Fields that must agree for two embeddings to be comparable, in the order reported.
+COMPAT_FIELDS = ("probe", "weights_sha256", "layout_hash", "dim", "method")
+REQUIRED_FIELDS = ("format_version", *COMPAT_FIELDS)
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    from . import __version__
+
+    return {"t2v_hub_version": __version__, "torch_version": torch.__version__, "timm_version": timm.__version__}
+
+
+@dataclass
+class Task2VecEmbedding:
+    """A TASK2VEC embedding: ``vector`` (fp32, one entry per probe filter) and ``metadata``."""
+
+    vector: torch.Tensor
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        v = torch.as_tensor(self.vector).detach().to("cpu", torch.float32).reshape(-1).contiguous()
+        if not torch.isfinite(v).all():
+            raise EmbeddingError("embedding vector contains NaN or Inf; recompute it (check the estimator's inputs)")
+        self.vector = v
+        self.metadata = {str(k): _to_str(val) for k, val in self.metadata.items()}
+        self.metadata.setdefault("format_version", FORMAT_VERSION)
+        self.metadata["dim"] = str(v.numel())
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def create(cls, vector: torch.Tensor, **fields: Any) -> Task2VecEmbedding:
+        """Build with provenance: library versions and creation time are added."""
+        meta: dict[str, Any] = {**_versions(), "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        meta.update(fields)
+        return cls(vector, meta)
+
+    # -- accessors ----------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.vector.numel())
+
+    @property
+    def probe(self) -> str:
+        return self.metadata.get("probe", "")
+
+    @property
+    def method(self) -> str:
+        return self.metadata.get("method", "")
+
+    @property
+    def norm(self) -> float:
+        return float(self.vector.norm())
+
+    def config(self, key: str) -> Any:
+        """A metadata value decoded from JSON where it was JSON-encoded."""
+        raw = self.metadata[key]
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+
+    def compat_key(self) -> tuple[str, ...]:
+        return tuple(self.metadata.get(f, "") for f in COMPAT_FIELDS)
+
+    def check_compatible(self, other: Task2VecEmbedding) -> None:
+        """Raise :class:`IncompatibleEmbeddingError` naming the first field that differs."""
+        for f in COMPAT_FIELDS:
+            a, b = self.metadata.get(f, ""), other.metadata.get(f, "")
+            if a != b:
+                raise IncompatibleEmbeddingError(
+                    f"embeddings differ in {f}: {a!r} vs {b!r}; recompute one of them with the other's {f}"
+                )
+
+    # -- serialisation --------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        return st_save({TENSOR_KEY: self.vector}, metadata=dict(self.metadata))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> Task2VecEmbedding:
+        try:
+            tensors = st_load(data)
+        except (SafetensorError, Exception) as exc:  # safetensors raises a few types on garbage
+            raise EmbeddingError(f"{source}: not a valid safetensors file ({exc}); re-download or recompute it") from exc
+        if set(tensors) != {TENSOR_KEY}:
+            raise EmbeddingError(
+                f"{source}: expected exactly one tensor {TENSOR_KEY!r}, found {sorted(tensors)}; "
+                "this is not a t2v-hub embedding file"
+            )
+        meta = _read_metadata(data)
+        missing = [f for f in REQUIRED_FIELDS if f not in meta]
+        if missing:
+            raise EmbeddingError(f"{source}: metadata lacks {missing}; this file was not written by t2v-hub")
+        vec = tensors[TENSOR_KEY]
+        if vec.dim() != 1 or str(vec.numel()) != meta["dim"]:
+            raise EmbeddingError(f"{source}: tensor shape {tuple(vec.shape)} does not match dim={meta['dim']}")
+        out = cls.__new__(cls)
+        out.vector, out.metadata = vec.to(torch.float32).contiguous(), meta
+        if not torch.isfinite(out.vector).all():
+            raise EmbeddingError(f"{source}: embedding contains NaN or Inf")
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically: a temporary file in the same folder, then rename."""
+        return atomic_write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Task2VecEmbedding:
+        p = Path(path)
+        if not p.is_file():
+            raise EmbeddingError(f"embedding file {str(p)!r} not found; check the path or run `t2v-hub embed` first")
+        return cls.from_bytes(p.read_bytes(), source=str(p))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def __repr__(self) -> str:
+        return (
+            f"Task2VecEmbedding(probe={self.probe!r}, method={self.method!r}, dim={self.dim}, "
+            f"norm={self.norm:.4g}, dataset={self.metadata.get('dataset_id', '')!r})"
+        )
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping | list | tuple | bool) or value is None:
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    # safetensors.torch.load drops metadata: read the JSON header directly.
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    return dict(header.get("__metadata__", {}) or {})
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {str(p)!r}: folder {str(parent)!r} does not exist; create it first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror}; choose a writable --out path") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror}; choose a writable --out path") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def stack(embeddings: list[Task2VecEmbedding]) -> torch.Tensor:
+    """Stack compatible embeddings into an (n, dim) matrix, checking compatibility."""
+    if not embeddings:
+        return torch.zeros(0, 0)
+    first = embeddings[0]
+    for e in embeddings[1:]:
+        first.check_compatible(e)
+    return torch.stack([e.vector for e in embeddings])

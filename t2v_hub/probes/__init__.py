@@ -1,0 +1,236 @@
+"""Probes: a timm backbone with a task head, whose Fisher is the task embedding.
+
+``create_probe`` accepts any timm model name (with or without a pretrained tag),
+``hf-hub:org/name`` and ``local-dir:/path`` names, a local checkpoint via
+``checkpoint_path``, or an ``nn.Module`` (deep-copied: the caller's model is never
+touched). The probe's backbone is always in eval mode: BatchNorm statistics,
+dropout and drop-path stay frozen, so features do not depend on batch make-up.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from ..errors import ProbeError, UnknownProbeError, WeightsError
+from .adapters import (
+    GenericAdapter,
+    get_probe_adapter,
+    list_probe_adapters,
+    model_family,
+    register_probe_adapter,
+)
+from .layout import EmbeddingLayout, build_layout, filter_parameter_names
+from .weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_path, state_dict_sha256
+
+__all__ = [
+    "EmbeddingLayout",
+    "GenericAdapter",
+    "Probe",
+    "ProbeConfig",
+    "build_layout",
+    "create_probe",
+    "filter_parameter_names",
+    "get_probe_adapter",
+    "list_probe_adapters",
+    "register_probe_adapter",
+    "resolve_weights",
+]
+
+_RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Everything that defines a probe; recorded into every embedding."""
+
+    name: str
+    pretrained: str  # "offline-package", "timm", "checkpoint", "random(seed=0)" or "module"
+    weights_sha256: str
+    include_norm: bool = False
+    input_size: tuple[int, int, int] | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Probe(nn.Module):
+    """A timm model with a task head; ``forward`` returns logits."""
+
+    def __init__(self, model: nn.Module, config: ProbeConfig, num_classes: int, data_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.num_classes = num_classes
+        self.data_config = data_config
+        self.adapter = get_probe_adapter(model)
+        self.layout: EmbeddingLayout = build_layout(model, include_norm=config.include_norm)
+        self.eval()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def family(self) -> str:
+        return model_family(self.model)
+
+    def train(self, mode: bool = True) -> Probe:
+        # The backbone never leaves eval mode: BN running stats and dropout stay frozen.
+        return super().train(False)
+
+    def head(self) -> nn.Module:
+        return self.adapter.head(self.model)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adapter.features(self.model, x)
+
+    def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.adapter.logits_from_features(self.model, feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def measured_params(self) -> list[str]:
+        return self.layout.param_names
+
+
+def _close_matches(name: str) -> list[str]:
+    return difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+
+
+def _check_known(name: str) -> None:
+    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+        return
+    if not timm.is_model(name):
+        hint = _close_matches(name.split(".")[0])
+        more = f" Did you mean: {', '.join(hint)}?" if hint else " See `timm.list_models()`."
+        raise UnknownProbeError(f"unknown probe {name!r}: not a timm model name.{more}")
+
+
+def _load_checkpoint(model: nn.Module, path: str) -> str:
+    from .weights import file_sha256
+
+    if not os.path.isfile(path):
+        raise WeightsError(f"checkpoint {path!r} not found; pass an existing .safetensors/.pth file")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            # weights_only: a checkpoint is data, never code.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+                state = state["state_dict"]
+    except Exception as exc:
+        raise WeightsError(f"cannot read checkpoint {path!r}: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise WeightsError(f"checkpoint {path!r} does not fit the probe architecture: {first}") from exc
+    return file_sha256(path)
+
+
+def resolve_weights(
+    model_name: str, pretrained: bool | None, checkpoint_path: str | None, model_kwargs: dict[str, Any]
+) -> tuple[nn.Module, str, str]:
+    """Create the timm model with its weights; returns (model, weights kind, weights sha256)."""
+    with torch.random.fork_rng(devices=[]):
+        # Random-init probes must be the same in every process and run.
+        torch.manual_seed(_RANDOM_INIT_SEED)
+        use_timm_pretrained = False
+        if checkpoint_path is None and pretrained is not False:
+            if model_name in OFFLINE_WEIGHTS and offline_weights_path(model_name) is not None:
+                use_timm_pretrained = False
+            elif pretrained is True or (pretrained is None and not model_name.startswith("test_")):
+                use_timm_pretrained = True
+        try:
+            model = timm.create_model(model_name, pretrained=use_timm_pretrained, **model_kwargs)
+        except (RuntimeError, OSError, ValueError) as exc:
+            if use_timm_pretrained:
+                raise WeightsError(
+                    f"cannot fetch pretrained weights for {model_name!r} ({type(exc).__name__}); "
+                    "install `t2v-hub[offline-weights]` for tf_efficientnet_lite0/1/2, pass a checkpoint, "
+                    "or use --no-pretrained"
+                ) from exc
+            raise ProbeError(f"cannot create probe {model_name!r}: {exc}") from exc
+    if checkpoint_path is not None:
+        return model, "checkpoint", _load_checkpoint(model, checkpoint_path)
+    if pretrained is not False and model_name in OFFLINE_WEIGHTS and offline_weights_path(model_name) is not None:
+        return model, "offline-package", load_offline_weights(model, model_name)
+    if use_timm_pretrained:
+        return model, "timm", state_dict_sha256(model)
+    return model, f"random(seed={_RANDOM_INIT_SEED})", state_dict_sha256(model)
+
+
+def create_probe(
+    name: str | nn.Module,
+    num_classes: int,
+    *,
+    pretrained: bool | None = None,
+    checkpoint_path: str | None = None,
+    include_norm: bool = False,
+    input_size: int | tuple[int, int, int] | None = None,
+    device: str | torch.device | None = None,
+    **model_kwargs: Any,
+) -> Probe:
+    """Build a probe for a task with ``num_classes`` classes.
+
+    ``pretrained=None`` (auto) uses packaged offline weights when installed, timm's
+    pretrained weights otherwise, and a seeded random init for timm's ``test_*``
+    models (which have none). ``input_size`` overrides the data config (small
+    images for tests); everything else about preprocessing comes from the model's
+    own timm data config.
+    """
+    if num_classes < 2:
+        raise ProbeError(f"a probe needs at least 2 classes, got {num_classes}; the task must have 2+ labels")
+    if isinstance(name, nn.Module):
+        model = copy.deepcopy(name)  # never mutate the caller's model
+        probe_name = getattr(getattr(model, "pretrained_cfg", {}), "get", lambda *_: None)("architecture") or type(
+            model
+        ).__name__
+        kind, sha = "module", state_dict_sha256(model)
+    else:
+        _check_known(name)
+        probe_name = name
+        model, kind, sha = resolve_weights(name, pretrained, checkpoint_path, model_kwargs)
+    adapter = get_probe_adapter(model)
+    data_config = dict(timm.data.resolve_model_data_config(model))
+    if input_size is not None:
+        size = (3, input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        data_config["input_size"] = size
+        data_config["crop_pct"] = 1.0
+    try:
+        adapter.reset_head(model, num_classes)
+    except TypeError as exc:
+        raise ProbeError(f"{probe_name!r} cannot be used as a probe: {exc}") from exc
+    # Head init must not depend on the caller's RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_RANDOM_INIT_SEED)
+        for m in adapter.head(model).modules():
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    config = ProbeConfig(
+        name=probe_name,
+        pretrained=kind,
+        weights_sha256=sha,
+        include_norm=include_norm,
+        input_size=tuple(data_config["input_size"]),
+        model_kwargs=dict(model_kwargs),
+    )
+    probe = Probe(model, config, num_classes, data_config)
+    if device is not None:
+        probe.to(device)
+    return probe

@@ -1,0 +1,272 @@
+"""The embedding pipeline: data -> probe -> head fit on cached features -> Fisher -> vector.
+
+``embed`` is the one call the CLI, the hub commands, ``recommend`` and AutoML
+users go through. Every random choice is drawn from generators seeded by ``seed``
+so the same inputs give bit-identical embeddings on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import constants as C
+from .config import EmbedConfig, FisherConfig, HeadConfig
+from .embedding import Task2VecEmbedding
+from .errors import DataError, FisherError
+from .head import fit_head
+from .probes import Probe, create_probe
+
+
+class TensorTask:
+    """A task given as preprocessed tensors (images already normalised for the probe)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, metadata: dict[str, Any] | None = None) -> None:
+        if images.shape[0] != labels.shape[0]:
+            raise DataError(f"{images.shape[0]} images but {labels.shape[0]} labels; pass one label per image")
+        if images.shape[0] == 0:
+            raise DataError("the task has no samples; pass a non-empty dataset")
+        self.images, self.labels = images, labels
+        self.label_kind = "multi" if labels.dim() > 1 else "single"
+        self.num_classes = int(labels.shape[1]) if labels.dim() > 1 else int(labels.max()) + 1
+        self.num_samples = int(images.shape[0])
+        fp = hashlib.sha256(images.contiguous().numpy().tobytes() + labels.contiguous().numpy().tobytes()).hexdigest()
+        self.metadata: dict[str, Any] = {"dataset_id": "<tensors>", "fingerprint": fp[:16], **(metadata or {})}
+        self.metadata.setdefault("num_classes", self.num_classes)
+        self.metadata.setdefault("num_samples", self.num_samples)
+        self.metadata.setdefault("label_kind", self.label_kind)
+
+    def tensors(self, transform_cfg: dict[str, Any], **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images, self.labels
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _batched_features(probe: Probe, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i : i + batch_size].to(device, non_blocking=True)
+            out.append(probe.features(x).float().cpu())
+    return torch.cat(out)
+
+
+def _tensor_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int):
+    for i in range(0, images.shape[0], batch_size):
+        yield images[i : i + batch_size], labels[i : i + batch_size]
+
+
+def _load(dataset: Any, *, max_samples: int | None, seed: int, data_options: dict[str, Any]) -> Any:
+    if isinstance(dataset, TensorTask):
+        task = dataset
+    elif isinstance(dataset, tuple) and len(dataset) == 2 and isinstance(dataset[0], torch.Tensor):
+        task = TensorTask(dataset[0], dataset[1])
+    else:
+        from .data import load_task
+
+        return load_task(dataset, max_samples=max_samples, seed=seed, **data_options)
+    if max_samples is not None:
+        if max_samples <= 0:
+            raise DataError(f"--max-samples must be positive, got {max_samples}")
+        # Shuffle before truncating: the first N rows of a dataset are rarely a fair sample.
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(task.num_samples, generator=g)[:max_samples]
+        task = TensorTask(task.images[idx], task.labels[idx], {**task.metadata, "num_samples": len(idx)})
+    return task
+
+
+def cache_key(task_meta: dict[str, Any], probe: Probe, config: EmbedConfig) -> str | None:
+    fp = task_meta.get("fingerprint") or task_meta.get("dataset_revision")
+    if not fp:
+        return None
+    payload = json.dumps(
+        {"data": {k: str(task_meta.get(k)) for k in ("dataset_id", "split", "fingerprint", "dataset_revision")},
+         "probe": probe.config.weights_sha256, "layout": probe.layout.hash(), "config": config.to_dict()},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def embed(
+    dataset: Any,
+    probe: str | nn.Module | Probe = C.DEFAULT_PROBE,
+    method: str = C.DEFAULT_FISHER_METHOD,
+    *,
+    max_samples: int | None = None,
+    seed: int = 0,
+    mc_samples: int = 1,
+    batch_size: int = C.DEFAULT_BATCH_SIZE,
+    head: HeadConfig | None = None,
+    fisher_options: dict[str, Any] | None = None,
+    include_norm: bool = False,
+    input_size: int | None = None,
+    pretrained: bool | None = None,
+    device: str | torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    cache: bool = False,
+    quiet: bool = True,
+    stats: dict[str, Any] | None = None,
+    **data_options: Any,
+) -> Task2VecEmbedding:
+    """Embed a classification task with TASK2VEC.
+
+    ``dataset`` is anything the data layer accepts (hub id, local folder or files,
+    a ``datasets`` object), a ``(images, labels)`` tensor pair already preprocessed
+    for the probe, or a :class:`TensorTask`. ``data_options`` go to
+    :func:`t2v_hub.data.load_task` (split, config, revision, columns...).
+    """
+    if method not in C.FISHER_METHODS:
+        raise FisherError(f"unknown method {method!r}; choose one of {', '.join(C.FISHER_METHODS)}")
+    t0 = time.perf_counter()
+    head_cfg = head or HeadConfig()
+    fisher_cfg = FisherConfig(method=method, mc_samples=mc_samples, batch_size=batch_size, options=dict(fisher_options or {}))
+    config = EmbedConfig(
+        probe=probe if isinstance(probe, str) else getattr(getattr(probe, "config", None), "name", type(probe).__name__),
+        max_samples=max_samples, seed=seed, include_norm=include_norm, input_size=input_size,
+        head=head_cfg, fisher=fisher_cfg,
+    )
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+
+    _log("loading data...", quiet)
+    task = _load(dataset, max_samples=max_samples, seed=seed, data_options=data_options)
+    multilabel = getattr(task, "label_kind", "single") == "multi"
+    num_classes = int(task.num_classes)
+    if isinstance(probe, Probe):
+        if probe.num_classes != num_classes:
+            raise DataError(f"probe has {probe.num_classes} classes but the task has {num_classes}")
+        p = Probe(__import__("copy").deepcopy(probe.model), probe.config, num_classes, dict(probe.data_config))
+    else:
+        p = create_probe(probe, num_classes, include_norm=include_norm, input_size=input_size, pretrained=pretrained)
+    p.to(dev)
+
+    key = cache_key(task.metadata, p, config) if cache else None
+    cache_path = Path(C.cache_dir()) / "embeddings" / f"{key}.safetensors" if key else None
+    if cache_path is not None and cache_path.is_file():
+        _log(f"cache hit: {cache_path}", quiet)
+        if stats is not None:
+            stats.update(cached=True, seconds=time.perf_counter() - t0)
+        return Task2VecEmbedding.load(cache_path)
+
+    images, labels = task.tensors(p.data_config, progress=not quiet)
+    n = int(images.shape[0])
+    if n == 0:
+        raise DataError("no usable samples left after filtering; check the dataset and --on-bad-image")
+
+    _log(f"features of {n} images with {p.name}...", quiet)
+    t_feat = time.perf_counter()
+    feats = _batched_features(p, images, batch_size, dev)
+    g_head = torch.Generator().manual_seed(seed)
+    head_stats = fit_head(p.head(), feats.to(dev), labels.to(dev), head_cfg, g_head, multilabel=multilabel)
+    t_fisher = time.perf_counter()
+
+    _log(f"Fisher ({method}) over {n} images...", quiet)
+    from .fisher import estimate
+
+    g_fisher = torch.Generator().manual_seed(seed + 1)
+    options = dict(fisher_cfg.options)
+    if multilabel:
+        options["likelihood"] = "bernoulli"
+    labels_f = labels.float() if multilabel else labels
+    result = estimate(
+        p.model, _tensor_loader(images, labels_f, batch_size), method, params=p.measured_params(),
+        mc_samples=mc_samples, generator=g_fisher, autocast_dtype=autocast_dtype, device=dev, **options,
+    )
+    vector = p.layout.reduce(result.per_param)
+    seconds = time.perf_counter() - t0
+    meta = {k: v for k, v in task.metadata.items() if v is not None}
+    emb = Task2VecEmbedding.create(
+        vector,
+        probe=p.name,
+        weights=p.config.pretrained,
+        weights_sha256=p.config.weights_sha256,
+        layout_hash=p.layout.hash(),
+        include_norm=include_norm,
+        input_size=list(p.data_config["input_size"]),
+        method=method,
+        method_config=result.config,
+        head_config=asdict(head_cfg),
+        mc_samples=mc_samples,
+        num_samples=result.num_samples,
+        num_classes=num_classes,
+        label_kind="multi" if multilabel else "single",
+        seed=seed,
+        max_samples=max_samples,
+        **{k: v for k, v in meta.items() if k not in {"num_classes", "num_samples", "seed", "label_kind"}},
+        head_train_accuracy=round(head_stats["head_train_accuracy"], 6),
+        seconds_features_and_head=round(t_fisher - t_feat, 3),
+        seconds_total=round(seconds, 3),
+    )
+    if stats is not None:
+        stats.update(cached=False, seconds=seconds, num_samples=n, num_classes=num_classes, **head_stats)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        emb.save(cache_path)
+    return emb
+
+
+def trivial_embedding(
+    probe: str = C.DEFAULT_PROBE,
+    method: str = C.DEFAULT_FISHER_METHOD,
+    *,
+    num_samples: int = 64,
+    input_size: int | None = None,
+    include_norm: bool = False,
+    pretrained: bool | None = None,
+    cache: bool = True,
+    seed: int = 0,
+) -> Task2VecEmbedding:
+    """The probe's embedding of a task that carries no information (``t0``).
+
+    Definition: seeded standard-normal images in the probe's normalised input space,
+    two classes, labels drawn uniformly at random independently of the images, run
+    through the *same* pipeline and estimator as real tasks. Nothing about the
+    labels can be learned, so this is the Fisher a probe shows for "no task"; it is
+    non-zero (a zero vector has no direction and makes the cosine undefined), and
+    it depends only on the probe, its weights and the method, so it is computed
+    once per (probe, weights, layout, method) and cached.
+    """
+    size = input_size
+    p = create_probe(probe, 2, include_norm=include_norm, input_size=input_size, pretrained=pretrained)
+    c, h, w = p.data_config["input_size"]
+    key = hashlib.sha256(
+        f"{p.config.weights_sha256}|{p.layout.hash()}|{method}|{num_samples}|{h}x{w}|{seed}".encode()
+    ).hexdigest()[:24]
+    path = Path(C.cache_dir()) / "trivial" / f"{key}.safetensors"
+    if cache and path.is_file():
+        return Task2VecEmbedding.load(path)
+    g = torch.Generator().manual_seed(10_000 + seed)
+    images = torch.randn(num_samples, c, h, w, generator=g)
+    labels = torch.randint(0, 2, (num_samples,), generator=g)
+    labels[:2] = torch.tensor([0, 1])  # both classes present
+    task = TensorTask(images, labels, {"dataset_id": "<trivial>", "trivial": True})
+    emb = embed(task, probe, method, seed=seed, input_size=size, include_norm=include_norm, pretrained=pretrained,
+                head=replace(HeadConfig(), epochs=1, draws_per_epoch=max(256, num_samples)))
+    emb.metadata["kind"] = "trivial"
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        emb.save(path)
+    return emb
+
+
+def trivial_for(embedding: Task2VecEmbedding, **kwargs: Any) -> Task2VecEmbedding:
+    """The trivial embedding matching an existing embedding's probe, input size and method."""
+    size = embedding.config("input_size") if "input_size" in embedding.metadata else None
+    input_size = int(size[-1]) if isinstance(size, list) else None
+    include_norm = embedding.metadata.get("include_norm", "false") == "true"
+    t0 = trivial_embedding(embedding.probe, embedding.method, input_size=input_size, include_norm=include_norm, **kwargs)
+    embedding.check_compatible(t0)
+    return t0
+
+
+__all__ = ["TensorTask", "embed", "trivial_embedding", "trivial_for"]
