@@ -89,9 +89,12 @@ def cdist(a: ArrayLike | Sequence[ArrayLike], b: ArrayLike | Sequence[ArrayLike]
 
 
 def _sym_block(A: torch.Tensor, B: torch.Tensor, eps: float) -> torch.Tensor:
-    s = A[:, None, :] + B[None, :, :] + eps
-    u = A[:, None, :] / s
-    v = B[None, :, :] / s
+    # Filters dead in both tasks (a + b == 0) contribute nothing; an absolute epsilon
+    # in the denominator would break the per-filter scale invariance for tiny Fishers.
+    s = A[:, None, :] + B[None, :, :]
+    inv = torch.where(s > 0, 1.0 / s.clamp_min(1e-38), torch.zeros((), dtype=s.dtype))
+    u = A[:, None, :] * inv
+    v = B[None, :, :] * inv
     uv = (u * v).sum(-1)
     uu = (u * u).sum(-1)
     vv = (v * v).sum(-1)

@@ -28,6 +28,7 @@ two runs on the same files give the same tensors):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -197,10 +198,9 @@ class Preprocessor:
     def __call__(self, data: bytes) -> torch.Tensor:
         im = _open(data, self.min_side)
         im.load()
-        try:
+        # A broken EXIF block must not lose an otherwise good image.
+        with contextlib.suppress(Exception):
             im = ImageOps.exif_transpose(im) or im
-        except Exception:  # noqa: BLE001 - a broken EXIF block must not lose an otherwise good image
-            pass
         out = self._tf(to_rgb(im))
         if not isinstance(out, torch.Tensor):
             out = torch.as_tensor(np.asarray(out))

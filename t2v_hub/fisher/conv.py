@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FisherError
+from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, contract_sq_sum
 
-DEFAULT_CHUNK_BYTES = 256 * 2**20
 CONV_BACKENDS = ("auto", "grouped", "unfold")
 
 _WEIGHT_GRAD: dict[int, Callable[..., torch.Tensor]] = {
@@ -129,58 +129,28 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return default_backend(device) if backend == "auto" else backend
 
 
-def conv_chunk_size(spec: ConvSpec, a: torch.Tensor, backend: str, chunk_size: int | None, itemsize: int) -> int:
-    """Samples per chunk: per-sample gradients (+ unfolded patches) under the byte budget."""
-    if chunk_size is not None:
-        return max(1, int(chunk_size))
-    per_sample = 1
-    for s in spec.weight_shape:
-        per_sample *= s
-    if backend == "unfold":
-        k = 1
-        for s in spec.kernel:
-            k *= s
-        # Unfolded patches: Cin*k per output location, at most input-size many locations.
-        per_sample += a[0].numel() * k
-    return max(1, DEFAULT_CHUNK_BYTES // (per_sample * itemsize))
+def _patches(spec: ConvSpec, a: torch.Tensor) -> torch.Tensor:
+    """Unfolded input ``(b, Cin*k, L)`` (``a`` already padded if the module pads outside the conv)."""
+    if spec.nd == 1:  # treat (B, C, L) as (B, C, 1, L)
+        a = a.unsqueeze(2)
+        kernel, stride, padding, dilation = (1, *spec.kernel), (1, *spec.stride), (0, *spec.padding), (1, *spec.dilation)
+    else:
+        kernel, stride, padding, dilation = spec.kernel, spec.stride, spec.padding, spec.dilation
+    if all(k == 1 for k in kernel) and not any(padding):
+        # Pointwise conv: the patches are the (strided) input itself, no unfold copy.
+        return a[:, :, :: stride[0], :: stride[1]].reshape(a.shape[0], a.shape[1], -1)
+    return F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride)
 
 
 def _grouped(spec: ConvSpec, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per-sample gradients ``(b, *weight_shape)`` with one weight-gradient conv of b*groups groups."""
     b, cin = a.shape[:2]
     cout = g.shape[1]
     a1 = a.reshape(1, b * cin, *a.shape[2:])
     g1 = g.reshape(1, b * cout, *g.shape[2:])
     wshape = (b * cout, *spec.weight_shape[1:])
-    grad = _WEIGHT_GRAD[spec.nd](
-        a1, wshape, g1, spec.stride, spec.padding, spec.dilation, spec.groups * b
-    )
+    grad = _WEIGHT_GRAD[spec.nd](a1, wshape, g1, spec.stride, spec.padding, spec.dilation, spec.groups * b)
     return grad.reshape(b, *spec.weight_shape)
-
-
-def _unfold(spec: ConvSpec, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    if spec.nd == 3:  # F.unfold is 2-D only: use the grouped path for Conv3d.
-        return _grouped(spec, a, g)
-    if spec.nd == 1:  # treat (B, C, L) as (B, C, 1, L)
-        kernel, stride, padding, dilation = (1, *spec.kernel), (1, *spec.stride), (0, *spec.padding), (1, *spec.dilation)
-        a, g = a.unsqueeze(2), g.unsqueeze(2)
-    else:
-        kernel, stride, padding, dilation = spec.kernel, spec.stride, spec.padding, spec.dilation
-    b = a.shape[0]
-    groups = spec.groups
-    cols = F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride)  # (b, Cin*k, L)
-    cols = cols.reshape(b * groups, cols.shape[1] // groups, cols.shape[2])
-    gg = g.reshape(b * groups, g.shape[1] // groups, -1)  # (b*G, Cout/G, L)
-    grad = torch.bmm(gg, cols.transpose(1, 2))  # (b*G, Cout/G, Cin/G*k)
-    return grad.reshape(b, *spec.weight_shape)
-
-
-def conv_persample(spec: ConvSpec, a: torch.Tensor, g: torch.Tensor, backend: str) -> torch.Tensor:
-    """Per-sample weight gradients ``(b, *weight_shape)``; ``a`` is the module input (unpadded)."""
-    if spec.pre_pad is not None:
-        a = spec.pre_pad(a)
-    a = a.contiguous()
-    g = g.contiguous()
-    return _grouped(spec, a, g) if backend == "grouped" else _unfold(spec, a, g)
 
 
 def conv_sq_sum(
@@ -190,11 +160,47 @@ def conv_sq_sum(
     backend: str,
     chunk_size: int | None = None,
     dtype: torch.dtype = torch.float32,
+    pairwise_max: int = DEFAULT_PAIRWISE_MAX,
 ) -> torch.Tensor:
-    """``sum_i G_i**2`` shaped like the weight, in ``dtype``."""
+    """``sum_i G_i**2`` shaped like the weight, in ``dtype``; ``a`` is the module's (unpadded) input.
+
+    Few output positions (``L <= pairwise_max``, 1-/2-D) always take the pairwise
+    formula of :func:`contract_sq_sum`; otherwise ``backend`` decides.
+    """
+    if spec.pre_pad is not None:
+        a = spec.pre_pad(a)
+    a = a.to(dtype).contiguous()
+    g = g.to(dtype).contiguous()
+    b, groups = a.shape[0], spec.groups
+    cout = spec.weight_shape[0]
+    length = g[0, 0].numel()
+    wnumel = 1
+    for s in spec.weight_shape:
+        wnumel *= s
+    itemsize = torch.finfo(dtype).bits // 8
     out = torch.zeros(spec.weight_shape, dtype=dtype, device=a.device)
-    step = conv_chunk_size(spec, a, backend, chunk_size, torch.finfo(dtype).bits // 8)
-    for start in range(0, a.shape[0], step):
-        grads = conv_persample(spec, a[start : start + step].to(dtype), g[start : start + step].to(dtype), backend)
-        out += grads.square_().sum(dim=0)
+    if spec.nd <= 2 and (backend == "unfold" or length <= pairwise_max):
+        per_in = wnumel // cout * groups  # Cin * k
+        step = chunk_for(per_in * length + wnumel, chunk_size, itemsize)
+        for s in range(0, b, step):
+            cols = _patches(spec, a[s : s + step])
+            n = cols.shape[0]
+            res = contract_sq_sum(
+                g[s : s + step].reshape(n, groups, cout // groups, length),
+                cols.reshape(n, groups, per_in // groups, length),
+                chunk_size,
+                pairwise_max,
+            )
+            out += res.reshape(spec.weight_shape)
+        return out
+    step = chunk_for(wnumel, chunk_size, itemsize)
+    for s in range(0, b, step):
+        out += _grouped(spec, a[s : s + step], g[s : s + step]).square_().sum(dim=0)
     return out
+
+
+def conv_persample(spec: ConvSpec, a: torch.Tensor, g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Per-sample weight gradients ``(b, *weight_shape)`` (for layers called several times)."""
+    if spec.pre_pad is not None:
+        a = spec.pre_pad(a)
+    return _grouped(spec, a.to(dtype).contiguous(), g.to(dtype).contiguous())

@@ -164,7 +164,12 @@ def resolve_weights(
     if checkpoint_path is not None:
         return model, "checkpoint", _load_checkpoint(model, checkpoint_path)
     if pretrained is not False and model_name in OFFLINE_WEIGHTS and offline_weights_path(model_name) is not None:
-        return model, "offline-package", load_offline_weights(model, model_name)
+        digest = load_offline_weights(model, model_name)
+        # These checkpoints were trained and evaluated with bilinear resizing (the
+        # original EfficientNet-Lite pipeline); timm's bicubic default for its own
+        # port misclassifies e.g. chelsea(). The config travels with the model.
+        model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "interpolation": "bilinear"}
+        return model, "offline-package", digest
     if use_timm_pretrained:
         return model, "timm", state_dict_sha256(model)
     return model, f"random(seed={_RANDOM_INIT_SEED})", state_dict_sha256(model)

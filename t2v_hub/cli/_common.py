@@ -1,0 +1,94 @@
+"""Helpers shared by CLI commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import OutputError
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", required=True, help="hub dataset id, local folder/file (imagefolder, save_to_disk, parquet, csv)")
+    g.add_argument("--split", default=None, help="split to use (default: train, else the only split)")
+    g.add_argument("--config", dest="config_name", default=None, help="dataset configuration name")
+    g.add_argument("--revision", default=None, help="dataset revision (hub datasets)")
+    g.add_argument("--streaming", action="store_true", help="stream the dataset; only --max-samples rows are read")
+    g.add_argument("--image-column", default=None, help="override the detected image column")
+    g.add_argument("--label-column", default=None, help="override the detected label column")
+    g.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail", help="undecodable images: stop or skip")
+    g.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
+
+
+def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> None:
+    g = p.add_argument_group("probe and estimator")
+    g.add_argument("--probe", default=default_probe, help="timm model name, hf-hub:/local-dir: name (default: %(default)s)")
+    g.add_argument("--method", default="montecarlo", choices=("montecarlo", "empirical", "batch", "variational"))
+    g.add_argument("--max-samples", type=int, default=None, help="use at most N samples (shuffled first)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--mc-samples", type=int, default=1, help="labels drawn per input (montecarlo)")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--input-size", type=int, default=None, help="override the probe's input resolution")
+    g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout")
+    g.add_argument("--no-pretrained", action="store_true", help="random-init probe (tests only)")
+    g.add_argument("--device", default=None, help="torch device (default: cpu)")
+    g.add_argument("--no-cache", action="store_true", help="recompute even if a cached embedding exists")
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "split": args.split,
+        "config": args.config_name,
+        "revision": args.revision,
+        "streaming": args.streaming,
+        "image_column": args.image_column,
+        "label_column": args.label_column,
+        "on_bad_image": args.on_bad_image,
+    }
+
+
+def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]):
+    from ..task2vec import embed
+
+    return embed(
+        args.dataset,
+        args.probe,
+        args.method,
+        max_samples=args.max_samples,
+        seed=args.seed,
+        mc_samples=args.mc_samples,
+        batch_size=args.batch_size,
+        include_norm=args.include_norm,
+        input_size=args.input_size,
+        pretrained=False if args.no_pretrained else None,
+        device=args.device,
+        cache=not args.no_cache,
+        quiet=quiet,
+        stats=stats,
+        **{k: v for k, v in data_options(args).items() if v not in (None, False)},
+    )
+
+
+def check_writable(path: str) -> None:
+    """Fail before hours of compute if the output cannot be written."""
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {path!r}: folder {str(parent)!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write {path!r}: folder {str(parent)!r} is not writable; choose another --out")
+    if Path(path).is_dir():
+        raise OutputError(f"cannot write {path!r}: it is a folder; pass a file name like task.safetensors")
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def hint(msg: str) -> None:
+    print(msg, file=sys.stderr)

@@ -1,0 +1,52 @@
+"""`t2v-hub embed`: compute a dataset's TASK2VEC embedding and write it as safetensors."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..constants import DEFAULT_PROBE
+from ._common import add_data_args, add_probe_args, check_writable, embed_from_args, hint, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("embed", help="embed a dataset as a task", description=__doc__)
+    add_data_args(p)
+    add_probe_args(p, DEFAULT_PROBE)
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="summary format on stdout")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    check_writable(args.out)
+    quiet = args.quiet or args.format == "json"
+    stats: dict = {}
+    emb = embed_from_args(args, quiet=args.quiet, stats=stats)
+    emb.save(args.out)
+    m = emb.metadata
+    summary = {
+        "out": args.out,
+        "dataset": m.get("dataset_id"),
+        "split": m.get("split"),
+        "num_samples": int(m.get("num_samples", 0)),
+        "num_classes": int(m.get("num_classes", 0)),
+        "probe": emb.probe,
+        "method": emb.method,
+        "dim": emb.dim,
+        "norm": emb.norm,
+        "seconds": round(float(stats.get("seconds", 0.0)), 3),
+        "cached": bool(stats.get("cached", False)),
+    }
+    if args.format == "json":
+        print_json(summary)
+    else:
+        line = (
+            f"{summary['dataset']} [{summary['split']}]: {summary['num_samples']} samples, "
+            f"{summary['num_classes']} classes, probe {emb.probe}, {emb.method}, dim {emb.dim}, "
+            f"{summary['seconds']:.1f}s{' (cached)' if summary['cached'] else ''} -> {args.out}"
+        )
+        print(line)
+    if not quiet:
+        hint("next: t2v-hub distance A.safetensors B.safetensors, or t2v-hub recommend --dataset ...")
+    return 0

@@ -1,0 +1,395 @@
+"""``load_task``: a labelled image dataset -> :class:`TaskData` (labels now, pixels on demand).
+
+Selection happens on labels only (cheap): rows are shuffled with the seed
+*before* truncating to ``max_samples`` (the reference implementation took the
+first N), and the chosen row ids are sorted so that reads stay sequential.
+Images are decoded once per transform config into a uint8 cache the first
+time ``tensors``/``loader`` asks for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, Image, IterableDataset
+from tqdm.auto import tqdm
+
+from ..errors import BadImageError, DataError, ImageTooLargeError
+from . import columns as C
+from .images import Preprocessor, read_bytes
+from .sources import Resolved, resolve
+
+# Streaming: rows are shuffled through a buffer of this many before taking max_samples.
+STREAM_SHUFFLE_BUFFER = 1000
+# Images per DataLoader item; large enough to amortise IPC, small enough for a smooth progress bar.
+DECODE_BATCH = 16
+ON_BAD_IMAGE = ("fail", "skip")
+
+
+class _ArrowRefs:
+    """Undecoded image values of one column, read through Arrow (no PIL decode, no cast)."""
+
+    def __init__(self, ds: Dataset, column: str) -> None:
+        self.ds = ds.select_columns([column]).with_format("arrow")
+        self.column = column
+
+    def get(self, keys: list[int]) -> list[Any]:
+        return self.ds[keys].column(self.column).to_pylist()
+
+
+class _ListRefs:
+    """Undecoded image values already read (streaming)."""
+
+    def __init__(self, items: list[Any], column: str) -> None:
+        self.items = items
+        self.column = column
+
+    def get(self, keys: list[int]) -> list[Any]:
+        return [self.items[k] for k in keys]
+
+
+Refs = _ArrowRefs | _ListRefs
+# (position, uint8 image or None, error message or None, too large?)
+Decoded = tuple[int, torch.Tensor | None, str | None, bool]
+
+
+class _DecodeSet(torch.utils.data.Dataset):
+    """Map-style dataset over the selected rows; one item = one decoded image or its error."""
+
+    def __init__(self, refs: Refs, keys: np.ndarray, pre: Preprocessor, base_dir: str | None, token: Any) -> None:
+        self.refs, self.keys, self.pre, self.base_dir, self.token = refs, keys, pre, base_dir, token
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, pos: int) -> Decoded:
+        return self.__getitems__([pos])[0]
+
+    def __getitems__(self, positions: list[int]) -> list[Decoded]:
+        # One Arrow read per batch instead of one per image.
+        values = self.refs.get([int(self.keys[p]) for p in positions])
+        out: list[Decoded] = []
+        for pos, ref in zip(positions, values, strict=True):
+            try:
+                out.append((pos, self.pre(read_bytes(ref, self.base_dir, self.token)), None, False))
+            except Exception as e:  # noqa: BLE001 - decoders raise anything on corrupt input
+                msg = str(e) if isinstance(e, BadImageError) else f"{type(e).__name__}: {e}"
+                out.append((pos, None, msg, isinstance(e, ImageTooLargeError)))
+        return out
+
+
+def _as_list(batch: list[Decoded]) -> list[Decoded]:
+    return batch
+
+
+class TaskData:
+    """A classification task: labels, class names, provenance, and its images on demand."""
+
+    def __init__(
+        self,
+        *,
+        refs: Refs,
+        keys: np.ndarray,
+        labels: torch.Tensor,
+        class_names: list[str],
+        label_kind: str,
+        metadata: dict[str, str | int],
+        on_bad_image: str,
+        seed: int,
+        base_dir: str | None = None,
+        token: Any = None,
+    ) -> None:
+        self._refs = refs
+        self._keys = keys  # row ids in the source split (streaming: position in the read order)
+        self.labels = labels
+        self.class_names = class_names
+        self.num_classes = len(class_names)
+        self.label_kind = label_kind
+        self.metadata = metadata
+        self.seed = seed
+        self._on_bad = on_bad_image
+        self._base_dir = base_dir
+        self._token = token
+        self._cache: tuple[str, Preprocessor, torch.Tensor] | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def rows(self) -> list[int]:
+        """Row ids (in the source split) of the samples, in order."""
+        return [int(k) for k in self._keys]
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskData({self.metadata.get('dataset_id')!r}, split={self.metadata.get('split')!r},"
+            f" num_samples={self.num_samples}, num_classes={self.num_classes}, label_kind={self.label_kind!r})"
+        )
+
+    def tensors(
+        self, transform_cfg: dict[str, Any], *, num_workers: int = 0, progress: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """All samples as a float32 N x 3 x H x W normalised tensor, and their labels.
+
+        Decodes every image once (in ``num_workers`` DataLoader workers) and caches
+        the uint8 crops; rows whose image is bad are dropped when on_bad_image="skip".
+        The float tensor is 4x the cache's size: use :meth:`loader` for big tasks.
+        """
+        pre, cache = self._ensure(transform_cfg, num_workers, progress)
+        return pre.normalize(cache), self.labels
+
+    def loader(
+        self,
+        transform_cfg: dict[str, Any],
+        batch_size: int,
+        *,
+        num_workers: int = 0,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        pin_memory: bool | None = None,
+        progress: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x, y) batches over the decoded cache (decoding first if needed).
+
+        Shuffled orders come from ``generator`` (default: seeded with the task's
+        seed, so every call gives the same order). Batches are pinned when CUDA
+        is available, for ``.to(device, non_blocking=True)``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        pre, cache = self._ensure(transform_cfg, num_workers, progress)
+        labels = self.labels
+        n = cache.shape[0]
+        if shuffle:
+            order = torch.randperm(n, generator=generator or torch.Generator().manual_seed(self.seed))
+        else:
+            order = torch.arange(n)
+        pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                x, y = pre.normalize(cache[idx]), labels[idx]
+                yield (x.pin_memory(), y.pin_memory()) if pin else (x, y)
+
+        return batches()
+
+    def _ensure(self, transform_cfg: dict[str, Any], num_workers: int, progress: bool) -> tuple[Preprocessor, torch.Tensor]:
+        try:
+            pre = Preprocessor(transform_cfg)
+        except (ValueError, TypeError) as e:
+            raise DataError(f"bad transform_cfg: {e}") from e
+        if self._cache is not None and self._cache[0] == pre.key:
+            return self._cache[1], self._cache[2]
+        n = len(self._keys)
+        out = torch.empty((n, 3, *pre.size), dtype=torch.uint8)
+        bad: list[int] = []
+        dset = _DecodeSet(self._refs, self._keys, pre, self._base_dir, self._token)
+        with tqdm(total=n, disable=not progress, desc="decoding images", unit="img") as bar:
+            for batch in self._batches(dset, num_workers):
+                for pos, x, err, too_large in batch:
+                    if x is not None:
+                        out[pos] = x
+                        continue
+                    if self._on_bad == "fail":
+                        kind = ImageTooLargeError if too_large else BadImageError
+                        raise kind(
+                            f"image of row {int(self._keys[pos])} cannot be used: {err}"
+                            " (pass on_bad_image='skip' to drop such rows)"
+                        )
+                    bad.append(pos)
+                bar.update(len(batch))
+        if bad:
+            out = self._drop(bad, out)
+        self._cache = (pre.key, pre, out)
+        return pre, out
+
+    @staticmethod
+    def _batches(dset: _DecodeSet, num_workers: int) -> Iterator[list[Decoded]]:
+        n = len(dset)
+        if num_workers <= 0:
+            for start in range(0, n, DECODE_BATCH):
+                yield dset.__getitems__(list(range(start, min(n, start + DECODE_BATCH))))
+            return
+        dl = torch.utils.data.DataLoader(
+            dset, batch_size=DECODE_BATCH, num_workers=num_workers, collate_fn=_as_list, prefetch_factor=4
+        )
+        yield from dl
+
+    def _drop(self, bad: list[int], cache: torch.Tensor) -> torch.Tensor:
+        """Forget rows whose image failed (skip mode); the task must still be a task."""
+        keep = torch.ones(len(self._keys), dtype=torch.bool)
+        keep[bad] = False
+        n_bad = int(self.metadata.get("num_bad_images", 0)) + len(bad)
+        if not bool(keep.any()):
+            raise DataError(f"all {len(bad)} images failed to decode; nothing is left of the task")
+        self._keys = self._keys[keep.numpy()]
+        self.labels = self.labels[keep]
+        _check_classes(self.labels, f"after dropping {n_bad} bad images")
+        self.metadata["num_bad_images"] = n_bad
+        self.metadata["num_samples"] = self.num_samples
+        return cache[keep]
+
+
+def _check_classes(labels: torch.Tensor, when: str) -> None:
+    if C.present_classes(labels) < 2:
+        raise DataError(f"only one class is present {when}: TASK2VEC needs at least two (raise max_samples or check the labels)")
+
+
+def _content_fingerprint(refs: list[Any], values: list[Any]) -> str:
+    """For streams without a datasets fingerprint: hash what was actually read."""
+    h = hashlib.sha256()
+    for ref, v in zip(refs, values, strict=True):
+        data = ref.get("bytes") if isinstance(ref, dict) else ref
+        data = data or (ref.get("path") if isinstance(ref, dict) else None) or b""
+        h.update(hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).digest())
+        h.update(json.dumps(v, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def load_task(
+    source: Any,
+    *,
+    split: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
+    streaming: bool = False,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    on_bad_image: str = "fail",
+    token: str | bool | None = None,
+) -> TaskData:
+    """Load one split of a labelled image dataset as a classification task (see the module docs)."""
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise DataError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
+    if max_samples is not None and max_samples < 1:
+        raise DataError(f"max_samples must be a positive number of samples, got {max_samples}")
+    if image_column is not None and image_column == label_column:
+        raise DataError(f"image_column and label_column are both {image_column!r}")
+    r = resolve(source, split=split, config=config, revision=revision, streaming=streaming, token=token)
+    select = _select_stream if isinstance(r.dataset, IterableDataset) else _select_table
+    refs, keys, spec, names, labels, fingerprint = select(r, image_column, label_column, max_samples, seed)
+    _check_classes(labels, "in the selected samples")
+    metadata: dict[str, str | int] = {
+        "dataset_id": r.dataset_id,
+        "split": r.split,
+        "fingerprint": fingerprint,
+        "image_column": refs.column,
+        "label_column": spec.column,
+        "label_kind": spec.label_kind,
+        "num_classes": len(names),
+        "num_samples": int(labels.shape[0]),
+        "label_names": C.names_json(names),
+        "num_bad_images": 0,
+        "seed": int(seed),
+    }
+    if r.revision:
+        metadata["dataset_revision"] = r.revision
+    if config:
+        metadata["dataset_config"] = config
+    return TaskData(
+        refs=refs,
+        keys=keys,
+        labels=labels,
+        class_names=names,
+        label_kind=spec.label_kind,
+        metadata=metadata,
+        on_bad_image=on_bad_image,
+        seed=seed,
+        base_dir=r.base_dir,
+        token=token,
+    )
+
+
+def _empty(r: Resolved) -> DataError:
+    return DataError(f"dataset {r.dataset_id!r} split {r.split!r} has no rows")
+
+
+def _select_table(
+    r: Resolved, image_column: str | None, label_column: str | None, max_samples: int | None, seed: int
+) -> tuple[Refs, np.ndarray, C.LabelSpec, list[str], torch.Tensor, str]:
+    ds = r.dataset
+    assert isinstance(ds, Dataset)
+    n = len(ds)
+    if n == 0:
+        raise _empty(r)
+    sample = ds.with_format("arrow")[:1].to_pylist()[0]
+    img = C.find_image_column(ds.features, image_column, sample)
+    spec = C.find_label_column(ds.features, label_column, img, sample)
+    # The whole label column is read (labels are small) so that bad labels fail
+    # deterministically and class ids do not depend on max_samples or the seed.
+    values = ds.select_columns([spec.column]).with_format("arrow")[:].column(spec.column).to_pylist()
+    C.validate_labels(spec, values, range(n))
+    names = C.class_names(spec, values)
+    _check_label_space(names, r)
+    if max_samples is not None and spec.label_kind == "single":
+        present = len(set(values))
+        if max_samples < present:
+            raise DataError(
+                f"max_samples={max_samples} is smaller than the {present} classes present; use at least {present}"
+            )
+    if max_samples is not None and max_samples < n:
+        keys = np.sort(np.random.default_rng(seed).permutation(n)[:max_samples])
+    else:
+        keys = np.arange(n)
+    labels = C.encode(spec, [values[k] for k in keys], names)
+    return _ArrowRefs(ds, img), keys, spec, names, labels, r.fingerprint or ds._fingerprint
+
+
+def _check_label_space(names: list[str], r: Resolved) -> None:
+    if len(names) < 2:
+        raise DataError(
+            f"dataset {r.dataset_id!r} split {r.split!r} has {len(names)} class ({', '.join(names)}):"
+            " TASK2VEC needs a classification task with at least two classes"
+        )
+
+
+def _select_stream(
+    r: Resolved, image_column: str | None, label_column: str | None, max_samples: int | None, seed: int
+) -> tuple[Refs, np.ndarray, C.LabelSpec, list[str], torch.Tensor, str]:
+    ids = r.dataset
+    assert isinstance(ids, IterableDataset)
+    if ids.features is None:
+        ids = ids._resolve_features()  # reads one row to infer the types
+    features = ids.features
+    sample: dict[str, Any] = {}
+    if image_column is None and not any(isinstance(f, Image) for f in features.values()):
+        # Path columns are recognised by their values: peek at one row.
+        sample = next(iter(ids.take(1)), {})
+    img = C.find_image_column(features, image_column, sample)
+    spec = C.find_label_column(features, label_column, img, sample)
+    ids = ids.select_columns([img, spec.column])
+    if isinstance(features[img], Image):
+        ids = ids.cast_column(img, Image(decode=False))
+    if max_samples is not None:
+        if spec.names is not None and spec.label_kind == "single" and max_samples < len(spec.names):
+            raise DataError(
+                f"max_samples={max_samples} is smaller than the {len(spec.names)} classes of {spec.column!r};"
+                f" use at least {len(spec.names)}"
+            )
+        # Seeded buffer shuffle, then take: only about max_samples + buffer rows are read.
+        ids = ids.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER).take(max_samples)
+    refs: list[Any] = []
+    values: list[Any] = []
+    for row in ids:
+        refs.append(row[img])
+        values.append(row[spec.column])
+    if not refs:
+        raise _empty(r)
+    C.validate_labels(spec, values, range(len(values)))
+    names = C.class_names(spec, values)
+    _check_label_space(names, r)
+    labels = C.encode(spec, values, names)
+    fingerprint = r.fingerprint or _content_fingerprint(refs, values)
+    return _ListRefs(refs, img), np.arange(len(refs)), spec, names, labels, fingerprint

@@ -1,0 +1,172 @@
+"""Probes: names, layouts, weights, and the no-mutation guarantee."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from t2v_hub.errors import ProbeError, UnknownProbeError, WeightsError
+from t2v_hub.probes import build_layout, create_probe, get_probe_adapter, list_probe_adapters
+from t2v_hub.probes.weights import offline_weights_path
+
+
+@pytest.mark.parametrize(("name", "dim"), [("resnet34", 8512), ("resnet18", 4800), ("tf_efficientnet_lite0", 21008)])
+def test_layout_dimension_matches_paper(name: str, dim: int) -> None:
+    # Building the layout on a random-init model is enough: dimension depends on architecture only.
+    model = timm.create_model(name, pretrained=False)
+    layout = build_layout(model)
+    assert layout.dim == dim
+    assert all(e.kind == "conv" for e in layout.entries)
+    assert "fc.weight" not in layout.param_names and "classifier.weight" not in layout.param_names
+
+
+def test_layout_with_norm_scales_resnet34() -> None:
+    layout = build_layout(timm.create_model("resnet34", pretrained=False), include_norm=True)
+    assert layout.dim == 17024  # FACTS: conv filters + BatchNorm gammas
+
+
+def test_vit_layout_has_linear_layers_and_excludes_head() -> None:
+    probe = create_probe("test_vit", 4)
+    kinds = {e.kind for e in probe.layout.entries}
+    assert kinds == {"conv", "linear"}
+    assert "head.weight" not in probe.layout.param_names
+    assert any(".qkv." in n for n in probe.layout.param_names)
+
+
+def test_layout_hash_is_stable_and_order_sensitive() -> None:
+    a = create_probe("test_resnet", 3).layout
+    b = create_probe("test_resnet", 5).layout
+    assert a.hash() == b.hash()  # head size does not change the embedding space
+    c = create_probe("test_efficientnet", 3).layout
+    assert a.hash() != c.hash()
+
+
+def test_unknown_probe_lists_close_matches() -> None:
+    with pytest.raises(UnknownProbeError, match="resnet34"):
+        create_probe("resnet33", 3)
+
+
+def test_probe_without_filter_layer_is_refused() -> None:
+    class Pooler(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.LayerNorm(3)
+            self.head = nn.Linear(3, 2)
+
+        def get_classifier(self) -> nn.Module:
+            return self.head
+
+        def reset_classifier(self, n: int) -> None:
+            self.head = nn.Linear(3, n)
+
+    with pytest.raises(ProbeError, match="no filter-bearing layer"):
+        create_probe(Pooler(), 2)
+
+
+def test_one_class_probe_is_refused() -> None:
+    with pytest.raises(ProbeError, match="at least 2 classes"):
+        create_probe("test_resnet", 1)
+
+
+def test_callers_model_is_never_mutated() -> None:
+    model = timm.create_model("test_resnet", num_classes=10)
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    probe = create_probe(model, 3)
+    assert model.training and model.get_classifier().out_features == 10
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert probe.model is not model and not probe.training and not probe.model.training
+    probe.train()  # the probe refuses to leave eval mode
+    assert not any(m.training for m in probe.modules())
+
+
+def test_random_init_is_deterministic() -> None:
+    torch.manual_seed(123)
+    a = create_probe("test_resnet", 3)
+    torch.manual_seed(456)
+    b = create_probe("test_resnet", 3)
+    assert a.config.weights_sha256 == b.config.weights_sha256
+    assert a.config.pretrained.startswith("random")
+
+
+def test_data_config_comes_from_the_model() -> None:
+    probe = create_probe("test_resnet", 3)
+    cfg = timm.data.resolve_model_data_config(timm.create_model("test_resnet"))
+    assert probe.data_config["mean"] == cfg["mean"] and probe.data_config["input_size"] == cfg["input_size"]
+    small = create_probe("test_resnet", 3, input_size=32)
+    assert small.data_config["input_size"] == (3, 32, 32)
+
+
+def test_adapters_registered_through_entry_points() -> None:
+    adapters = list_probe_adapters()
+    assert {"resnet", "efficientnet", "vision_transformer"} <= set(adapters)
+    assert type(get_probe_adapter(timm.create_model("test_resnet"))).__name__ == "ResNetAdapter"
+
+
+def test_local_checkpoint_safetensors_and_pth(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    model = timm.create_model("test_resnet")
+    first = build_layout(model).param_names[0]
+    with torch.no_grad():
+        model.get_parameter(first).fill_(0.25)
+    st = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(st))
+    probe = create_probe("test_resnet", 3, checkpoint_path=str(st))
+    assert torch.all(probe.model.get_parameter(first) == 0.25) and probe.config.pretrained == "checkpoint"
+    pth = tmp_path / "w.pth"
+    torch.save(model.state_dict(), pth)
+    assert create_probe("test_resnet", 3, checkpoint_path=str(pth)).config.weights_sha256 != probe.config.weights_sha256
+    bad = tmp_path / "bad.pth"
+    torch.save({first: torch.zeros(1)}, bad)
+    with pytest.raises(WeightsError, match="does not fit"):
+        create_probe("test_resnet", 3, checkpoint_path=str(bad))
+
+
+needs_offline = pytest.mark.skipif(
+    offline_weights_path("tf_efficientnet_lite0") is None, reason="offline-weights extra not installed"
+)
+
+
+@needs_offline
+def test_offline_lite0_classifies_sample_photos() -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    # A 1000-class probe keeps the ImageNet classifier only if we put it back: build the
+    # probe, then load the packaged weights into a plain model with the probe's data config.
+    from t2v_hub.probes.weights import load_offline_weights
+
+    probe = create_probe("tf_efficientnet_lite0", 3)
+    model = timm.create_model("tf_efficientnet_lite0")
+    load_offline_weights(model, "tf_efficientnet_lite0")
+    model.eval()
+    cfg = probe.data_config
+    assert cfg["mean"] == (0.5, 0.5, 0.5)  # from the model's own config, not hard-coded here
+    tf = timm.data.create_transform(**cfg, is_training=False)
+    batch = torch.stack([tf(Image.fromarray(skimage_data.chelsea())), tf(Image.fromarray(skimage_data.coffee()))])
+    with torch.no_grad():
+        pred = model(batch).argmax(1).tolist()
+    assert pred == [285, 967]
+
+
+@needs_offline
+def test_offline_weights_sha_is_verified(monkeypatch) -> None:
+    from t2v_hub.probes import weights as W
+
+    spec = W.OFFLINE_WEIGHTS["tf_efficientnet_lite0"]
+    monkeypatch.setitem(W.OFFLINE_WEIGHTS, "tf_efficientnet_lite0", W.OfflineWeights(spec.package, spec.filename, "0" * 64))
+    with pytest.raises(WeightsError, match="sha256"):
+        create_probe("tf_efficientnet_lite0", 3)
+
+
+@needs_offline
+def test_default_probe_uses_offline_package() -> None:
+    probe = create_probe("tf_efficientnet_lite0", 3)
+    assert probe.config.pretrained == "offline-package"
+    assert probe.config.weights_sha256.startswith("57934424")
+    assert probe.layout.dim == 21008
