@@ -30,6 +30,8 @@ TENSOR_KEY = "embedding"
 # Fields that must agree for two embeddings to be comparable, in the order reported.
 COMPAT_FIELDS = ("probe", "weights_sha256", "layout_hash", "dim", "method")
 REQUIRED_FIELDS = ("format_version", *COMPAT_FIELDS)
+# Compared only when both embeddings record them (older or hand-made files may not).
+OPTIONAL_COMPAT_FIELDS = ("input_size", "include_norm")
 
 
 def _versions() -> dict[str, str]:
@@ -94,8 +96,10 @@ class Task2VecEmbedding:
 
     def check_compatible(self, other: Task2VecEmbedding) -> None:
         """Raise :class:`IncompatibleEmbeddingError` naming the first field that differs."""
-        for f in COMPAT_FIELDS:
+        for f in COMPAT_FIELDS + OPTIONAL_COMPAT_FIELDS:
             a, b = self.metadata.get(f, ""), other.metadata.get(f, "")
+            if f in OPTIONAL_COMPAT_FIELDS and (not a or not b):
+                continue
             if a != b:
                 raise IncompatibleEmbeddingError(
                     f"embeddings differ in {f}: {a!r} vs {b!r}; recompute one of them with the other's {f}"

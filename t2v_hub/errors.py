@@ -76,3 +76,7 @@ class OutputError(T2VError):
 
 class ImageTooLargeError(BadImageError):
     """An image has more pixels than the decoder accepts, even after JPEG draft decoding."""
+
+
+class CardError(HubError):
+    """A model card (README.md) cannot be read or edited safely; it was left unchanged."""

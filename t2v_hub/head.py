@@ -60,7 +60,7 @@ def fit_head(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                last = float(loss)
+                last = float(loss.detach())
         with torch.no_grad():
             logits = head(features)
             if multilabel:

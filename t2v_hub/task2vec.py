@@ -38,6 +38,9 @@ class TensorTask:
         self.label_kind = "multi" if labels.dim() > 1 else "single"
         self.num_classes = int(labels.shape[1]) if labels.dim() > 1 else int(labels.max()) + 1
         self.num_samples = int(images.shape[0])
+        present = int((labels.sum(0) > 0).sum()) if labels.dim() > 1 else int(torch.unique(labels).numel())
+        if present < 2:
+            raise DataError(f"the task has {present} class; TASK2VEC needs at least 2 classes with samples")
         fp = hashlib.sha256(images.contiguous().numpy().tobytes() + labels.contiguous().numpy().tobytes()).hexdigest()
         self.metadata: dict[str, Any] = {"dataset_id": "<tensors>", "fingerprint": fp[:16], **(metadata or {})}
         self.metadata.setdefault("num_classes", self.num_classes)
@@ -80,6 +83,11 @@ def _load(dataset: Any, *, max_samples: int | None, seed: int, data_options: dic
         if max_samples <= 0:
             raise DataError(f"--max-samples must be positive, got {max_samples}")
         # Shuffle before truncating: the first N rows of a dataset are rarely a fair sample.
+        if max_samples < task.num_classes:
+            raise DataError(
+                f"--max-samples {max_samples} is below the number of classes ({task.num_classes}); "
+                "use at least one sample per class"
+            )
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(task.num_samples, generator=g)[:max_samples]
         task = TensorTask(task.images[idx], task.labels[idx], {**task.metadata, "num_samples": len(idx)})

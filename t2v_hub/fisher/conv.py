@@ -133,7 +133,12 @@ def _patches(spec: ConvSpec, a: torch.Tensor) -> torch.Tensor:
     """Unfolded input ``(b, Cin*k, L)`` (``a`` already padded if the module pads outside the conv)."""
     if spec.nd == 1:  # treat (B, C, L) as (B, C, 1, L)
         a = a.unsqueeze(2)
-        kernel, stride, padding, dilation = (1, *spec.kernel), (1, *spec.stride), (0, *spec.padding), (1, *spec.dilation)
+        kernel, stride, padding, dilation = (
+            (1, *spec.kernel),
+            (1, *spec.stride),
+            (0, *spec.padding),
+            (1, *spec.dilation),
+        )
     else:
         kernel, stride, padding, dilation = spec.kernel, spec.stride, spec.padding, spec.dilation
     if all(k == 1 for k in kernel) and not any(padding):

@@ -64,7 +64,9 @@ def contract_sq_sum(
         pairs = length * (length + 1) // 2
         step = chunk_for(pairs * groups * (n_out + n_in), chunk_size, itemsize)
         for s in range(0, b, step):
-            out += torch.bmm(_pair_products(g[s : s + step], True).transpose(1, 2), _pair_products(a[s : s + step], False))
+            out += torch.bmm(
+                _pair_products(g[s : s + step], True).transpose(1, 2), _pair_products(a[s : s + step], False)
+            )
         return out
     step = chunk_for(groups * n_out * n_in, chunk_size, itemsize)
     for s in range(0, b, step):

@@ -100,10 +100,10 @@ class Hub(ABC):
         files: Mapping[str, bytes],
         message: str,
         *,
-        parent_commit: str,
+        parent_commit: str | None,
         create_pr: bool = False,
     ) -> CommitResult:
-        """Write all ``files`` in one commit on top of ``parent_commit``.
+        """Write all ``files`` in one commit on top of ``parent_commit`` (None: no check).
 
         Raises ConcurrentUpdateError when the head is no longer ``parent_commit``,
         CommitUncertainError when the outcome is unknown (connection lost).

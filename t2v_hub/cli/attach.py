@@ -1,0 +1,100 @@
+"""`t2v-hub attach`: attach a task embedding to a model repo (file + card, one commit).
+
+The embedding comes from a file (--embedding, made by `t2v-hub embed`) or is
+computed here from the model's training data (--dataset). The repo receives
+task2vec/<probe>.safetensors and a `task2vec` block, tag and section in its
+README.md, in one commit; a concurrent change to the repo is reported, never
+overwritten. Prints the commit URL (or the planned changes with --dry-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..constants import DEFAULT_PROBE
+from ..errors import T2VError
+from ._common import add_data_args, add_probe_args, hint
+
+
+def add_hub_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("hub")
+    g.add_argument("--hub", default="hf", help="'hf' (Hugging Face Hub), an http(s):// URL, or a local folder")
+    g.add_argument("--endpoint", default=None, help="Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)")
+    g.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`; prefer those)")
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("attach", help="attach a task embedding to a model repo", description=__doc__)
+    p.add_argument("--model", required=True, help="model repo id, namespace/name")
+    p.add_argument("--embedding", default=None, help="embedding file (.safetensors from `t2v-hub embed`)")
+    add_data_args(p)
+    # --dataset and --embedding are alternatives: the data group's --dataset is optional here.
+    for action in p._actions:
+        if action.dest == "dataset":
+            action.required = False
+            action.help = "compute the embedding from this dataset (or pass --embedding)"
+    add_probe_args(p, None)
+    p.set_defaults(method=None)  # None = taken from --embedding, montecarlo for --dataset
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    p.add_argument("--dry-run", action="store_true", help="show the planned commit, write nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress or hints on stderr")
+    add_hub_args(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..embedding import Task2VecEmbedding
+    from ..hub import get_hub, push_embedding
+    from ..hub.base import validate_repo_id
+
+    validate_repo_id(args.model)
+    if (args.dataset is None) == (args.embedding is None):
+        raise T2VError("pass exactly one of --dataset (compute the embedding) or --embedding FILE")
+    hub = get_hub(args.hub, endpoint=args.endpoint, token=args.token)
+    if args.embedding is not None:
+        emb = Task2VecEmbedding.load(args.embedding)
+        for name, wanted, have in (("probe", args.probe, emb.probe), ("method", args.method, emb.method)):
+            if wanted is not None and wanted != have:
+                raise T2VError(f"--{name} {wanted} does not match the embedding file's {name} {have!r}; drop --{name}")
+    else:
+        # Fail on an unusable hub or repo before spending minutes computing the embedding.
+        if not hub.repo_exists(args.model):
+            raise T2VError(f"repository {args.model!r} not found on {hub.description}; create it first")
+        from ._common import embed_from_args
+
+        args.probe = args.probe or DEFAULT_PROBE
+        args.method = args.method or "montecarlo"
+        emb = embed_from_args(args, quiet=args.quiet, stats={})
+
+    result = push_embedding(hub, args.model, emb, create_pr=args.create_pr, dry_run=args.dry_run)
+    if args.dry_run:
+        _print_plan(result, hub.description)
+        return 0
+    if not result.changed:
+        print(result.commit_url)
+        if not args.quiet:
+            hint(f"{args.model} already carries this embedding ({result.path}); nothing was committed")
+        return 0
+    print(result.pr_url or result.commit_url)
+    if not args.quiet:
+        what = "opened a pull request on" if result.pr_url else "committed to"
+        hint(f"{what} {args.model}: {result.path} + README.md (commit {str(result.commit_id)[:10]})")
+        if result.note:
+            hint(result.note)
+    return 0
+
+
+def _print_plan(result: object, where: str) -> None:
+    from ..hub import PushResult
+
+    assert isinstance(result, PushResult)
+    if not result.changed:
+        print(f"dry run: {result.repo_id} already carries this embedding; nothing would be committed")
+        return
+    print(f"dry run: one commit to {result.repo_id} on {where} (parent {result.parent[:10]}), nothing written")
+    for path, size in result.files.items():
+        extra = f", sha256 {result.sha256}" if path == result.path else ""
+        print(f"  write {path} ({size:,} bytes{extra})")
+    diff = result.card_diff()
+    if diff:
+        print(diff, end="" if diff.endswith("\n") else "\n")

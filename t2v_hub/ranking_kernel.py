@@ -1,0 +1,132 @@
+"""Fast one-target ranking: d_sym from every row of an expert matrix to one target.
+
+:func:`t2v_hub.distances.cdist` is general (many x many) and materialises ``u`` and
+``v`` for every pair. Ranking asks for one target against n experts, which allows
+fewer passes over the (n, dim) matrix. With ``s = a + b`` and ``r = b / s`` (zero
+where ``s == 0``), on the filters where ``s > 0``::
+
+    u = a / s = 1 - r,   v = r
+    u.v = sum(r) - sum(r^2)
+    v.v = sum(r^2)
+    u.u = N_pos - 2 sum(r) + sum(r^2)      (N_pos = #filters with s > 0)
+
+so one elementwise division and two reductions per element replace the two
+divisions, three products and three reductions of the direct form. The sums are
+accumulated in float64 because ``u.u`` is a difference of large sums when an
+expert is much smaller than the target (r close to 1); rows where that
+cancellation could still cost precision (``u.u`` below ``_ILL_CONDITIONED`` of
+``N_pos``) are recomputed with the direct formula, so results agree with ``cdist``
+to float32 rounding whatever the scales.
+
+The matrix may be stored in bfloat16 to halve memory (same exponent range as
+float32, so the many orders of magnitude a Fisher spans survive; float16 would
+underflow). Each chunk is upcast to float32 before any arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .distances import _sym_block
+
+# Rows per chunk are chosen so a chunk holds about this many elements (float32:
+# 1 MiB), small enough to stay in L2 while the handful of passes run over it.
+_CHUNK_ELEMENTS = 1 << 18
+# Relative size of u.u under which the cancellation-free direct formula is used.
+_ILL_CONDITIONED = 1e-3
+# Added to the denominator so 0/0 (filter dead in both) gives 0 without a mask pass;
+# it is far below any Fisher value that matters (float32 smallest normal ~1.2e-38).
+_TINY = 1e-38
+
+
+def _as_target(target: torch.Tensor, dim: int) -> torch.Tensor:
+    b = torch.as_tensor(target, dtype=torch.float32).reshape(-1)
+    if b.numel() != dim:
+        raise ValueError(f"target has {b.numel()} entries but the expert matrix has {dim} columns")
+    return b.contiguous()
+
+
+def sym_to_target(matrix: torch.Tensor, target: torch.Tensor, *, chunk_elements: int = _CHUNK_ELEMENTS) -> torch.Tensor:
+    """d_sym(row_i, target) for every row of ``matrix`` (n, dim); float32 (n,).
+
+    Matches ``cdist(matrix, target[None])[:, 0]`` (same dead-filter conventions)
+    without any (n, dim) temporary: memory beyond the matrix is one chunk.
+    """
+    if matrix.dim() != 2:
+        raise ValueError(f"expert matrix must be 2-D, got shape {tuple(matrix.shape)}")
+    n, d = matrix.shape
+    b = _as_target(target, d)
+    out = torch.empty(n, dtype=torch.float32)
+    if n == 0:
+        return out
+    b_den = b + _TINY
+    zero_cols = (b == 0).nonzero().flatten()
+    n_pos_b = float(d - zero_cols.numel())
+    rows = max(1, min(n, chunk_elements // max(d, 1)))
+    buf = torch.empty(rows, d, dtype=torch.float32)
+    sum_r = torch.empty(n, dtype=torch.float64)
+    sum_r2 = torch.empty(n, dtype=torch.float64)
+    for i in range(0, n, rows):
+        j = min(n, i + rows)
+        chunk = buf[: j - i]
+        # s = a + b (upcasts a bfloat16 chunk on the fly), then r = b / s in place.
+        torch.add(matrix[i:j], b_den, out=chunk)
+        torch.div(b, chunk, out=chunk)
+        torch.sum(chunk, dim=1, dtype=torch.float64, out=sum_r[i:j])
+        chunk.mul_(chunk)
+        torch.sum(chunk, dim=1, dtype=torch.float64, out=sum_r2[i:j])
+    # Filters where the target is zero: r = 0 there, but u = 1 wherever the expert is
+    # non-zero, so they count in N_pos. Usually none; one gather over those columns.
+    if zero_cols.numel():
+        n_pos = n_pos_b + (matrix[:, zero_cols] != 0).sum(1, dtype=torch.float64)
+    else:
+        n_pos = torch.full((n,), n_pos_b, dtype=torch.float64)
+    uv = sum_r - sum_r2
+    vv = sum_r2
+    uu = (n_pos - 2.0 * sum_r + sum_r2).clamp_min(0.0)
+    cos = uv / (uu.sqrt() * vv.sqrt()).clamp_min(1e-30)
+    out.copy_((1.0 - cos).clamp(0.0, 2.0))
+    bad = (uu < _ILL_CONDITIONED * n_pos.clamp_min(1.0)).nonzero().flatten()
+    if bad.numel():
+        for k in range(0, bad.numel(), rows):
+            idx = bad[k : k + rows]
+            out[idx] = _sym_block(matrix[idx].to(torch.float32), b[None], 0.0)[:, 0]
+    return out
+
+
+class ExpertMatrix:
+    """Expert embeddings in one (n, dim) matrix, with their distance to the trivial task.
+
+    ``to_trivial`` does not depend on the target, so it is computed once here; ranking a
+    target is then one pass of :func:`sym_to_target`. ``dtype=torch.bfloat16`` halves
+    memory at a relative rounding of 2^-9 per entry (see benchmarks/rank_scale.py for
+    the measured effect on distances and rankings).
+    """
+
+    def __init__(
+        self,
+        matrix: torch.Tensor,
+        trivial: torch.Tensor | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError("expert matrix dtype must be float32 or bfloat16 (float16 underflows Fisher values)")
+        self.matrix = matrix if matrix.dtype == dtype and matrix.is_contiguous() else matrix.to(dtype).contiguous()
+        self.to_trivial = (
+            sym_to_target(self.matrix, trivial) if trivial is not None else torch.zeros(self.matrix.shape[0])
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
+
+    def d_sym(self, target: torch.Tensor) -> torch.Tensor:
+        return sym_to_target(self.matrix, target)
+
+    def d_asym(self, target: torch.Tensor, alpha: float) -> torch.Tensor:
+        """d_asym(expert_i -> target) = d_sym(expert_i, target) - alpha * d_sym(expert_i, t0)."""
+        return self.d_sym(target) - alpha * self.to_trivial
+
+
+__all__ = ["ExpertMatrix", "sym_to_target"]

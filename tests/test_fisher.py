@@ -1,0 +1,542 @@
+"""Fisher estimators against a naive per-sample loop, a closed form and their contracts.
+
+Every estimate is compared with an independent reference: a Python loop over samples
+that asks autograd for the gradient of one sample's loss w.r.t. each measured weight
+(in float64), squares it and averages. Label draws are reproduced with the public
+``sample_labels`` and a generator seeded like the estimator's.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import Conv2dSame
+from torch import nn
+
+from t2v_hub.errors import FisherError
+from t2v_hub.fisher import FISHER_METHODS, estimate, sample_labels
+from t2v_hub.probes.layout import build_layout, filter_parameter_names
+
+torch.set_num_threads(2)
+SEED = 1234
+
+
+# ----------------------------------------------------------------------------- models and data
+
+
+class HandNet(nn.Module):
+    """Depthwise, grouped and strided TF-'same' convs, an in-place ReLU right after a conv
+    (the output-gradient capture must see the pre-ReLU gradient) and a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.grouped = nn.Conv2d(8, 12, 3, padding=1, groups=4, bias=False)
+        self.same = Conv2dSame(12, 10, 3, stride=2)  # 10x10 input -> asymmetric (0, 1) padding
+        self.fc = nn.Linear(10, 6)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.stem(x))
+        x = torch.tanh(self.dw(x))
+        x = F.gelu(self.grouped(x))
+        x = torch.sigmoid(self.same(x)).mean(dim=(2, 3))
+        return self.head(torch.tanh(self.fc(x)))
+
+
+class ExoticNet(nn.Module):
+    """Conv1d with string 'same' padding, reflect padding, a conv shared by two calls
+    and a Linear on a 4-D (B, H, W, C) input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(3, 4, 3, padding="same", dilation=2)
+        self.refl = nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect")
+        self.shared = nn.Conv2d(6, 6, 3, padding=1)
+        self.mix = nn.Linear(6, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = torch.tanh(self.c1(x.reshape(b, c, h * w))).reshape(b, 4, h, w)
+        x = torch.tanh(self.refl(x))
+        x = torch.tanh(self.shared(torch.tanh(self.shared(x))))  # weight shared across calls
+        x = torch.tanh(self.mix(x.permute(0, 2, 3, 1)))  # Linear on (B, H, W, C)
+        return self.head(x.mean(dim=(1, 2)))
+
+
+def make_model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "hand":
+        model = HandNet()
+    elif name == "exotic":
+        model = ExoticNet()
+    else:
+        kwargs = {"img_size": 32} if name == "test_vit" else {}
+        model = timm.create_model(name, num_classes=5, **kwargs)
+        # Randomise BN statistics/affines so that eval-mode BN is not the identity.
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+IMG = {"hand": 10, "exotic": 6, "test_resnet": 32, "test_efficientnet": 32, "test_vit": 32}
+CLASSES = {"exotic": 3}
+
+
+def make_data(name: str, batches: int = 2, bs: int = 4, dtype: torch.dtype = torch.float32) -> list:
+    g = torch.Generator().manual_seed(7)
+    n = IMG[name]
+    c = CLASSES.get(name, 5)
+    return [
+        (torch.randn(bs, 3, n, n, generator=g, dtype=dtype), torch.randint(0, c, (bs,), generator=g))
+        for _ in range(batches)
+    ]
+
+
+def drawn_labels(model: nn.Module, data: list, mc: int, seed: int = SEED) -> list[torch.Tensor]:
+    """The labels ``montecarlo`` draws: same generator, same order, same logits."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return [sample_labels(model(x), mc, gen) for x, _ in data]
+
+
+def naive_fisher(
+    model: nn.Module, data: list, targets: list[torch.Tensor], names: list[str], bce: bool = False
+) -> dict:
+    """Loop over samples and draws; float64; autograd of each sample's own loss."""
+    model = copy.deepcopy(model).double()
+    params = dict(model.named_parameters())
+    weights = [params[n] for n in names]
+    sums = {n: torch.zeros_like(params[n]) for n in names}
+    count = 0
+    for (x, _), t in zip(data, targets, strict=True):
+        for i in range(x.shape[0]):
+            logits = model(x[i : i + 1].double())
+            for s in range(t.shape[0]):
+                if bce:
+                    loss = F.binary_cross_entropy_with_logits(
+                        logits, t[s, i : i + 1].double(), reduction="sum"
+                    )
+                else:
+                    loss = F.cross_entropy(logits, t[s, i : i + 1])
+                grads = torch.autograd.grad(loss, weights, retain_graph=True)
+                for n, g in zip(names, grads, strict=True):
+                    sums[n] += g.square() / t.shape[0]
+            count += 1
+    return {n: v / count for n, v in sums.items()}
+
+
+@functools.cache
+def reference(name: str, method: str, mc: int) -> tuple[nn.Module, list, dict]:
+    model = make_model(name)
+    data = make_data(name)
+    names = filter_parameter_names(model)
+    targets = drawn_labels(model, data, mc) if method == "montecarlo" else [y.unsqueeze(0) for _, y in data]
+    return model, data, naive_fisher(model, data, targets, names)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+
+
+def assert_matches(result, ref: dict, norm_tol: float, elem_rtol: float) -> None:
+    assert set(result.per_param) == set(ref)
+    for name, r in ref.items():
+        got = result.per_param[name]
+        assert got.dtype == torch.float32 and got.device.type == "cpu" and got.shape == r.shape
+        assert rel_err(got, r) < norm_tol, (name, rel_err(got, r))
+        torch.testing.assert_close(
+            got.double(), r, rtol=elem_rtol, atol=elem_rtol * float(r.abs().max()) + 1e-30
+        )
+
+
+# ----------------------------------------------------------------------------- exactness
+
+
+SETTINGS = {
+    "grouped": {"conv_backend": "grouped", "pairwise_max_positions": 0},
+    "unfold": {"conv_backend": "unfold", "pairwise_max_positions": 0},
+    "auto": {},
+    "pairwise": {"conv_backend": "grouped", "pairwise_max_positions": 64},
+}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("name", ["hand", "test_resnet", "test_efficientnet", "test_vit"])
+def test_montecarlo_equals_naive_loop_fp64(name: str, setting: str) -> None:
+    """The vectorised estimator IS the per-sample definition (fp64 compute: agreement up to the fp32 rounding of the result)."""
+    mc = 3 if setting in ("unfold", "pairwise") else 1
+    model, data, ref = reference(name, "montecarlo", mc)
+    data64 = [(x.double(), y) for x, y in data]
+    res = estimate(
+        copy.deepcopy(model).double(),
+        data64,
+        "montecarlo",
+        mc_samples=mc,
+        generator=torch.Generator().manual_seed(SEED),
+        chunk_size=3,  # chunks that do not divide the batch
+        **SETTINGS[setting],
+    )
+    assert res.num_samples == 8 and res.config["mc_samples"] == mc
+    assert_matches(res, ref, 2e-7, 1e-6)  # fp64 compute, fp32 output: only the final rounding differs
+
+
+@pytest.mark.parametrize("name", ["hand", "test_resnet", "test_efficientnet", "test_vit", "exotic"])
+def test_fp32_montecarlo_and_empirical_match_naive(name: str) -> None:
+    """fp32 estimator vs fp64 loop: 1e-5 relative (norm per parameter)."""
+    for method, mc in (("montecarlo", 2), ("empirical", 1)):
+        model, data, ref = reference(name, method, mc)
+        res = estimate(model, data, method, mc_samples=mc, generator=torch.Generator().manual_seed(SEED))
+        assert res.method == method
+        assert_matches(res, ref, 1e-5, 1e-3)
+
+
+def test_bernoulli_multilabel_matches_naive() -> None:
+    model = make_model("hand")
+    g = torch.Generator().manual_seed(3)
+    data = [
+        (torch.randn(4, 3, 10, 10, generator=g), (torch.rand(4, 5, generator=g) > 0.5).float())
+        for _ in range(2)
+    ]
+    names = filter_parameter_names(model)
+    ref = naive_fisher(model, data, [y.unsqueeze(0) for _, y in data], names, bce=True)
+    assert_matches(estimate(model, data, "empirical", likelihood="bernoulli"), ref, 1e-5, 1e-3)
+    gen = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        drawn = [sample_labels(model(x), 2, gen, "bernoulli") for x, _ in data]
+    ref = naive_fisher(model, data, drawn, names, bce=True)
+    res = estimate(
+        model, data, mc_samples=2, generator=torch.Generator().manual_seed(SEED), likelihood="bernoulli"
+    )
+    assert_matches(res, ref, 1e-5, 1e-3)
+
+
+# ----------------------------------------------------------------------------- closed form (supplement 5)
+
+
+class TwoLayer(nn.Module):
+    """p = sigmoid(w^T z), z = sigmoid(U x); logits [0, w^T z] make 2-class CE the sigmoid BCE."""
+
+    def __init__(self, d: int = 3, k: int = 4) -> None:
+        super().__init__()
+        self.U = nn.Linear(d, k, bias=False)
+        self.w = nn.Linear(k, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.w(torch.sigmoid(self.U(x)))
+        return torch.cat([torch.zeros_like(s), s], dim=1)
+
+
+def closed_form(model: TwoLayer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """diag F for U_kj = 1/N sum_i p(1-p) w_k^2 z_k^2 (1-z_k)^2 x_j^2, and each sample's c_i, p_i."""
+    with torch.no_grad():
+        z = torch.sigmoid(x @ model.U.weight.t())
+        p = torch.sigmoid(z @ model.w.weight.t()).squeeze(1)
+        c = (model.w.weight.squeeze(0) ** 2 * z**2 * (1 - z) ** 2).unsqueeze(2) * (x**2).unsqueeze(
+            1
+        )  # (N, k, d)
+    return (p * (1 - p))[:, None, None].mul(c).mean(0), torch.stack(
+        [c.flatten(1), p[:, None].expand(-1, c[0].numel())]
+    )
+
+
+def test_closed_form_exact_expectation() -> None:
+    """Empirical Fisher with y=1 and y=0, weighted by p and 1-p per sample: 1e-5 (fp64: 1e-10)."""
+    torch.manual_seed(0)
+    model = TwoLayer().double()
+    x = torch.randn(16, 3, dtype=torch.float64) * 2
+    expected, _ = closed_form(model, x)
+    total = torch.zeros_like(expected)
+    for i in range(x.shape[0]):
+        xi = x[i : i + 1]
+        with torch.no_grad():
+            p = torch.softmax(model(xi), 1)[0, 1]
+        f1 = estimate(model, [(xi, torch.ones(1, dtype=torch.long))], "empirical", params=["U.weight"])
+        f0 = estimate(model, [(xi, torch.zeros(1, dtype=torch.long))], "empirical", params=["U.weight"])
+        total += p * f1.per_param["U.weight"].double() + (1 - p) * f0.per_param["U.weight"].double()
+    total /= x.shape[0]
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=0)
+
+
+def test_closed_form_montecarlo_converges() -> None:
+    """Many draws approach the analytic Fisher within a 5-sigma binomial bound.
+
+    Per sample, (y - p)^2 with y ~ Bernoulli(p) has mean p(1-p) and variance
+    p(1-p)(1-2p)^2, so the mean of S draws has sd sqrt(p(1-p)(1-2p)^2 / S); the estimate
+    is sum_i c_i * mean_i / N with known c_i, which gives an exact sd per entry.
+    """
+    torch.manual_seed(0)
+    model = TwoLayer()
+    x = torch.randn(16, 3) * 2
+    expected, (c, p) = closed_form(model, x)
+    draws = 2000
+    res = estimate(
+        model,
+        [(x, torch.zeros(16, dtype=torch.long))],
+        params=["U.weight"],
+        mc_samples=draws,
+        generator=torch.Generator().manual_seed(5),
+    )
+    got = res.per_param["U.weight"].double()
+    var = (c.double() ** 2 * (p * (1 - p) * (1 - 2 * p) ** 2).double() / draws).sum(0) / x.shape[0] ** 2
+    sd = var.sqrt().reshape(expected.shape)
+    assert ((got - expected.double()).abs() <= 5 * sd + 1e-7).all()
+    assert rel_err(got, expected) < 0.05  # and close overall
+    few = estimate(
+        model,
+        [(x, torch.zeros(16, dtype=torch.long))],
+        params=["U.weight"],
+        mc_samples=2,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert rel_err(got, expected) < rel_err(few.per_param["U.weight"], expected)
+
+
+# ----------------------------------------------------------------------------- reduction axes, dead filters
+
+
+class DeadNet(nn.Module):
+    """Conv filter 2 and Linear unit 3 are dead (ReLU input always < 0 on positive images)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+        self.head = nn.Linear(5, 3)
+        with torch.no_grad():
+            self.conv.weight[2] = -self.conv.weight[2].abs()
+            self.conv.bias[2] = -1.0
+            self.fc.weight[3] = -self.fc.weight[3].abs()
+            self.fc.bias[3] = -1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv(x)).mean(dim=(2, 3))
+        return self.head(F.relu(self.fc(h)))
+
+
+@pytest.mark.parametrize("method", ["montecarlo", "empirical", "batch"])
+def test_reduction_axes_and_dead_filters(method: str) -> None:
+    model = DeadNet().eval()
+    x = torch.rand(6, 3, 5, 5)
+    res = estimate(
+        model, [(x, torch.randint(0, 3, (6,)))], method, generator=torch.Generator().manual_seed(0)
+    )
+    emb = build_layout(model).reduce(res.per_param)
+    assert torch.isfinite(emb).all() and all(torch.isfinite(v).all() for v in res.per_param.values())
+    conv, fc = emb[:4], emb[4:9]
+    # The dead filter is an *output* filter: zero at index 2 of the conv block, row 2 of the weight.
+    assert conv[2] == 0 and (conv[[0, 1, 3]] > 0).all()
+    assert (res.per_param["conv.weight"][2] == 0).all()
+    assert fc[3] == 0 and (fc[[0, 1, 2, 4]] > 0).all()
+    assert (res.per_param["fc.weight"][3] == 0).all() and (res.per_param["fc.weight"][:, 3] > 0).any()
+
+
+# ----------------------------------------------------------------------------- determinism, precision, edge cases
+
+
+def test_determinism_and_seed_sensitivity() -> None:
+    model = make_model("test_efficientnet")
+    data = make_data("test_efficientnet", batches=2, bs=8)
+    run = functools.partial(estimate, model, data, "montecarlo", mc_samples=2)
+    a = run(generator=torch.Generator().manual_seed(1))
+    b = run(generator=torch.Generator().manual_seed(1))
+    c = run(generator=torch.Generator().manual_seed(2))
+    assert all(torch.equal(a.per_param[k], b.per_param[k]) for k in a.per_param)
+    ea, ec = (build_layout(model).reduce(r.per_param) for r in (a, c))
+    assert not torch.equal(ea, ec)
+    assert rel_err(ec, ea) < 0.5  # same task, another draw of labels: close, not equal
+    assert a.config["generator_seed"] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_finite_fp32_and_close(dtype: torch.dtype) -> None:
+    model = make_model("test_resnet")
+    data = make_data("test_resnet")
+    ref = estimate(model, data, "empirical")
+    res = estimate(model, data, "empirical", autocast_dtype=dtype)
+    layout = build_layout(model)
+    for v in res.per_param.values():
+        assert v.dtype == torch.float32 and torch.isfinite(v).all()
+    assert rel_err(layout.reduce(res.per_param), layout.reduce(ref.per_param)) < 0.1
+    assert res.config["autocast_dtype"] == str(dtype).replace("torch.", "")
+
+
+def test_empty_param_subset_and_max_samples_and_merge() -> None:
+    model = make_model("hand")
+    data = make_data("hand", batches=3, bs=4)
+    empty = estimate(model, data, params=[])
+    assert empty.per_param == {} and empty.num_samples == 12
+    capped = estimate(model, data, "empirical", max_samples=6)
+    first6 = [(data[0][0], data[0][1]), (data[1][0][:2], data[1][1][:2])]
+    exact = estimate(model, first6, "empirical")
+    assert capped.num_samples == 6
+    for k in exact.per_param:
+        torch.testing.assert_close(capped.per_param[k], exact.per_param[k])
+    merged = estimate(model, data[:1], "empirical").merge(estimate(model, data[1:], "empirical"))
+    whole = estimate(model, data, "empirical")
+    for k in whole.per_param:
+        torch.testing.assert_close(merged.per_param[k], whole.per_param[k], rtol=1e-5, atol=1e-9)
+
+
+def test_model_is_not_mutated() -> None:
+    model = make_model("test_resnet")
+    model.conv1.weight.requires_grad_(False)  # a mixture of frozen and trainable parameters
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    data = make_data("test_resnet")
+    for method in ("montecarlo", "empirical", "batch"):
+        estimate(model, data, method, mc_samples=2, generator=torch.Generator().manual_seed(0))
+    after = io.BytesIO()
+    torch.save(model.state_dict(), after)
+    assert buf.getvalue() == after.getvalue()
+    assert all(p.grad is None for p in model.parameters())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        assert not m.training
+    for x, _ in data:
+        assert not x.requires_grad
+
+
+def test_errors() -> None:
+    model = make_model("hand")
+    data = make_data("hand")
+    with pytest.raises(FisherError, match="montecarlo.*empirical.*batch.*variational"):
+        estimate(model, data, "fisherish")
+    with pytest.raises(FisherError, match="no samples"):
+        estimate(model, [])
+    with pytest.raises(FisherError, match="stem.bias"):
+        estimate(model, data, params=["stem.bias"])
+    with pytest.raises(FisherError, match="nope"):
+        estimate(model, data, params=["nope.weight"])
+    with pytest.raises(FisherError, match="conv_bakend"):
+        estimate(model, data, conv_bakend="unfold")
+    with pytest.raises(FisherError, match="mc_samples"):
+        estimate(model, data, mc_samples=0)
+    bn = timm.create_model("test_resnet", num_classes=5).eval()
+    with pytest.raises(FisherError, match="bn1.weight"):
+        estimate(bn, make_data("test_resnet"), params=["bn1.weight"])
+    std = nn.Sequential(timm.layers.StdConv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2)).eval()
+    std(torch.randn(1, 3, 10, 10))
+    with pytest.raises(FisherError, match="0.weight"):
+        estimate(std, data, params=["0.weight"])
+
+
+class MHANet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.unused = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(2).transpose(1, 2)[..., :4]
+        return self.head(self.attn(h, h, h)[0].mean(1))
+
+
+def test_weight_used_outside_forward_is_an_error_unused_is_zero() -> None:
+    model = MHANet().eval()
+    data = [(torch.randn(4, 3, 2, 2), torch.randint(0, 2, (4,)))]
+    with pytest.raises(FisherError, match="attn.out_proj.weight"):
+        estimate(model, data, params=["attn.out_proj.weight"])
+    res = estimate(model, data, params=["unused.weight", "head.weight"])
+    assert (res.per_param["unused.weight"] == 0).all() and res.config["unused_params"] == ["unused.weight"]
+    assert res.per_param["head.weight"].sum() > 0
+
+
+# ----------------------------------------------------------------------------- batch estimator
+
+
+def test_batch_estimator_definition_by_hand() -> None:
+    """F = 1/N sum_batches (grad of batch-sum CE)^2; for logits = W x that grad is sum_i (p_i - e_y_i) x_i^T."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4, bias=False)).eval()
+    data = [(torch.randn(5, 3), torch.randint(0, 4, (5,))), (torch.randn(2, 3), torch.randint(0, 4, (2,)))]
+    res = estimate(model, data, "batch", labels="dataset", params=["0.weight"])
+    w = model[0].weight.detach()
+    expected = torch.zeros_like(w)
+    for x, y in data:
+        grad = (torch.softmax(x @ w.t(), 1) - F.one_hot(y, 4).float()).t() @ x
+        expected += grad**2
+    torch.testing.assert_close(res.per_param["0.weight"], expected / 7, rtol=1e-5, atol=1e-7)
+    assert res.num_samples == 7 and res.config["unbiased"] is False
+
+
+def test_batch_estimator_expectation_matches_per_sample() -> None:
+    """Mean over seeds: batch ~ montecarlo ~ the exact expected Fisher (loose, it is noisy)."""
+    model = DeadNet().eval()
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.rand(4, 3, 4, 4, generator=g), torch.zeros(4, dtype=torch.long)) for _ in range(2)]
+    names = filter_parameter_names(model)
+    with torch.no_grad():
+        probs = [torch.softmax(model(x), 1) for x, _ in data]
+    # Exact expectation over labels: sum_c p_c * squared per-sample gradient with label c.
+    exact = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in model.named_parameters() if n in names}
+    for (x, _), p in zip(data, probs, strict=True):
+        for i in range(x.shape[0]):
+            for c in range(3):
+                f = naive_fisher(model, [(x[i : i + 1], None)], [torch.tensor([[c]])], names)
+                for n in names:
+                    exact[n] += p[i, c].double() * f[n] / 8
+    seeds = 150
+    mean_b = {n: torch.zeros_like(v) for n, v in exact.items()}
+    mean_m = {n: torch.zeros_like(v) for n, v in exact.items()}
+    for s in range(seeds):
+        rb = estimate(model, data, "batch", generator=torch.Generator().manual_seed(s))
+        rm = estimate(model, data, "montecarlo", generator=torch.Generator().manual_seed(s))
+        for n in names:
+            mean_b[n] += rb.per_param[n].double() / seeds
+            mean_m[n] += rm.per_param[n].double() / seeds
+    for n in names:
+        tot = exact[n].sum()
+        assert abs(mean_m[n].sum() / tot - 1) < 0.1, n
+        assert abs(mean_b[n].sum() / tot - 1) < 0.25, n
+    # ... and the batch estimator is the noisier one.
+    spread_b = [
+        estimate(model, data, "batch", generator=torch.Generator().manual_seed(s))
+        .per_param["conv.weight"]
+        .sum()
+        for s in range(20)
+    ]
+    spread_m = [
+        estimate(model, data, "montecarlo", generator=torch.Generator().manual_seed(s))
+        .per_param["conv.weight"]
+        .sum()
+        for s in range(20)
+    ]
+    assert torch.stack(spread_b).std() > torch.stack(spread_m).std()
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def test_variational_dispatch_is_lazy_and_passes_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    import t2v_hub.fisher.variational as variational
+
+    seen = {}
+
+    def fake(model, loader, *, params=None, generator=None, **options):
+        seen.update(params=params, generator=generator, **options)
+        return "ok"
+
+    monkeypatch.setattr(variational, "estimate_variational", fake)
+    gen = torch.Generator()
+    out = estimate(
+        nn.Linear(2, 2), [], "variational", params=["weight"], generator=gen, beta=1e-3, device="cpu"
+    )
+    assert out == "ok" and seen == {"params": ["weight"], "generator": gen, "beta": 1e-3, "device": "cpu"}
+    assert set(FISHER_METHODS) == {"montecarlo", "empirical", "batch", "variational"}

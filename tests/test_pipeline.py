@@ -1,0 +1,141 @@
+"""The embedding pipeline and the engine's CLI, end to end on tiny real inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from t2v_hub.cli.main import main
+from t2v_hub.embedding import Task2VecEmbedding
+from t2v_hub.errors import DataError
+from t2v_hub.task2vec import TensorTask, embed, trivial_embedding
+
+PROBE = "test_efficientnet"
+
+
+def tensors(n: int = 24, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 3, 32, 32, generator=g) * 0.5
+    x[:, 0] += y[:, None, None].float()  # learnable signal in the red channel
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def imagefolder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("imf")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["cat", "dog", "fish"]):
+        (root / name).mkdir()
+        for i in range(8):
+            a = (rng.random((36, 40, 3)) * 120).astype("uint8")
+            a[..., c] += 120
+            Image.fromarray(a).save(root / name / f"{i}.png")
+    return root
+
+
+def test_same_seed_same_bytes_different_seed_close_but_different() -> None:
+    a = embed(tensors(), PROBE, seed=0, input_size=32)
+    b = embed(tensors(), PROBE, seed=0, input_size=32)
+    c = embed(tensors(), PROBE, seed=1, input_size=32)
+    assert a.vector.numpy().tobytes() == b.vector.numpy().tobytes()
+    assert not torch.equal(a.vector, c.vector)
+    from t2v_hub.distances import d_sym
+
+    assert d_sym(a, c) < 0.5 * d_sym(a, trivial_embedding(PROBE, "montecarlo", input_size=32))
+
+
+def test_metadata_records_provenance() -> None:
+    x, y = tensors()
+    e = embed(TensorTask(x, y, {"dataset_id": "unit/test"}), PROBE, "empirical", seed=3, input_size=32, max_samples=20)
+    m = e.metadata
+    assert m["probe"] == PROBE and m["method"] == "empirical" and m["seed"] == "3"
+    assert m["num_samples"] == "20" and m["num_classes"] == "3" and m["dataset_id"] == "unit/test"
+    assert json.loads(m["input_size"]) == [3, 32, 32] and len(m["weights_sha256"]) == 64
+    assert e.dim == int(m["dim"]) == 1604 and "timm_version" in m and "head_config" in m
+
+
+def test_embedding_reflects_the_task() -> None:
+    # Same images, informative vs shuffled labels: the tasks must be told apart.
+    x, y = tensors(30)
+    y_perm = y[torch.randperm(30, generator=torch.Generator().manual_seed(5))]
+    from t2v_hub.distances import d_sym
+
+    a = embed((x, y), PROBE, seed=0, input_size=32)
+    a2 = embed((x, y), PROBE, seed=1, input_size=32)
+    b = embed((x, y_perm), PROBE, seed=0, input_size=32)
+    assert d_sym(a, a2) < d_sym(a, b)
+
+
+@pytest.mark.parametrize("method", ["batch", "variational"])
+def test_other_estimators_run_through_the_pipeline(method: str) -> None:
+    opts = {"epochs": 1} if method == "variational" else {}
+    e = embed(tensors(16), PROBE, method, seed=0, input_size=32, fisher_options=opts)
+    assert e.method == method and torch.isfinite(e.vector).all() and e.vector.abs().sum() > 0
+
+
+def test_max_samples_below_classes_and_one_class_refused() -> None:
+    x, y = tensors()
+    with pytest.raises(DataError):
+        embed((x, torch.zeros_like(y)), PROBE, input_size=32)
+    with pytest.raises(DataError, match="max"):
+        embed((x, y), PROBE, input_size=32, max_samples=0)
+
+
+def test_cli_embed_and_distance(imagefolder: Path, tmp_path: Path, capsys) -> None:
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    common = ["--dataset", str(imagefolder), "--probe", PROBE, "--input-size", "32", "--quiet", "--no-cache"]
+    assert main(["embed", *common, "--seed", "0", "--out", str(a)]) == 0
+    assert main(["embed", *common, "--seed", "1", "--max-samples", "12", "--out", str(b), "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{") :])
+    assert summary["num_samples"] == 12 and summary["num_classes"] == 3 and summary["dim"] == 1604
+    assert Task2VecEmbedding.load(a).metadata["dataset_id"] == str(imagefolder)
+    assert main(["distance", str(a), str(b)]) == 0
+    d = float(capsys.readouterr().out.strip())
+    assert 0.0 < d < 1.0
+    assert main(["distance", str(a), str(b), "--asymmetric", "--alpha", "0.15"]) == 0
+    d_asym = float(capsys.readouterr().out.strip())
+    assert d_asym < d  # the trivial-task term is subtracted
+
+
+def test_cli_bad_inputs(imagefolder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.safetensors"
+    base = ["embed", "--dataset", str(imagefolder), "--input-size", "32", "--quiet"]
+    assert main([*base, "--probe", "resnet33", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "resnet34" in err
+    assert main([*base, "--probe", PROBE, "--max-samples", "2", "--out", str(out)]) == 2
+    assert "max" in capsys.readouterr().err.lower()
+    assert main([*base, "--probe", PROBE, "--out", str(tmp_path / "missing" / "x.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+    one = tmp_path / "one" / "only"
+    one.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(one / "a.png")
+    Image.new("RGB", (8, 8)).save(one / "b.png")
+    assert main(["embed", "--dataset", str(one.parent), "--probe", PROBE, "--out", str(out), "--quiet"]) == 2
+    assert "class" in capsys.readouterr().err
+    # embeddings of different probes cannot be compared
+    a = Task2VecEmbedding.create(torch.rand(4), probe="p1", weights_sha256="w", layout_hash="l", method="montecarlo")
+    b = Task2VecEmbedding.create(torch.rand(4), probe="p2", weights_sha256="w", layout_hash="l", method="montecarlo")
+    a.save(tmp_path / "p1.safetensors")
+    b.save(tmp_path / "p2.safetensors")
+    assert main(["distance", str(tmp_path / "p1.safetensors"), str(tmp_path / "p2.safetensors")]) == 2
+    assert "probe" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_cache_returns_identical_embedding(imagefolder: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    stats1: dict = {}
+    stats2: dict = {}
+    a = embed(str(imagefolder), PROBE, input_size=32, cache=True, stats=stats1)
+    b = embed(str(imagefolder), PROBE, input_size=32, cache=True, stats=stats2)
+    assert not stats1["cached"] and stats2["cached"]
+    assert torch.equal(a.vector, b.vector)
