@@ -85,9 +85,14 @@ def time_torchvision(
         t = time.perf_counter()
         chunks = []
         for s in range(0, len(paths), batch):
-            data = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths[s : s + batch]]
+            data = [
+                torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths[s : s + batch]
+            ]
             imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-            crops = [F.center_crop(F.resize(im, [scale], interpolation=interp, antialias=True), [h, w]) for im in imgs]
+            crops = [
+                F.center_crop(F.resize(im, [scale], interpolation=interp, antialias=True), [h, w])
+                for im in imgs
+            ]
             x = torch.stack(crops).float().div_(255.0).sub_(mean).div_(std)
             chunks.append(x.cpu())
         if device != "cpu":
@@ -114,7 +119,15 @@ def time_large(root: Path, cfg: dict[str, Any], repeats: int) -> list[dict[str, 
             for p in paths:
                 fn(p)
             times.append(time.perf_counter() - t)
-        out.append({"method": f"{name}, large images", "device": "cpu", "workers": 0, "times_s": times, "n": len(paths)})
+        out.append(
+            {
+                "method": f"{name}, large images",
+                "device": "cpu",
+                "workers": 0,
+                "times_s": times,
+                "n": len(paths),
+            }
+        )
     return out
 
 
@@ -125,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-size", type=int, default=256)
     ap.add_argument("--max-size", type=int, default=500)
     ap.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
-    ap.add_argument("--large", type=int, default=24, help="extra 2000-3000 px JPEGs to time drafting on (0: skip)")
+    ap.add_argument(
+        "--large", type=int, default=24, help="extra 2000-3000 px JPEGs to time drafting on (0: skip)"
+    )
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per variant; the best is reported")
     args = ap.parse_args(argv)
     if args.config == "gpu" and not torch.cuda.is_available():
@@ -142,13 +157,22 @@ def main(argv: list[str] | None = None) -> None:
         ref = None
         for w in (int(v) for v in args.workers.split(",")):
             times, ref = time_pil(root, cfg, w, args.repeats)
-            rows.append({"method": "PIL + timm transform (TaskData.tensors)", "device": "cpu", "workers": w, "times_s": times})
+            rows.append(
+                {
+                    "method": "PIL + timm transform (TaskData.tensors)",
+                    "device": "cpu",
+                    "workers": w,
+                    "times_s": times,
+                }
+            )
         devices = ["cpu"] + (["cuda"] if args.config == "gpu" else [])
         for dev in devices:
             try:
                 times, x = time_torchvision(paths, cfg, dev, args.repeats)
             except Exception as e:  # noqa: BLE001 - report, do not fail the whole benchmark
-                rows.append({"method": "torchvision.io.decode_jpeg", "device": dev, "workers": 0, "error": str(e)})
+                rows.append(
+                    {"method": "torchvision.io.decode_jpeg", "device": dev, "workers": 0, "error": str(e)}
+                )
                 continue
             diff = float((x - ref).abs().mean()) if ref is not None and x.shape == ref.shape else None
             rows.append(
@@ -200,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         if "error" in r:
             lines.append(f"| {r['method']} | {r['device']} | {r['workers']} | error: {r['error']} | |")
         else:
-            lines.append(f"| {r['method']} | {r['device']} | {r['workers']} | {r['images_per_s']} | {r['best_s']:.2f} |")
+            lines.append(
+                f"| {r['method']} | {r['device']} | {r['workers']} | {r['images_per_s']} | {r['best_s']:.2f} |"
+            )
     diffs = [r for r in rows if r.get("mean_abs_diff_vs_pil") is not None]
     if diffs:
         lines += ["", "Mean |difference| of the torchvision tensors from the PIL path (normalised units): "

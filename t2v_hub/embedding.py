@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from .constants import FORMAT_VERSION
 from .errors import EmbeddingError, IncompatibleEmbeddingError, OutputError
@@ -107,7 +106,21 @@ class Task2VecEmbedding:
 
     # -- serialisation --------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        return st_save({TENSOR_KEY: self.vector}, metadata=dict(self.metadata))
+        """safetensors bytes that depend only on the content.
+
+        ``safetensors.save`` writes ``__metadata__`` in hash-map order, which changes
+        from call to call; a sorted JSON header makes sha256, cache keys and "nothing
+        changed" checks stable. The result is a standard safetensors file.
+        """
+        vec = self.vector.detach().to("cpu", torch.float32).contiguous()
+        payload = vec.numpy().astype("<f4").tobytes()
+        header = {
+            "__metadata__": {str(k): str(v) for k, v in self.metadata.items()},
+            TENSOR_KEY: {"dtype": "F32", "shape": [int(vec.numel())], "data_offsets": [0, len(payload)]},
+        }
+        raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)  # the format aligns the data to 8 bytes
+        return len(raw).to_bytes(8, "little") + raw + payload
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> Task2VecEmbedding:

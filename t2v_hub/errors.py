@@ -80,3 +80,7 @@ class ImageTooLargeError(BadImageError):
 
 class CardError(HubError):
     """A model card (README.md) cannot be read or edited safely; it was left unchanged."""
+
+
+class RecommendError(T2VError):
+    """Experts cannot be ranked for a task (none found, none compatible, bad options)."""

@@ -94,6 +94,54 @@ def _load(dataset: Any, *, max_samples: int | None, seed: int, data_options: dic
     return task
 
 
+def _montecarlo_shard_invariant(
+    p: Probe,
+    feats: torch.Tensor,
+    images: torch.Tensor,
+    shard: torch.Tensor,
+    mc_samples: int,
+    generator: torch.Generator,
+    batch_size: int,
+    autocast_dtype: torch.dtype | None,
+    dev: torch.device,
+    multilabel: bool,
+    options: dict[str, Any],
+):
+    """True-Fisher estimate whose label draws do not depend on how samples are sharded.
+
+    The model's predictive distribution for every sample is ``head(features)`` (the
+    backbone is frozen and in eval mode), so all ``mc_samples`` labels of all N
+    samples are drawn up front from one seeded generator; each draw then runs the
+    per-sample estimator with those labels. One process or eight, the same samples
+    get the same labels, and the reduced sums equal the single-process result.
+    """
+    from .fisher import estimate
+    from .fisher.result import FisherResult
+
+    with torch.no_grad():
+        logits = p.logits_from_features(feats.to(dev)).float().cpu()
+    if multilabel:
+        draws = torch.bernoulli(torch.sigmoid(logits)[None].expand(mc_samples, -1, -1).contiguous(), generator=generator)
+    else:
+        draws = torch.multinomial(torch.softmax(logits, 1), mc_samples, replacement=True, generator=generator).t()
+    sums: dict[str, torch.Tensor] | None = None
+    config: dict[str, Any] = {}
+    for k in range(mc_samples):
+        r = estimate(
+            p.model, _tensor_loader(images[shard], draws[k][shard], batch_size), "empirical",
+            params=p.measured_params(), autocast_dtype=autocast_dtype, device=dev, **options,
+        )
+        assert r.sums is not None
+        sums = r.sums if sums is None else {n: sums[n] + r.sums[n] for n in sums}
+        config = r.config
+    assert sums is not None
+    # Mean over the draws of each sample's squared score: divide the sums by K here.
+    sums = {n: v / mc_samples for n, v in sums.items()}
+    config = {**config, "method": "montecarlo", "mc_samples": mc_samples,
+              "label_sampling": "pipeline: all labels drawn up front from head(features) with the seeded generator"}
+    return FisherResult.from_sums(sums, len(shard), "montecarlo", config)
+
+
 def cache_key(task_meta: dict[str, Any], probe: Probe, config: EmbedConfig) -> str | None:
     fp = task_meta.get("fingerprint") or task_meta.get("dataset_revision")
     if not fp:
@@ -171,9 +219,16 @@ def embed(
     if n == 0:
         raise DataError("no usable samples left after filtering; check the dataset and --on-bad-image")
 
+    from .distributed import dist_info, gather_rows, reduce_sum, shard_indices
+
+    dist = dist_info()
+    if dist.enabled and method == "variational":
+        raise FisherError("the variational estimator is not data-parallel; run it in a single process")
+    shard = shard_indices(n, dist)
     _log(f"features of {n} images with {p.name}...", quiet)
     t_feat = time.perf_counter()
-    feats = _batched_features(p, images, batch_size, dev)
+    # Each process embeds its shard; every process then fits the same head on all features.
+    feats = gather_rows(_batched_features(p, images[shard], batch_size, dev), dist)
     g_head = torch.Generator().manual_seed(seed)
     head_stats = fit_head(p.head(), feats.to(dev), labels.to(dev), head_cfg, g_head, multilabel=multilabel)
     t_fisher = time.perf_counter()
@@ -186,10 +241,23 @@ def embed(
     if multilabel:
         options["likelihood"] = "bernoulli"
     labels_f = labels.float() if multilabel else labels
-    result = estimate(
-        p.model, _tensor_loader(images, labels_f, batch_size), method, params=p.measured_params(),
-        mc_samples=mc_samples, generator=g_fisher, autocast_dtype=autocast_dtype, device=dev, **options,
-    )
+    if method == "montecarlo":
+        result = _montecarlo_shard_invariant(
+            p, feats, images, shard, mc_samples, g_fisher, batch_size, autocast_dtype, dev, multilabel, options
+        )
+    else:
+        result = estimate(
+            p.model, _tensor_loader(images[shard], labels_f[shard], batch_size), method,
+            params=p.measured_params(), mc_samples=mc_samples, generator=g_fisher,
+            autocast_dtype=autocast_dtype, device=dev, **options,
+        )
+    if dist.enabled:
+        from .fisher.result import FisherResult
+
+        assert result.sums is not None
+        sums = {k: reduce_sum(v, dist) for k, v in result.sums.items()}
+        count = int(reduce_sum(torch.tensor([float(result.num_samples)]), dist).item())
+        result = FisherResult.from_sums(sums, count, result.method, {**result.config, "world_size": dist.world_size})
     vector = p.layout.reduce(result.per_param)
     seconds = time.perf_counter() - t0
     meta = {k: v for k, v in task.metadata.items() if v is not None}
@@ -217,7 +285,7 @@ def embed(
     )
     if stats is not None:
         stats.update(cached=False, seconds=seconds, num_samples=n, num_classes=num_classes, **head_stats)
-    if cache_path is not None:
+    if cache_path is not None and dist.is_main:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         emb.save(cache_path)
     return emb

@@ -70,6 +70,10 @@ def hf_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(hfc, "HF_TOKEN_PATH", str(home / "token"))
     monkeypatch.setattr(hfc, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"), raising=False)
     disable_progress_bars()
+    # HfHub caps huggingface_hub's timeouts process-wide; restore the cap after each test.
+    import t2v_hub.hub.hf as hf
+
+    monkeypatch.setattr(hf, "_timeout_cap", hf._timeout_cap)
     return cache
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, IterableDataset, List, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, IterableDataset, Sequence, Value
 from PIL import Image as PILImage
 
 from t2v_hub.data import STREAM_SHUFFLE_BUFFER, Preprocessor, TaskData, balanced_indices, load_task
@@ -43,7 +43,9 @@ def _isolated_datasets_cache(tmp_path_factory, monkeypatch):
 
 def img_bytes(mode: str = "RGB", size: tuple[int, int] = (12, 10), color=None, fmt: str = "PNG") -> bytes:
     if color is None:
-        color = {"L": 128, "1": 1, "I;16": 30000, "I": 30000, "F": 0.5, "CMYK": (0, 255, 0, 0)}.get(mode, (200, 30, 30))
+        color = {"L": 128, "1": 1, "I;16": 30000, "I": 30000, "F": 0.5, "CMYK": (0, 255, 0, 0)}.get(
+            mode, (200, 30, 30)
+        )
         if mode in ("LA",):
             color = (128, 255)
         if mode == "RGBA":
@@ -54,7 +56,10 @@ def img_bytes(mode: str = "RGB", size: tuple[int, int] = (12, 10), color=None, f
 
 
 def mem_dataset(labels: list[int], features: Features = FEATS, sizes=None) -> Dataset:
-    imgs = [{"bytes": img_bytes(size=(sizes[i] if sizes else (12, 10)), color=(i * 7 % 256, 0, 0)), "path": None} for i in range(len(labels))]
+    imgs = [
+        {"bytes": img_bytes(size=(sizes[i] if sizes else (12, 10)), color=(i * 7 % 256, 0, 0)), "path": None}
+        for i in range(len(labels))
+    ]
     return Dataset.from_dict({"image": imgs, "label": labels}, features=features)
 
 
@@ -99,10 +104,14 @@ def test_imagefolder_with_split_folders(tmp_path):
 def test_save_to_disk_dataset_and_datasetdict(tmp_path):
     mem_dataset([0, 1, 0, 1]).save_to_disk(str(tmp_path / "one"))
     assert load_task(tmp_path / "one").num_samples == 4
-    DatasetDict({"test": mem_dataset([0, 1]), "train": mem_dataset([0, 1, 1])}).save_to_disk(str(tmp_path / "dd"))
+    DatasetDict({"test": mem_dataset([0, 1]), "train": mem_dataset([0, 1, 1])}).save_to_disk(
+        str(tmp_path / "dd")
+    )
     td = load_task(str(tmp_path / "dd"))
     assert td.metadata["split"] == "train" and td.num_samples == 3
     assert load_task(str(tmp_path / "dd"), split="test").num_samples == 2
+    arrow = next((tmp_path / "one").glob("*.arrow"))  # a bare Arrow file loads too
+    assert load_task(str(arrow)).labels.tolist() == [0, 1, 0, 1]
     with pytest.raises(DataError, match="available splits: test, train"):
         load_task(str(tmp_path / "dd"), split="validation")
 
@@ -171,8 +180,12 @@ def test_streaming_reads_only_what_is_used():
 
 def test_column_detection_by_type_and_overrides():
     imgs = [{"bytes": img_bytes(), "path": None}] * 4
-    feats = Features({"photo": Image(), "thumb": Image(), "coarse": ClassLabel(names=["x", "y"]), "n": Value("int64")})
-    ds = Dataset.from_dict({"photo": imgs, "thumb": imgs, "coarse": [0, 1, 0, 1], "n": [10, 3, 10, 7]}, features=feats)
+    feats = Features(
+        {"photo": Image(), "thumb": Image(), "coarse": ClassLabel(names=["x", "y"]), "n": Value("int64")}
+    )
+    ds = Dataset.from_dict(
+        {"photo": imgs, "thumb": imgs, "coarse": [0, 1, 0, 1], "n": [10, 3, 10, 7]}, features=feats
+    )
     with pytest.raises(DataError, match="several image columns: photo, thumb; pass image_column="):
         load_task(ds)
     td = load_task(ds, image_column="thumb")
@@ -193,7 +206,7 @@ def test_plain_integer_labels_are_mapped_to_contiguous_ids():
 
 
 def test_multilabel_sequence_of_classlabel():
-    feats = Features({"image": Image(), "tags": List(ClassLabel(names=["a", "b", "c"]))})
+    feats = Features({"image": Image(), "tags": Sequence(ClassLabel(names=["a", "b", "c"]))})
     imgs = [{"bytes": img_bytes(), "path": None}] * 3
     ds = Dataset.from_dict({"image": imgs, "tags": [[0, 2], [1], []]}, features=feats)
     td = load_task(ds)
@@ -208,12 +221,17 @@ def test_float_labels_are_refused_as_regression():
     with pytest.raises(DataError, match="needs classification labels"):
         load_task(mem_dataset([0.5, 1.5], features=Features({"image": Image(), "label": Value("float32")})))
     with pytest.raises(DataError, match="'score'.*regression"):
-        load_task(Dataset.from_dict({"image": [img_bytes()] * 2, "score": [0.1, 0.2]}, features=feats), label_column="score")
+        load_task(
+            Dataset.from_dict({"image": [img_bytes()] * 2, "score": [0.1, 0.2]}, features=feats),
+            label_column="score",
+        )
 
 
 def test_no_image_column():
     ds = Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})
-    with pytest.raises(DataError, match="no image column.*text \\(string\\), label \\(int64\\).*image_column="):
+    with pytest.raises(
+        DataError, match="no image column.*text \\(string\\), label \\(int64\\).*image_column="
+    ):
         load_task(ds)
 
 
@@ -225,7 +243,9 @@ def test_no_label_column():
 
 def test_one_class_is_refused():
     with pytest.raises(DataError, match="1 class \\(cat\\).*at least two classes"):
-        load_task(mem_dataset([0, 0, 0], features=Features({"image": Image(), "label": ClassLabel(names=["cat"])})))
+        load_task(
+            mem_dataset([0, 0, 0], features=Features({"image": Image(), "label": ClassLabel(names=["cat"])}))
+        )
     with pytest.raises(DataError, match="only one class is present in the selected samples"):
         load_task(mem_dataset([1, 1, 1]))
 
@@ -260,7 +280,9 @@ def test_max_samples_zero_negative_and_below_class_count():
     for bad in (0, -3):
         with pytest.raises(DataError, match="max_samples must be a positive number"):
             load_task(ds, max_samples=bad)
-    three = mem_dataset([0, 1, 2] * 3, features=Features({"image": Image(), "label": ClassLabel(names=list("abc"))}))
+    three = mem_dataset(
+        [0, 1, 2] * 3, features=Features({"image": Image(), "label": ClassLabel(names=list("abc"))})
+    )
     with pytest.raises(DataError, match="max_samples=2 is smaller than the 3 classes present"):
         load_task(three, max_samples=2)
 
@@ -297,7 +319,9 @@ def test_hub_id_offline_is_not_found(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(DatasetNotFoundError, match="'someone/no-such-dataset-xyz' not found on the Hub.*HF_HUB_OFFLINE"):
+    with pytest.raises(
+        DatasetNotFoundError, match="'someone/no-such-dataset-xyz' not found on the Hub.*HF_HUB_OFFLINE"
+    ):
         load_task("someone/no-such-dataset-xyz")
 
 
@@ -348,7 +372,12 @@ def test_timm_data_config_of_a_real_probe():
 
 
 def test_one_pixel_image_and_mixed_sizes_and_modes():
-    imgs = [img_bytes("RGB", (1, 1)), img_bytes("L", (40, 7)), img_bytes("RGBA", (5, 90)), img_bytes("P", (16, 16))]
+    imgs = [
+        img_bytes("RGB", (1, 1)),
+        img_bytes("L", (40, 7)),
+        img_bytes("RGBA", (5, 90)),
+        img_bytes("P", (16, 16)),
+    ]
     ds = Dataset.from_dict({"image": imgs, "label": [0, 1, 0, 1]}, features=FEATS)
     x, _ = load_task(ds).tensors(CFG, progress=False)
     assert x.shape == (4, 3, 16, 16) and torch.isfinite(x).all()
@@ -357,10 +386,12 @@ def test_one_pixel_image_and_mixed_sizes_and_modes():
 def test_pixel_bound_draft_and_decompression_bomb(monkeypatch):
     monkeypatch.setattr(images_mod, "MAX_PIXELS", 10_000)
     big_png = img_bytes("RGB", (200, 200))
-    with pytest.raises(ImageTooLargeError, match="row 1.*200x200 = 40000 pixels, above the 10000-pixel bound"):
-        load_task(Dataset.from_dict({"image": [img_bytes(), big_png], "label": [0, 1]}, features=FEATS)).tensors(
-            CFG, progress=False
-        )
+    with pytest.raises(
+        ImageTooLargeError, match="row 1.*200x200 = 40000 pixels, above the 10000-pixel bound"
+    ):
+        load_task(
+            Dataset.from_dict({"image": [img_bytes(), big_png], "label": [0, 1]}, features=FEATS)
+        ).tensors(CFG, progress=False)
     # A JPEG over the bound is drafted (DCT-scaled) below it before decoding.
     assert Preprocessor(CFG)(img_bytes("RGB", (400, 400), fmt="JPEG")).shape == (3, 16, 16)
     # PIL's own bomb check surfaces as our error, not a raw DecompressionBombError.
@@ -386,7 +417,9 @@ def test_corrupt_image_fail_and_skip(tmp_path):
     td = load_task(root, on_bad_image="skip")
     x, y = td.tensors(CFG, progress=False)
     assert x.shape[0] == 5 and y.tolist() == [0, 0, 1, 1, 1]
-    assert td.metadata["num_bad_images"] == 1 and td.metadata["num_samples"] == 5 and td.rows == [0, 2, 3, 4, 5]
+    assert (
+        td.metadata["num_bad_images"] == 1 and td.metadata["num_samples"] == 5 and td.rows == [0, 2, 3, 4, 5]
+    )
     # Decoding in a worker process gives the same tensors.
     x1, _ = load_task(root, on_bad_image="skip").tensors(CFG, num_workers=1, progress=False)
     assert torch.equal(x, x1)
@@ -405,7 +438,9 @@ def test_loader_batches_and_cache_reuse():
     x, y = td.tensors(CFG, progress=False)
     batches = list(td.loader(CFG, 4))
     assert [b[0].shape[0] for b in batches] == [4, 4, 2]
-    assert torch.equal(torch.cat([b[0] for b in batches]), x) and torch.equal(torch.cat([b[1] for b in batches]), y)
+    assert torch.equal(torch.cat([b[0] for b in batches]), x) and torch.equal(
+        torch.cat([b[1] for b in batches]), y
+    )
     s1 = torch.cat([b[1] for b in td.loader(CFG, 4, shuffle=True)])
     s2 = torch.cat([b[1] for b in td.loader(CFG, 4, shuffle=True)])
     assert torch.equal(s1, s2) and sorted(s1.tolist()) == sorted(y.tolist())

@@ -440,3 +440,26 @@ def test_nothing_is_ever_unpickled(local_hub: LocalHub, make_embedding, monkeypa
         monkeypatch.setattr(mod, name, forbidden)
     load_embedding(local_hub, REPO)
     assert len(list_experts(local_hub)[0]) == 1
+
+
+def test_card_pointing_outside_task2vec_is_refused(local_hub: LocalHub, make_embedding, tmp_path: Path) -> None:
+    local_hub.create_repo(REPO)
+    push_embedding(local_hub, REPO, make_embedding(0))
+    for bad in ("../../../secret.safetensors", "task2vec/../../x.safetensors", "model.safetensors"):
+        set_entry(local_hub, REPO, file=bad)
+        experts, skipped = list_experts(local_hub)
+        reason = skipped[0][1]
+        assert experts == [] and ("malformed" in reason or "invalid path" in reason), reason
+        with pytest.raises(HubError):
+            load_embedding(local_hub, REPO)
+
+
+def test_hostile_listing_is_skipped(local_hub: LocalHub) -> None:
+    from t2v_hub.hub.base import ModelListing
+
+    class Lying(LocalHub):
+        def list_models(self, **kw: Any) -> list[ModelListing]:
+            return [ModelListing("../../etc", {"tags": ["task2vec"]}, "0" * 40)]
+
+    experts, skipped = list_experts(Lying(local_hub.root))
+    assert experts == [] and "invalid repo id" in skipped[0][1]

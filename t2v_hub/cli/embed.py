@@ -22,7 +22,12 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out)
     quiet = args.quiet or args.format == "json"
     stats: dict = {}
-    emb = embed_from_args(args, quiet=args.quiet, stats=stats)
+    from ..distributed import dist_info
+
+    info = dist_info()
+    emb = embed_from_args(args, quiet=args.quiet or not info.is_main, stats=stats)
+    if not info.is_main:  # under `accelerate launch` only the main process writes
+        return 0
     emb.save(args.out)
     m = emb.metadata
     summary = {

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="t2v-hub", description="TASK2VEC task embeddings for model hubs and AutoML.")
     parser.add_argument("--version", action="version", version=f"t2v-hub {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS:
+    for _name, module_name in COMMANDS:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -63,17 +63,29 @@ def find_image_column(features: Mapping[str, Any], override: str | None, sample:
         if override not in features:
             raise DataError(f"image_column {override!r} not found; columns: {describe(features)}")
         f = features[override]
-        ok = isinstance(f, Image) or _is_image_struct(f) or (isinstance(f, Value) and f.dtype in _STR | {"binary", "large_binary"})
+        ok = (
+            isinstance(f, Image)
+            or _is_image_struct(f)
+            or (isinstance(f, Value) and f.dtype in _STR | {"binary", "large_binary"})
+        )
         if not ok:
-            raise DataError(f"image_column {override!r} has type {describe({override: f})}; expected Image, file paths or bytes")
+            raise DataError(
+                f"image_column {override!r} has type {describe({override: f})}; expected Image, file paths or bytes"
+            )
         return override
     images = [n for n, f in features.items() if isinstance(f, Image) or _is_image_struct(f)]
     if not images:
-        images = [n for n, f in features.items() if isinstance(f, Value) and f.dtype in _STR and _looks_like_path(sample.get(n))]
+        images = [
+            n
+            for n, f in features.items()
+            if isinstance(f, Value) and f.dtype in _STR and _looks_like_path(sample.get(n))
+        ]
     if len(images) == 1:
         return images[0]
     if not images:
-        raise DataError(f"no image column (Image feature or image file paths); columns: {describe(features)}; pass image_column=")
+        raise DataError(
+            f"no image column (Image feature or image file paths); columns: {describe(features)}; pass image_column="
+        )
     raise DataError(f"several image columns: {', '.join(images)}; pass image_column= to pick one")
 
 
@@ -127,7 +139,9 @@ def find_label_column(
         if spec is None:
             if _is_float(features[override]):
                 raise _regression_error(override, features[override])
-            raise DataError(f"label_column {override!r} has type {describe({override: features[override]})}; expected class labels")
+            raise DataError(
+                f"label_column {override!r} has type {describe({override: features[override]})}; expected class labels"
+            )
         return spec
     rest = {n: f for n, f in features.items() if n != image_column}
     typed = [s for n, f in rest.items() if (s := _spec_for(n, f)) is not None and s.kind == "classlabel"]
@@ -140,7 +154,9 @@ def find_label_column(
     plain = [
         s
         for n, f in rest.items()
-        if (s := _spec_for(n, f)) is not None and not s.multi and not (s.kind == "str" and _looks_like_path(sample.get(n)))
+        if (s := _spec_for(n, f)) is not None
+        and not s.multi
+        and not (s.kind == "str" and _looks_like_path(sample.get(n)))
     ]
     if len(plain) == 1:
         return plain[0]
@@ -166,7 +182,9 @@ def validate_labels(spec: LabelSpec, values: Sequence[Any], rows: Sequence[int])
             if x is None:
                 raise _bad_label(row, v, "is missing")
             if n is not None and not (0 <= int(x) < n):
-                why = "means 'no label' (-1)" if int(x) == -1 else f"is outside the ClassLabel range 0..{n - 1}"
+                why = (
+                    "means 'no label' (-1)" if int(x) == -1 else f"is outside the ClassLabel range 0..{n - 1}"
+                )
                 raise _bad_label(row, v, why)
 
 
@@ -181,7 +199,9 @@ def class_names(spec: LabelSpec, values: Sequence[Any]) -> list[str]:
 def encode(spec: LabelSpec, values: Sequence[Any], names: list[str]) -> torch.Tensor:
     """int64 class ids (single) or a float multi-hot N x C matrix (multi)."""
     if spec.names is not None:
-        ids: list[list[int]] | list[int] = [[int(x) for x in v] for v in values] if spec.multi else [int(v) for v in values]
+        ids: list[list[int]] | list[int] = (
+            [[int(x) for x in v] for v in values] if spec.multi else [int(v) for v in values]
+        )
     else:
         index = {name: i for i, name in enumerate(names)}
         ids = [[index[str(x)] for x in v] for v in values] if spec.multi else [index[str(v)] for v in values]

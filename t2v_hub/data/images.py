@@ -161,7 +161,11 @@ def normalise_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
     for k in _CFG_KEYS:
         if k in cfg and cfg[k] is not None:
             v = cfg[k]
-            out[k] = [float(x) if k in ("mean", "std") else int(x) for x in v] if isinstance(v, (tuple, list)) else v
+            out[k] = (
+                [float(x) if k in ("mean", "std") else int(x) for x in v]
+                if isinstance(v, (tuple, list))
+                else v
+            )
     size = out["input_size"]
     if isinstance(size, int):
         out["input_size"] = [3, size, size]
@@ -205,7 +209,9 @@ class Preprocessor:
         if not isinstance(out, torch.Tensor):
             out = torch.as_tensor(np.asarray(out))
         if out.dtype != torch.uint8 or tuple(out.shape) != (3, *self.size):
-            raise BadImageError(f"transform produced {tuple(out.shape)} {out.dtype}, expected (3, {self.size})")
+            raise BadImageError(
+                f"transform produced {tuple(out.shape)} {out.dtype}, expected (3, {self.size})"
+            )
         return out
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,9 @@ def balanced_indices(
     if labels.ndim == 2:
         return torch.randint(n, (num_draws,), generator=generator, dtype=torch.int64)
     if labels.ndim != 1:
-        raise DataError(f"labels must be 1-D class ids or an N x C multi-hot matrix, got shape {tuple(labels.shape)}")
+        raise DataError(
+            f"labels must be 1-D class ids or an N x C multi-hot matrix, got shape {tuple(labels.shape)}"
+        )
     # Group sample indices by class: order[offsets[c] : offsets[c] + counts[c]] are class c's samples.
     order = torch.argsort(labels, stable=True)
     _, counts = torch.unique_consecutive(labels[order], return_counts=True)

@@ -43,7 +43,9 @@ def choose_split(available: list[str], requested: str | None, where: str) -> str
     if requested is not None:
         if requested in available:
             return requested
-        raise DataError(f"split {requested!r} not found in {where}; available splits: {', '.join(available) or 'none'}")
+        raise DataError(
+            f"split {requested!r} not found in {where}; available splits: {', '.join(available) or 'none'}"
+        )
     if "train" in available:
         return "train"
     if len(available) == 1:
@@ -72,9 +74,16 @@ def resolve(
         own = str(source.split) if source.split is not None else None
         if split is not None and own is not None and split != own:
             raise DataError(f"split {split!r} requested but the dataset object is the {own!r} split")
-        return Resolved(source, "<in-memory>", own or split or "unspecified", fingerprint=getattr(source, "_fingerprint", None))
+        return Resolved(
+            source,
+            "<in-memory>",
+            own or split or "unspecified",
+            fingerprint=getattr(source, "_fingerprint", None),
+        )
     if not isinstance(source, (str, os.PathLike)):
-        raise DataError(f"unsupported source of type {type(source).__name__}: pass a Hub id, a path or a datasets object")
+        raise DataError(
+            f"unsupported source of type {type(source).__name__}: pass a Hub id, a path or a datasets object"
+        )
     path = os.path.expanduser(os.fspath(source))
     if os.path.exists(path):
         path = os.path.abspath(path)
@@ -88,7 +97,12 @@ def resolve(
 
 def _looks_local(s: str) -> bool:
     # Hub ids are "name" or "user/name"; anything else that does not exist is a missing path.
-    return s.startswith((".", "/", "~")) or s.count("/") > 1 or "\\" in s or s.lower().endswith(tuple(_DATA_FILE_BUILDERS) + (".arrow",))
+    return (
+        s.startswith((".", "/", "~"))
+        or s.count("/") > 1
+        or "\\" in s
+        or s.lower().endswith(tuple(_DATA_FILE_BUILDERS) + (".arrow",))
+    )
 
 
 def _stat_fingerprint(root: str, files: list[str], extra: str = "") -> str:
@@ -113,9 +127,13 @@ def _from_file(path: str, split: str | None, streaming: bool) -> Resolved:
             ds: Dataset | IterableDataset = Dataset.from_file(path)
             return Resolved(ds, path, "train", base_dir=base, fingerprint=ds._fingerprint)
         if ext not in _DATA_FILE_BUILDERS:
-            raise DataError(f"unsupported file type {ext or '(none)'}: {path}; use parquet, arrow, csv, tsv or json(l)")
+            raise DataError(
+                f"unsupported file type {ext or '(none)'}: {path}; use parquet, arrow, csv, tsv or json(l)"
+            )
         kwargs = {"sep": "\t"} if ext == ".tsv" else {}
-        ds = datasets.load_dataset(_DATA_FILE_BUILDERS[ext], data_files=[path], split="train", streaming=streaming, **kwargs)
+        ds = datasets.load_dataset(
+            _DATA_FILE_BUILDERS[ext], data_files=[path], split="train", streaming=streaming, **kwargs
+        )
     except DataError:
         raise
     except Exception as e:
@@ -127,7 +145,11 @@ def _image_files(folder: str) -> list[str]:
     out = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+        out += [
+            os.path.join(root, f)
+            for f in sorted(files)
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
     return out
 
 
@@ -190,17 +212,29 @@ def _imagefolder(root: str, folder: str, split: str) -> Resolved:
     features = Features({"image": Image(), "label": ClassLabel(names=names)})
     # Image() stores str paths as {"path": p, "bytes": None}: no file is read here.
     ds = Dataset.from_dict({"image": files, "label": ids}, features=features, split=split)
-    return Resolved(ds, root, split, base_dir=folder, fingerprint=_stat_fingerprint(folder, files, "\n".join(names)))
+    return Resolved(
+        ds, root, split, base_dir=folder, fingerprint=_stat_fingerprint(folder, files, "\n".join(names))
+    )
 
 
 def _from_hub(
-    repo_id: str, *, split: str | None, config: str | None, revision: str | None, streaming: bool, token: str | bool | None
+    repo_id: str,
+    *,
+    split: str | None,
+    config: str | None,
+    revision: str | None,
+    streaming: bool,
+    token: str | bool | None,
 ) -> Resolved:
     from datasets.exceptions import DatasetNotFoundError as HFNotFound
 
     def not_found(e: Exception) -> DatasetNotFoundError:
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        offline = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if datasets.config.HF_HUB_OFFLINE else ""
+        offline = (
+            " (HF_HUB_OFFLINE is set and it is not in the local cache)"
+            if datasets.config.HF_HUB_OFFLINE
+            else ""
+        )
         return DatasetNotFoundError(
             f"dataset {repo_id!r} not found on the Hub at {endpoint}{offline}: {e}."
             " Check the id, the revision, HF_ENDPOINT and your token, or pass a local path"
@@ -209,14 +243,22 @@ def _from_hub(
     try:
         names = datasets.get_dataset_split_names(repo_id, config_name=config, revision=revision, token=token)
         name = choose_split(list(names), split, repo_id)
-        ds = datasets.load_dataset(repo_id, name=config, split=name, revision=revision, token=token, streaming=streaming)
+        ds = datasets.load_dataset(
+            repo_id, name=config, split=name, revision=revision, token=token, streaming=streaming
+        )
     except (HFNotFound, FileNotFoundError, ConnectionError) as e:
         raise not_found(e) from e
     except DataError:
         raise
     except Exception as e:
         raise _load_error(repo_id, e) from e
-    return Resolved(ds, repo_id, name, revision=_hub_sha(repo_id, revision, token), fingerprint=getattr(ds, "_fingerprint", None))
+    return Resolved(
+        ds,
+        repo_id,
+        name,
+        revision=_hub_sha(repo_id, revision, token),
+        fingerprint=getattr(ds, "_fingerprint", None),
+    )
 
 
 def _hub_sha(repo_id: str, revision: str | None, token: str | bool | None) -> str | None:

@@ -61,7 +61,9 @@ Decoded = tuple[int, torch.Tensor | None, str | None, bool]
 class _DecodeSet(torch.utils.data.Dataset):
     """Map-style dataset over the selected rows; one item = one decoded image or its error."""
 
-    def __init__(self, refs: Refs, keys: np.ndarray, pre: Preprocessor, base_dir: str | None, token: Any) -> None:
+    def __init__(
+        self, refs: Refs, keys: np.ndarray, pre: Preprocessor, base_dir: str | None, token: Any
+    ) -> None:
         self.refs, self.keys, self.pre, self.base_dir, self.token = refs, keys, pre, base_dir, token
 
     def __len__(self) -> int:
@@ -88,7 +90,14 @@ def _as_list(batch: list[Decoded]) -> list[Decoded]:
 
 
 class TaskData:
-    """A classification task: labels, class names, provenance, and its images on demand."""
+    """A classification task: labels, class names, provenance, and its images on demand.
+
+    ``labels`` is int64 (N) for single-label tasks and float32 multi-hot (N x C)
+    for multi-label ones; ``metadata`` holds str/int provenance (dataset id,
+    revision, split, fingerprint, columns, label names JSON, bad-image count,
+    seed). Rows dropped as bad images (on_bad_image="skip") leave ``labels``,
+    ``num_samples`` and ``metadata`` once the images have been decoded.
+    """
 
     def __init__(
         self,
@@ -183,7 +192,9 @@ class TaskData:
 
         return batches()
 
-    def _ensure(self, transform_cfg: dict[str, Any], num_workers: int, progress: bool) -> tuple[Preprocessor, torch.Tensor]:
+    def _ensure(
+        self, transform_cfg: dict[str, Any], num_workers: int, progress: bool
+    ) -> tuple[Preprocessor, torch.Tensor]:
         try:
             pre = Preprocessor(transform_cfg)
         except (ValueError, TypeError) as e:
@@ -192,13 +203,16 @@ class TaskData:
             return self._cache[1], self._cache[2]
         n = len(self._keys)
         out = torch.empty((n, 3, *pre.size), dtype=torch.uint8)
+        # Per-image copies go through numpy: torch would split each 150 KB copy
+        # across its intra-op threads, which costs milliseconds on a busy machine.
+        buf = out.numpy()
         bad: list[int] = []
         dset = _DecodeSet(self._refs, self._keys, pre, self._base_dir, self._token)
         with tqdm(total=n, disable=not progress, desc="decoding images", unit="img") as bar:
             for batch in self._batches(dset, num_workers):
                 for pos, x, err, too_large in batch:
                     if x is not None:
-                        out[pos] = x
+                        buf[pos] = x.numpy()
                         continue
                     if self._on_bad == "fail":
                         kind = ImageTooLargeError if too_large else BadImageError
@@ -242,7 +256,9 @@ class TaskData:
 
 def _check_classes(labels: torch.Tensor, when: str) -> None:
     if C.present_classes(labels) < 2:
-        raise DataError(f"only one class is present {when}: TASK2VEC needs at least two (raise max_samples or check the labels)")
+        raise DataError(
+            f"only one class is present {when}: TASK2VEC needs at least two (raise max_samples or check the labels)"
+        )
 
 
 def _content_fingerprint(refs: list[Any], values: list[Any]) -> str:
@@ -270,7 +286,22 @@ def load_task(
     on_bad_image: str = "fail",
     token: str | bool | None = None,
 ) -> TaskData:
-    """Load one split of a labelled image dataset as a classification task (see the module docs)."""
+    """Load one split of a labelled image dataset as a classification task.
+
+    ``source``: a Hub dataset id, a class-per-folder image tree (optionally with
+    train/test/... split folders), a ``save_to_disk`` folder, a parquet, arrow,
+    csv/tsv or json(l) file (image paths relative to the file's folder), a
+    folder of such files, or a ``Dataset``/``IterableDataset``/``DatasetDict``.
+    ``streaming`` applies to Hub ids and data files; in-memory ``Dataset``
+    objects and image trees are already read lazily (only selected images are
+    ever decoded). ``split`` defaults to "train", else the only split.
+
+    Class ids: ClassLabel ids as stored (the label space is the ClassLabel's
+    names); plain integers or strings are mapped to 0..C-1 in sorted order over
+    the whole split (over the rows read when streaming), recorded in
+    ``metadata["label_names"]``. Images are not touched here: bad ones surface
+    in :meth:`TaskData.tensors`.
+    """
     if on_bad_image not in ON_BAD_IMAGE:
         raise DataError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
     if max_samples is not None and max_samples < 1:

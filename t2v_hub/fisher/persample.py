@@ -348,9 +348,13 @@ def _check_unused(
         t.active = False
     try:
         weights = [t.module.weight for t in silent]
-        with requires_grad_only(model, weights), torch.enable_grad(), autocast_ctx(x.device, dtype):
-            out = model(x)
-        grads = torch.autograd.grad(out.float().sum(), weights, allow_unused=True)
+        with requires_grad_only(model, weights), torch.enable_grad():
+            with autocast_ctx(x.device, dtype):
+                out = model(x)
+            if out.requires_grad:
+                grads = torch.autograd.grad(out.float().sum(), weights, allow_unused=True)
+            else:  # none of them reaches the output
+                grads = (None,) * len(weights)
     finally:
         for t in taps:
             t.active = True

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -25,10 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..constants import DEFAULT_FISHER_METHOD, EMBEDDING_DIR, TASK2VEC_TAG
-from ..embedding import TENSOR_KEY, Task2VecEmbedding
+from ..embedding import Task2VecEmbedding
 from ..errors import (
     CardError,
     ConcurrentUpdateError,
@@ -177,15 +174,7 @@ def embedding_bytes(embedding: Task2VecEmbedding) -> bytes:
     unchanged re-attach would look like a change. Here the header is JSON with
     sorted keys, padded with spaces to 8 bytes as the format requires.
     """
-    vec = embedding.vector.detach().to("cpu", dtype=torch.float32).contiguous()
-    payload = vec.numpy().astype("<f4").tobytes()
-    header = {
-        "__metadata__": {str(k): str(v) for k, v in embedding.metadata.items()},
-        TENSOR_KEY: {"dtype": "F32", "shape": [int(vec.numel())], "data_offsets": [0, len(payload)]},
-    }
-    raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    return len(raw).to_bytes(8, "little") + raw + payload
+    return embedding.to_bytes()
 
 
 # -- attach ------------------------------------------------------------------------------
@@ -244,21 +233,32 @@ def push_embedding(
         return result
 
     message = f"Attach TASK2VEC embedding ({embedding.probe}, {method})"
+    uncertain: CommitUncertainError | None = None  # the last attempt whose outcome is unknown
     for attempt in range(retries + 1):
         try:
             done = hub.commit(repo_id, files, message, parent_commit=state.revision, create_pr=create_pr)
+        except ConcurrentUpdateError:
+            # After a dropped attempt, "the head moved" may mean that attempt landed late.
+            if uncertain is not None and _landed(hub, repo_id, new_card, path, sha, result):
+                return result
+            raise
         except CommitUncertainError as exc:
+            uncertain = exc
             if create_pr:
                 raise HubError(f"{exc}. Check the repository's pull requests before retrying: a retry could open a duplicate") from exc
-            now = hub.read_card(repo_id)
+            try:
+                now = hub.read_card(repo_id)
+            except HubError as check:
+                raise HubError(
+                    f"{exc}; checking the repository afterwards failed too ({check}). "
+                    f"Look at {hub.repo_url(repo_id)} before retrying"
+                ) from exc
             if now.revision == state.revision:
                 if attempt < retries:
                     time.sleep(backoff * 2**attempt)
                     continue  # unchanged: retrying with the same parent cannot apply twice
                 raise HubError(f"{exc}. The repository is unchanged (checked); try again later") from exc
-            if now.text == new_card and _remote_sha(hub, repo_id, path, now.revision) == sha:
-                result.commit_id, result.commit_url = now.revision, hub.repo_url(repo_id)
-                result.note = "the connection dropped but the commit landed (checked)"
+            if _landed(hub, repo_id, new_card, path, sha, result, now):
                 return result
             raise ConcurrentUpdateError(
                 f"{repo_id} changed while committing and our change is not in it; nothing was overwritten, run again"
@@ -266,6 +266,18 @@ def push_embedding(
         result.commit_id, result.commit_url, result.pr_url = done.commit_id, done.commit_url, done.pr_url
         return result
     raise AssertionError("unreachable")
+
+
+def _landed(
+    hub: Hub, repo_id: str, card: str, path: str, sha: str, result: PushResult, now: CardState | None = None
+) -> bool:
+    """Whether the repo head holds exactly our card and file (a commit we could not confirm)."""
+    now = now or hub.read_card(repo_id)
+    if now.text != card or _remote_sha(hub, repo_id, path, now.revision) != sha:
+        return False
+    result.commit_id, result.commit_url = now.revision, hub.repo_url(repo_id)
+    result.note = "the connection dropped but the commit landed (checked)"
+    return True
 
 
 def _remote_sha(hub: Hub, repo_id: str, path: str, revision: str) -> str | None:
@@ -348,6 +360,11 @@ def list_experts(
     skipped: list[tuple[str, str]] = []
     for listing in hub.list_models(filter=tags):
         repo_id = listing.repo_id
+        try:
+            validate_repo_id(repo_id)  # a hostile server could list "../x"
+        except HubError as exc:
+            skipped.append((repo_id, str(exc)))
+            continue
         if listing.card_data is None:
             skipped.append((repo_id, "card metadata is missing or unreadable"))
             continue

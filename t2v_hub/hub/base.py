@@ -67,9 +67,8 @@ class ModelListing(NamedTuple):
     revision: str | None
 
 
-@dataclass(frozen=True)
-class CardState:
-    """A repository's README text (None when it has none) at ``revision``."""
+class CardState(NamedTuple):
+    """A repository's README text (None when it has none) at ``revision``; unpacks as ``text, revision``."""
 
     text: str | None
     revision: str
@@ -110,7 +109,9 @@ class Hub(ABC):
         """
 
     @abstractmethod
-    def download(self, repo_id: str, path: str, revision: str | None = None, *, max_bytes: int) -> bytes:
+    def download(
+        self, repo_id: str, path: str, revision: str | None = None, *, max_bytes: int = MAX_EMBEDDING_BYTES
+    ) -> bytes:
         """One file's bytes at ``revision`` (head when None). HubFileNotFoundError if absent."""
 
     @abstractmethod

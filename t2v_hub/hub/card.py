@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..constants import CARD_BLOCK_KEY, TASK2VEC_TAG
+from ..constants import CARD_BLOCK_KEY, EMBEDDING_DIR, TASK2VEC_TAG
 from ..errors import CardError
 from .base import MAX_CARD_BYTES
 
@@ -118,6 +118,9 @@ def entry_problem(entry: Any) -> str | None:
             return f"missing or non-text {key!r}"
     if not _SHA256_RE.match(entry["sha256"]):
         return "sha256 is not 64 lowercase hex digits"
+    # Entries may only point at embedding files: not at weights or anything else in the repo.
+    if not (entry["file"].startswith(f"{EMBEDDING_DIR}/") and entry["file"].endswith(".safetensors")):
+        return f"file {entry['file']!r} is not a {EMBEDDING_DIR}/*.safetensors path"
     return None
 
 

@@ -9,9 +9,10 @@
   A commit is never retried here: when the connection drops the outcome is unknown
   and CommitUncertainError lets the caller check what landed.
 - Reads are idempotent and retried with exponential backoff on 5xx, 408, 429,
-  timeouts and connection errors, then reported as one clear HubError. Listing and
-  downloads are already retried inside ``huggingface_hub``, so they are not
-  retried again on top (that would multiply the waits).
+  timeouts and connection errors, then reported as one clear HubError. The
+  listing is already retried inside ``huggingface_hub`` (5 times), so it is not
+  retried again on top; downloads are (the client retries a failed HEAD but not
+  a 5xx on the GET).
 - Timeouts: ``huggingface_hub`` 2.x sends requests without a timeout unless a call
   passes one (``list_models`` and ``create_commit`` cannot), so a stalled server
   would hang us forever. We add a request hook to its shared HTTP client that caps
@@ -29,6 +30,8 @@ from typing import Any, TypeVar
 
 from ..errors import CardError, ConcurrentUpdateError, HubError, RepoNotFoundError
 from .base import (
+    MAX_CARD_BYTES,
+    MAX_EMBEDDING_BYTES,
     CardState,
     CommitResult,
     CommitUncertainError,
@@ -220,8 +223,6 @@ class HfHub(Hub):
         names = {s.rfilename for s in info.siblings or []}
         if "README.md" not in names:
             return CardState(None, info.sha)
-        from .base import MAX_CARD_BYTES
-
         data = self.download(repo_id, "README.md", info.sha, max_bytes=MAX_CARD_BYTES)
         try:
             return CardState(data.decode("utf-8"), info.sha)
@@ -258,7 +259,9 @@ class HfHub(Hub):
             raise err from exc
         return CommitResult(str(info.oid), str(info.commit_url), str(info.pr_url) if info.pr_url else None)
 
-    def download(self, repo_id: str, path: str, revision: str | None = None, *, max_bytes: int) -> bytes:
+    def download(
+        self, repo_id: str, path: str, revision: str | None = None, *, max_bytes: int = MAX_EMBEDDING_BYTES
+    ) -> bytes:
         validate_repo_id(repo_id)
         validate_repo_path(path)
 
@@ -275,10 +278,10 @@ class HfHub(Hub):
 
         what = f"downloading {repo_id}/{path}"
         # Ask the size first (free when cached): a hostile repo must not make us fetch gigabytes.
-        plan = self._call(what, lambda: fetch(True), retry=False)
+        plan = self._call(what, lambda: fetch(True), retry=True)
         if plan.file_size is not None and plan.file_size > max_bytes:
             raise HubError(f"{repo_id}/{path} is {plan.file_size:,} bytes, over the {max_bytes:,} limit")
-        local = Path(self._call(what, lambda: fetch(False), retry=False))
+        local = Path(self._call(what, lambda: fetch(False), retry=True))
         if local.stat().st_size > max_bytes:
             raise HubError(f"{repo_id}/{path} is over the {max_bytes:,} byte limit")
         return local.read_bytes()

@@ -37,6 +37,7 @@ from ..embedding import atomic_write_bytes
 from ..errors import CardError, ConcurrentUpdateError, HubError, OutputError, RepoNotFoundError
 from .base import (
     MAX_CARD_BYTES,
+    MAX_EMBEDDING_BYTES,
     CardState,
     CommitResult,
     CommitUncertainError,
@@ -187,7 +188,9 @@ class LocalHub(Hub):
         with self._locked(d):
             return content_revision(d), [rel for rel, _ in _files(d)]
 
-    def download(self, repo_id: str, path: str, revision: str | None = None, *, max_bytes: int) -> bytes:
+    def download(
+        self, repo_id: str, path: str, revision: str | None = None, *, max_bytes: int = MAX_EMBEDDING_BYTES
+    ) -> bytes:
         d = self._require(repo_id)
         validate_repo_path(path)
         with self._locked(d):

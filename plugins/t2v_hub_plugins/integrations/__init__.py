@@ -1,0 +1,1 @@
+"""Integrations with other tools, discovered through the ``t2v_hub.integrations`` entry points."""

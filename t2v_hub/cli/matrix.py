@@ -1,0 +1,111 @@
+"""`t2v-hub matrix`: the distance matrix of a set of task embeddings, and pictures of it.
+
+Prints the matrix (CSV or JSON) to stdout; --plot draws it as a clustered heatmap,
+--embedding-plot draws a 2-D t-SNE map of the tasks coloured by a metadata field
+(--color-by). Arguments may be embedding files or folders of them. Labels are
+the embeddings' dataset ids (file stems where missing or repeated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..constants import ASYM_ALPHA
+from ._common import check_writable, hint, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("matrix", help="distance matrix, clustered heatmap and t-SNE map", description=__doc__)
+    p.add_argument("embeddings", nargs="+", help=".safetensors embeddings, or folders holding them")
+    p.add_argument("--asymmetric", action="store_true", help="d_asym(row -> column) instead of d_sym")
+    p.add_argument("--alpha", type=float, default=ASYM_ALPHA, help="trivial-task weight (default %(default)s)")
+    p.add_argument("--trivial", default=None, help="trivial-task embedding file for --asymmetric")
+    p.add_argument("--format", choices=("csv", "json", "none"), default="csv", help="matrix on stdout")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write the clustered heatmap here")
+    p.add_argument("--embedding-plot", default=None, metavar="PNG", help="write the 2-D map here")
+    p.add_argument("--color-by", default="dataset_id", metavar="FIELD", help="metadata field colouring the map")
+    p.add_argument("--title", default=None, help="figure title")
+    return p
+
+
+def _files(args: list[str]) -> list[Path]:
+    from ..errors import EmbeddingError
+
+    out: list[Path] = []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            found = sorted(p.glob("*.safetensors"))
+            if not found:
+                raise EmbeddingError(f"folder {a!r} holds no .safetensors embeddings")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def labels_for(paths: list[Path], metas: list[dict[str, str]]) -> list[str]:
+    """dataset_id, or the file stem where the id is missing or shared by several files."""
+    ids = [m.get("dataset_id") or p.stem for p, m in zip(paths, metas, strict=True)]
+    return [i if ids.count(i) == 1 else f"{i} [{p.stem}]" for i, p in zip(ids, paths, strict=True)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..distances import cdist_asym, pdist
+    from ..embedding import Task2VecEmbedding, stack
+    from ..errors import T2VError
+
+    paths = _files(args.embeddings)
+    if len(paths) < 2:
+        raise T2VError("matrix needs at least two embeddings")
+    for out in (args.plot, args.embedding_plot):
+        if out:
+            check_writable(out)
+    embs = [Task2VecEmbedding.load(p) for p in paths]
+    X = stack(embs)  # raises naming the first incompatible field
+    if args.asymmetric:
+        if args.trivial:
+            t0 = Task2VecEmbedding.load(args.trivial)
+            embs[0].check_compatible(t0)
+        else:
+            from ..task2vec import trivial_for
+
+            t0 = trivial_for(embs[0])
+        D = cdist_asym(X, X, t0, alpha=args.alpha)
+        D.fill_diagonal_(0.0)
+        kind = f"d_asym(row -> column), alpha={args.alpha}"
+    else:
+        D = pdist(X)
+        kind = "d_sym"
+    labels = labels_for(paths, [e.metadata for e in embs])
+    if args.format == "json":
+        print_json({"labels": labels, "files": [str(p) for p in paths], "asymmetric": args.asymmetric,
+                    "alpha": args.alpha if args.asymmetric else None, "matrix": D.tolist()})
+    elif args.format == "csv":
+        w = sys.stdout
+        w.write("," + ",".join(_csv(lb) for lb in labels) + "\n")
+        for lb, row in zip(labels, D.tolist(), strict=True):
+            w.write(_csv(lb) + "," + ",".join(f"{v:.6f}" for v in row) + "\n")
+    probe = embs[0].probe
+    if args.plot:
+        from ..plots import plot_distance_matrix
+
+        plot_distance_matrix(D, labels, args.plot, title=args.title or f"TASK2VEC distances ({probe})",
+                             colorbar_label=kind)
+        hint(f"heatmap written to {args.plot}")
+    if args.embedding_plot:
+        from ..plots import plot_embedding_map
+
+        groups = [e.metadata.get(args.color_by) or "(none)" for e in embs]
+        if all(g == "(none)" for g in groups):
+            hint(f"note: no embedding has metadata field {args.color_by!r}; all points share one colour")
+        plot_embedding_map(D, labels, groups, args.embedding_plot, color_by=args.color_by,
+                           title=args.title or f"TASK2VEC map ({probe})")
+        hint(f"map written to {args.embedding_plot}")
+    return 0
+
+
+def _csv(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s

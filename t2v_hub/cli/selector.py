@@ -1,0 +1,185 @@
+"""`t2v-hub selector`: train and evaluate a MODEL2VEC expert selector.
+
+train: learn per-expert biases and a temperature from an error matrix (tasks x
+experts, CSV or JSON) and the task embeddings (a folder of .safetensors or a
+hub); writes a small selector file for `t2v-hub recommend --selector`.
+
+eval: leave-one-out over tasks. Reports the paper's metric (relative increase of
+the chosen expert's error over the best expert's), weighted Kendall tau and top-1
+hit rate for MODEL2VEC and the baselines: chance (expected), d_sym, d_asym, each
+expert's mean error on the other tasks, and --static EXPERT if given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from ..constants import ASYM_ALPHA, M2V_ALPHA_SOFT, M2V_EPOCHS, M2V_LR, M2V_WEIGHT_DECAY
+from ._common import hint, print_json
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--errors", required=True, help="error matrix: CSV (rows = task ids, columns = expert ids) or JSON")
+    p.add_argument("--tasks", required=True, help="task embeddings: a folder of .safetensors, or a hub")
+    p.add_argument("--experts", default=None, help="expert embeddings: a hub or folder (default: look in --tasks)")
+    p.add_argument("--probe", default=None, help="probe to use where sources hold several (default: most common)")
+    p.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
+    g = p.add_argument_group("MODEL2VEC training (supplement 4.3 defaults)")
+    g.add_argument("--alpha", type=float, default=ASYM_ALPHA, help="trivial-task weight of d_asym")
+    g.add_argument("--alpha-soft", type=float, default=M2V_ALPHA_SOFT, help="soft-label sharpness")
+    g.add_argument("--lr", type=float, default=M2V_LR)
+    g.add_argument("--weight-decay", type=float, default=M2V_WEIGHT_DECAY)
+    g.add_argument("--epochs", type=int, default=M2V_EPOCHS)
+    g.add_argument("--batch-size", type=int, default=0, help="tasks per step (0 = all)")
+    g.add_argument("--bias", choices=("both", "filter", "scalar", "none"), default="both",
+                   help="per-filter log-scale, per-expert offset, both, or none")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("selector", help="train / evaluate a MODEL2VEC selector", description=__doc__)
+    s = p.add_subparsers(dest="selector_command", metavar="ACTION")
+    t = s.add_parser("train", help="train a selector from an error matrix")
+    _add_common(t)
+    t.add_argument("--out", default="selector.safetensors", help="selector file to write (default %(default)s)")
+    t.add_argument("--format", choices=("text", "json"), default="text")
+    e = s.add_parser("eval", help="leave-one-out evaluation against baselines")
+    _add_common(e)
+    e.add_argument("--static", default=None, metavar="EXPERT", help="also report 'always pick this expert'")
+    e.add_argument("--exclude-self", action="store_true",
+                   help="ignore the expert trained on the task itself (same dataset id)")
+    e.add_argument("--format", choices=("table", "json"), default="table")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from ..selector import SelectorConfig
+
+    return SelectorConfig(alpha=args.alpha, alpha_soft=args.alpha_soft, lr=args.lr, weight_decay=args.weight_decay,
+                          epochs=args.epochs, batch_size=args.batch_size, bias=args.bias, seed=args.seed)
+
+
+def _prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Align the error matrix with the embeddings; report what had to be left out."""
+    from ..embedding import Task2VecEmbedding, stack
+    from ..errors import SelectorError
+    from ..selection_metrics import load_embedding_source, load_error_matrix
+
+    em = load_error_matrix(args.errors)
+    tasks_src = load_embedding_source(args.tasks, args.probe)
+    experts_src = load_embedding_source(args.experts, args.probe) if args.experts else tasks_src
+    task_ids = [t for t in em.task_ids if t in tasks_src]
+    expert_ids = [e for e in em.expert_ids if e in experts_src]
+    lost_t = [t for t in em.task_ids if t not in tasks_src]
+    lost_e = [e for e in em.expert_ids if e not in experts_src]
+    if lost_t:
+        hint(f"{len(lost_t)} task(s) without an embedding left out: {', '.join(lost_t[:5])}")
+    if lost_e:
+        hint(f"{len(lost_e)} expert(s) without an embedding left out: {', '.join(lost_e[:5])}")
+    if not task_ids or not expert_ids:
+        raise SelectorError(f"no {'task' if not task_ids else 'expert'} of the error matrix has an embedding in "
+                            f"{args.tasks if not task_ids else (args.experts or args.tasks)}; check the ids")
+    em = em.subset(task_ids, expert_ids)
+    if em.missing:
+        hint(f"{em.missing} missing/NaN error cell(s) skipped")
+    embs = [tasks_src[t] for t in task_ids] + [experts_src[e] for e in expert_ids]
+    try:
+        stack(embs)
+    except Exception as exc:
+        raise SelectorError(f"task and expert embeddings are not comparable: {exc}") from exc
+    X = torch.stack([tasks_src[t].vector for t in task_ids])
+    F = torch.stack([experts_src[e].vector for e in expert_ids])
+    if args.trivial:
+        t0 = Task2VecEmbedding.load(args.trivial)
+    else:
+        from ..task2vec import trivial_for
+
+        t0 = trivial_for(embs[0])
+    embs[0].check_compatible(t0)
+    exclude = torch.tensor([[experts_src[e].metadata.get("dataset_id") == t for e in expert_ids] for t in task_ids])
+    return {"em": em, "X": X, "F": F, "t0": t0, "first": embs[0], "exclude": exclude}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import SelectorError
+
+    if args.selector_command == "train":
+        return _train(args)
+    if args.selector_command == "eval":
+        return _eval(args)
+    raise SelectorError("choose an action: `t2v-hub selector train ...` or `t2v-hub selector eval ...`")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..selector import compat_of, train_model2vec
+    from ._common import check_writable
+
+    check_writable(args.out)
+    d = _prepare(args)
+    em = d["em"]
+    sel = train_model2vec(d["X"], d["F"], em.errors, d["t0"].vector, _config(args), expert_ids=em.expert_ids,
+                          compat=compat_of(d["first"]), task_ids=em.task_ids)
+    sel.save(args.out)
+    summary = {"out": args.out, "experts": len(em.expert_ids), "tasks": len(em.task_ids),
+               "skipped_cells": sel.info["skipped_cells"], "gamma": sel.gamma, "final_loss": sel.info["final_loss"],
+               "probe": sel.compat.get("probe"), "config": asdict(sel.config)}
+    if args.format == "json":
+        print_json(summary)
+    else:
+        print(f"selector for {summary['experts']} experts trained on {summary['tasks']} tasks "
+              f"(gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}) -> {args.out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ..distances import cdist
+    from ..errors import SelectorError
+    from ..selection_metrics import (
+        chance_baseline,
+        evaluate_selection,
+        loo_mean_error_scores,
+        static_scores,
+    )
+    from ..selector import loo_model2vec
+
+    d = _prepare(args)
+    em, X, F, t0 = d["em"], d["X"], d["F"], d["t0"].vector
+    if len(em.task_ids) < 2:
+        raise SelectorError("leave-one-out needs at least two tasks")
+    exclude = d["exclude"] if args.exclude_self else None
+    sym = cdist(X, F)  # (T, E)
+    asym = sym - args.alpha * cdist(F, t0[None])[:, 0][None, :]
+    results: dict[str, dict[str, float]] = {"chance (expected)": chance_baseline(em.errors, exclude)}
+    results["d_sym"] = evaluate_selection(em.errors, sym, exclude)
+    results[f"d_asym (alpha={args.alpha})"] = evaluate_selection(em.errors, asym, exclude)
+    results["mean error on other tasks"] = evaluate_selection(em.errors, loo_mean_error_scores(em.errors), exclude)
+    if args.static:
+        if args.static not in em.expert_ids:
+            raise SelectorError(f"--static {args.static!r} is not an expert of the error matrix")
+        results[f"always {args.static}"] = evaluate_selection(
+            em.errors, static_scores(em.errors, em.expert_ids.index(args.static)), exclude)
+    hint(f"leave-one-out MODEL2VEC over {len(em.task_ids)} tasks...")
+    scores = loo_model2vec(X, F, em.errors, t0, _config(args))
+    results["MODEL2VEC (leave-one-out)"] = evaluate_selection(em.errors, scores, exclude)
+    if args.format == "json":
+        print_json({"tasks": len(em.task_ids), "experts": len(em.expert_ids), "results": results,
+                    "config": asdict(_config(args))})
+        return 0
+    w = sys.stdout
+    w.write(f"{len(em.task_ids)} tasks x {len(em.expert_ids)} experts; mean best error "
+            f"{results['d_sym']['mean_best_error']:.4g}\n")
+    w.write(f"{'method':<34}{'rel. error incr.':>17}{'(per task)':>12}{'w. tau':>9}{'top-1':>8}\n")
+    for name, r in results.items():
+        w.write(f"{name:<34}{_pct(r['relative_error_increase']):>17}{_pct(r['relative_error_increase_per_task']):>12}"
+                f"{r['weighted_tau']:>9.3f}{r['top1']:>8.3f}\n")
+    return 0
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:+.2f}%"

@@ -1,0 +1,253 @@
+"""Rank experts (hub models carrying a TASK2VEC embedding) for a target task.
+
+Used by ``t2v-hub recommend`` and by :func:`t2v_hub.automl.rank_backbones`. The
+score of expert j for target t is ``d_asym(F_j -> t) = d_sym(F_j, t) - alpha *
+d_sym(F_j, t0)`` (lower = better) or, with a trained MODEL2VEC selector,
+``d_asym(m_j -> t) + offset_j`` with the selector's biased ``m_j``. All experts
+are stacked in one matrix and scored in one vectorised pass
+(:mod:`t2v_hub.ranking_kernel`); the per-expert trivial-task term is computed
+once per matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from .constants import ASYM_ALPHA, DEFAULT_FISHER_METHOD
+from .embedding import Task2VecEmbedding
+from .errors import IncompatibleEmbeddingError, RecommendError
+from .ranking_kernel import ExpertMatrix, sym_to_target
+from .selector import Model2Vec
+
+logger = logging.getLogger(__name__)
+
+
+class ExpertLike(Protocol):
+    """What ranking needs of an expert (``t2v_hub.hub.Expert`` has it)."""
+
+    repo_id: str
+    embedding: Task2VecEmbedding
+    task: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One ranked expert. ``name`` is accepted by ``timm.create_model``."""
+
+    rank: int
+    name: str
+    repo_id: str
+    score: float  # what the ranking sorts by (lower = better)
+    distance: float  # d_asym(expert -> target) without any learned bias
+    probability: float | None  # selector's p(expert | task); None without a selector
+    task: str  # dataset the expert was trained on
+    url: str  # the model card
+    explain: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def timm_name(repo_id: str, hub: Any = None) -> str:
+    """``local-dir:<path>`` for a LocalHub repo holding timm weights, else ``hf-hub:<repo_id>``."""
+    root = getattr(hub, "root", None)
+    if root is not None:
+        d = Path(root) / repo_id
+        if (d / "config.json").is_file():
+            return f"local-dir:{d}"
+    return f"hf-hub:{repo_id}"
+
+
+def _label(e: Task2VecEmbedding) -> str:
+    return f"{e.probe or '?'} ({e.method or DEFAULT_FISHER_METHOD})"
+
+
+def partition_experts(
+    target: Task2VecEmbedding, experts: Sequence[ExpertLike]
+) -> tuple[list[ExpertLike], list[tuple[str, str]]]:
+    """Experts whose embedding is comparable with ``target``, and the others with a reason."""
+    ok: list[ExpertLike] = []
+    skipped: list[tuple[str, str]] = []
+    for ex in experts:
+        try:
+            target.check_compatible(ex.embedding)
+        except IncompatibleEmbeddingError as exc:
+            skipped.append((ex.repo_id, f"incompatible: {exc}"))
+            continue
+        ok.append(ex)
+    return ok, skipped
+
+
+def probes_available(experts: Sequence[ExpertLike]) -> str:
+    counts = Counter(_label(ex.embedding) for ex in experts)
+    return ", ".join(f"{p}: {n}" for p, n in counts.most_common()) or "none"
+
+
+def _resolve_trivial(
+    target: Task2VecEmbedding, trivial: Task2VecEmbedding | torch.Tensor | None, selector: Model2Vec | None,
+    notes: list[str],
+) -> torch.Tensor:
+    if selector is not None:
+        if trivial is not None:
+            notes.append("using the selector's trivial embedding (the one its biases were trained against)")
+        return selector.trivial
+    if trivial is None:
+        from .task2vec import trivial_for
+
+        trivial = trivial_for(target)
+    if isinstance(trivial, Task2VecEmbedding):
+        target.check_compatible(trivial)
+        return trivial.vector
+    t0 = torch.as_tensor(trivial, dtype=torch.float32).reshape(-1)
+    if t0.numel() != target.dim:
+        raise RecommendError(f"trivial embedding has {t0.numel()} entries, the target {target.dim}")
+    return t0
+
+
+def rank_experts(
+    target: Task2VecEmbedding,
+    experts: Sequence[ExpertLike],
+    *,
+    alpha: float | None = None,
+    selector: Model2Vec | None = None,
+    trivial: Task2VecEmbedding | torch.Tensor | None = None,
+    top_k: int = 5,
+    name_for: Callable[[str], str] | None = None,
+    notes: list[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> list[Recommendation]:
+    """The ``top_k`` best experts for ``target``, best first.
+
+    Incompatible experts are left out (see :func:`partition_experts` to report them);
+    if none is compatible the error names the probes the experts do have. ``alpha``
+    defaults to the selector's (so scores match its training) or ``ASYM_ALPHA``.
+    ``trivial`` defaults to the selector's t0, else the probe's (computed and cached).
+    Messages worth showing a person (unseen experts...) are appended to ``notes``.
+    """
+    notes = notes if notes is not None else []
+    if top_k < 1:
+        raise RecommendError(f"top_k must be at least 1, got {top_k}")
+    if not experts:
+        raise RecommendError("no experts to rank: none was found (check --hub and --filter)")
+    ok, skipped = partition_experts(target, experts)
+    if not ok:
+        raise RecommendError(
+            f"no expert shares the target's embedding space {_label(target)}; experts are available for: "
+            f"{probes_available(experts)}. Embed the dataset with one of those probes (--probe)"
+        )
+    if skipped:
+        logger.info("%d expert(s) left out as incompatible", len(skipped))
+    if selector is not None:
+        selector.check_compatible(target)
+    a = float(alpha if alpha is not None else (selector.alpha if selector is not None else ASYM_ALPHA))
+    if selector is not None and abs(a - selector.alpha) > 1e-12:
+        notes.append(f"alpha={a} differs from the selector's training alpha={selector.alpha}")
+    t0 = _resolve_trivial(target, trivial, selector, notes)
+    ids = [ex.repo_id for ex in ok]
+    F = torch.stack([ex.embedding.vector for ex in ok])
+    if selector is not None:
+        M, offset, seen, sel_notes = selector.apply(ids, F)
+        notes.extend(sel_notes)
+    else:
+        M, offset, seen = F, torch.zeros(len(ok)), torch.zeros(len(ok), dtype=torch.bool)
+    index = ExpertMatrix(M, t0, dtype=dtype)
+    biased_sym = index.d_sym(target.vector)
+    scores = biased_sym - a * index.to_trivial + offset
+    k = min(top_k, len(ok))
+    # Sort by (score, position) so equal scores keep the listing order: reproducible output.
+    top = sorted(torch.topk(scores, k, largest=False).indices.tolist(), key=lambda j: (float(scores[j]), j))
+    rows = torch.tensor(top, dtype=torch.long)
+    # Unbiased distances for the chosen rows only (with a selector they differ from M's).
+    d_task = sym_to_target(F[rows], target.vector) if selector is not None else biased_sym[rows]
+    d_triv = sym_to_target(F[rows], t0) if selector is not None else index.to_trivial[rows]
+    prob = torch.softmax(-selector.gamma * scores.double(), 0) if selector is not None else None
+    name = name_for or (lambda r: f"hf-hub:{r}")
+    out = []
+    for rank, (j, dt, dz) in enumerate(zip(top, d_task.tolist(), d_triv.tolist(), strict=True), start=1):
+        ex, dist = ok[j], dt - a * dz
+        explain = {
+            "d_sym_to_task": dt,
+            "d_sym_to_trivial": dz,
+            "alpha": a,
+            "trivial_term": -a * dz,
+            "bias": float(scores[j]) - dist,
+            "offset": float(offset[j]),
+            "seen_in_training": bool(seen[j]) if selector is not None else None,
+        }
+        out.append(Recommendation(
+            rank=rank, name=name(ex.repo_id), repo_id=ex.repo_id, score=float(scores[j]), distance=dist,
+            probability=float(prob[j]) if prob is not None else None, task=ex.task, url=ex.url, explain=explain,
+        ))
+    return out
+
+
+# -- choosing the probe and embedding the target ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbedPlan:
+    """How to embed a dataset so it is comparable with the experts."""
+
+    probe: str
+    method: str
+    input_size: int | None
+    include_norm: bool
+    count: int  # experts embedded this way
+
+
+def _input_size(e: Task2VecEmbedding) -> int | None:
+    try:
+        size = e.config("input_size") if "input_size" in e.metadata else None
+    except (KeyError, ValueError):
+        return None
+    return int(size[-1]) if isinstance(size, list) and size else None
+
+
+def choose_probe(experts: Sequence[ExpertLike], probe: str | None = None, method: str | None = None) -> EmbedPlan:
+    """The embedding settings most experts share (restricted to ``probe``/``method`` if given)."""
+    if not experts:
+        raise RecommendError("no experts found: nothing to choose a probe from (check --hub and --filter)")
+    pool = [ex for ex in experts if (probe is None or ex.embedding.probe == probe)
+            and (method is None or (ex.embedding.method or DEFAULT_FISHER_METHOD) == method)]
+    if not pool:
+        want = " ".join(x for x in (probe, method) if x)
+        raise RecommendError(
+            f"no expert has an embedding for {want}; experts are available for: {probes_available(experts)}"
+        )
+    keys = Counter(
+        (ex.embedding.probe, ex.embedding.method or DEFAULT_FISHER_METHOD, _input_size(ex.embedding),
+         ex.embedding.metadata.get("include_norm", "false") == "true")
+        for ex in pool
+    )
+    # Most common first; ties broken by name so the choice does not depend on listing order.
+    (p, m, size, norm), n = min(keys.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return EmbedPlan(p, m, size, norm, n)
+
+
+def embed_target(dataset: Any, plan: EmbedPlan, **embed_kwargs: Any) -> Task2VecEmbedding:
+    """Embed ``dataset`` as ``plan`` says; explicit ``embed_kwargs`` win (cached by default)."""
+    from .task2vec import embed
+
+    kwargs: dict[str, Any] = {"input_size": plan.input_size, "include_norm": plan.include_norm, "cache": True}
+    kwargs.update({k: v for k, v in embed_kwargs.items() if v is not None})
+    return embed(dataset, plan.probe, plan.method, **kwargs)
+
+
+__all__ = [
+    "EmbedPlan",
+    "Recommendation",
+    "choose_probe",
+    "embed_target",
+    "partition_experts",
+    "probes_available",
+    "rank_experts",
+    "timm_name",
+]
