@@ -373,7 +373,8 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
     if demo if demo is not None else cfg.demo:
         from benchmarks.zoo.demo import build_demo
 
-        result["demo"] = build_demo(cfg, pools, embs, gt, task_names, expert_names, trivial, examples_root)
+        result["demo"] = build_demo(cfg, pools, embs, gt, task_names, expert_names, trivial, examples_root,
+                                    expert_stats)
         if results_dir is not None:
             (results_dir / f"reproduce_{cfg.name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     log(f"done in {total:.0f}s")

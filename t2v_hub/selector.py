@@ -40,7 +40,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +58,23 @@ SELECTOR_FILE = "selector.safetensors"
 BIAS_KINDS = ("both", "filter", "scalar", "none")
 # (tasks x experts x dim) elements per differentiable distance chunk: bounds memory.
 _TRAIN_CHUNK_ELEMENTS = 1 << 22
+# Below this many elements per step, training runs single-threaded: with tensors this
+# small, OpenMP fork/join costs more than it saves (measured 5-9x slower with 2 threads
+# on a shared 2-core machine).
+_SINGLE_THREAD_BELOW = 1 << 20
+
+
+@contextmanager
+def _threads(numel: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if numel >= _SINGLE_THREAD_BELOW or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -334,20 +352,8 @@ def train_model2vec(
     opt = torch.optim.Adam(groups, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     bs = cfg.batch_size or T
-    losses: list[float] = []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(T, generator=gen) if bs < T else torch.arange(T)
-        total = 0.0
-        for s in range(0, T, bs):
-            idx = order[s : s + bs]
-            opt.zero_grad()
-            m = F * log_scale.exp() if use_scale else F
-            d = _asym(m, X[idx], t0, cfg.alpha) + offset
-            loss = _masked_ce(d, labels[idx], known[idx], log_gamma) / idx.numel()
-            loss.backward()
-            opt.step()
-            total += loss.detach().item() * idx.numel()
-        losses.append(total / T)
+    with _threads(min(bs, T) * E * F.shape[1]):
+        losses = _fit(opt, X, F, t0, labels, known, log_scale, offset, log_gamma, cfg, gen, use_scale)
     info = {
         "num_tasks": T,
         "num_experts": E,
@@ -369,6 +375,31 @@ def train_model2vec(
         expert_digests=[vector_digest(v) for v in F],
         info=info,
     )
+
+
+def _fit(
+    opt: torch.optim.Optimizer, X: torch.Tensor, F: torch.Tensor, t0: torch.Tensor, labels: torch.Tensor,
+    known: torch.Tensor, log_scale: torch.Tensor, offset: torch.Tensor, log_gamma: torch.Tensor,
+    cfg: SelectorConfig, gen: torch.Generator, use_scale: bool,
+) -> list[float]:
+    """The epochs of Adam; returns the mean loss of each epoch."""
+    T = X.shape[0]
+    bs = cfg.batch_size or T
+    losses: list[float] = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(T, generator=gen) if bs < T else torch.arange(T)
+        total = 0.0
+        for s in range(0, T, bs):
+            idx = order[s : s + bs]
+            opt.zero_grad()
+            m = F * log_scale.exp() if use_scale else F
+            d = _asym(m, X[idx], t0, cfg.alpha) + offset
+            loss = _masked_ce(d, labels[idx], known[idx], log_gamma) / idx.numel()
+            loss.backward()
+            opt.step()
+            total += loss.detach().item() * idx.numel()
+        losses.append(total / T)
+    return losses
 
 
 def _masked_std(d: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

@@ -56,18 +56,32 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _batched_features(probe: Probe, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+def _batched_features(
+    probe: Probe, images: torch.Tensor, batch_size: int, device: torch.device, quiet: bool = True
+) -> torch.Tensor:
     out = []
+    dummy = torch.zeros(images.shape[0])
     with torch.no_grad():
-        for i in range(0, images.shape[0], batch_size):
-            x = images[i : i + batch_size].to(device, non_blocking=True)
-            out.append(probe.features(x).float().cpu())
+        for x, _ in _tensor_loader(images, dummy, batch_size, None if quiet else "features"):
+            out.append(probe.features(x.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out)
 
 
-def _tensor_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int):
-    for i in range(0, images.shape[0], batch_size):
-        yield images[i : i + batch_size], labels[i : i + batch_size]
+def _tensor_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, desc: str | None = None):
+    """Batches over pre-decoded tensors; with ``desc`` a progress bar (img/s) on stderr."""
+    bar = None
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(images.shape[0]), desc=desc, unit="img", file=sys.stderr, leave=False)
+    try:
+        for i in range(0, images.shape[0], batch_size):
+            yield images[i : i + batch_size], labels[i : i + batch_size]
+            if bar is not None:
+                bar.update(min(batch_size, images.shape[0] - i))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _load(dataset: Any, *, max_samples: int | None, seed: int, data_options: dict[str, Any]) -> Any:
@@ -106,6 +120,7 @@ def _montecarlo_shard_invariant(
     dev: torch.device,
     multilabel: bool,
     options: dict[str, Any],
+    quiet: bool = True,
 ):
     """True-Fisher estimate whose label draws do not depend on how samples are sharded.
 
@@ -128,7 +143,9 @@ def _montecarlo_shard_invariant(
     config: dict[str, Any] = {}
     for k in range(mc_samples):
         r = estimate(
-            p.model, _tensor_loader(images[shard], draws[k][shard], batch_size), "empirical",
+            p.model,
+            _tensor_loader(images[shard], draws[k][shard], batch_size, None if quiet else f"Fisher montecarlo {k + 1}/{mc_samples}"),
+            "empirical",
             params=p.measured_params(), autocast_dtype=autocast_dtype, device=dev, **options,
         )
         assert r.sums is not None
@@ -228,7 +245,7 @@ def embed(
     _log(f"features of {n} images with {p.name}...", quiet)
     t_feat = time.perf_counter()
     # Each process embeds its shard; every process then fits the same head on all features.
-    feats = gather_rows(_batched_features(p, images[shard], batch_size, dev), dist)
+    feats = gather_rows(_batched_features(p, images[shard], batch_size, dev, quiet), dist)
     g_head = torch.Generator().manual_seed(seed)
     head_stats = fit_head(p.head(), feats.to(dev), labels.to(dev), head_cfg, g_head, multilabel=multilabel)
     t_fisher = time.perf_counter()
@@ -243,11 +260,12 @@ def embed(
     labels_f = labels.float() if multilabel else labels
     if method == "montecarlo":
         result = _montecarlo_shard_invariant(
-            p, feats, images, shard, mc_samples, g_fisher, batch_size, autocast_dtype, dev, multilabel, options
+            p, feats, images, shard, mc_samples, g_fisher, batch_size, autocast_dtype, dev, multilabel, options, quiet
         )
     else:
         result = estimate(
-            p.model, _tensor_loader(images[shard], labels_f[shard], batch_size), method,
+            p.model, _tensor_loader(images[shard], labels_f[shard], batch_size, None if quiet else f"Fisher {method}"),
+            method,
             params=p.measured_params(), mc_samples=mc_samples, generator=g_fisher,
             autocast_dtype=autocast_dtype, device=dev, **options,
         )

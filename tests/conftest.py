@@ -7,13 +7,21 @@ an ``HfHub`` client pointed at it, and a factory for small embeddings.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Tiny models on a 2-core machine: one intra-op thread avoids OpenMP spin-waiting,
+# which costs 10x when the cores are shared. Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Keep the embedding cache of one test run away from the user's.
+os.environ.setdefault("T2V_HUB_CACHE", tempfile.mkdtemp(prefix="t2v_hub_test_cache_"))
 
 # `import hub_server` from test modules and from their worker processes.
 if str(Path(__file__).parent) not in sys.path:

@@ -72,9 +72,10 @@ def test_model2vec_beats_d_asym_and_recovers_the_biases() -> None:
     # Trained on all tasks, the learned per-expert effect orders the experts like the true bias.
     sel = train_model2vec(X, F, errors, t0, SelectorConfig())
     effect = (sel.scores(X, sel.expert_ids, F) - cdist_asym(F, X, t0, 0.15).T).mean(0)
-    assert spearman(effect, bias) > 0.9
-    assert torch.sign(effect - effect.mean()).tolist() == torch.sign(bias - bias.mean()).tolist()
-    assert spearman(sel.offset, bias) > 0.9
+    assert spearman(effect, bias) > 0.9 and spearman(sel.offset, bias) > 0.9
+    # The extremes have the right sign: the best expert is pushed up, the worst down.
+    assert int(effect.argmin()) == int(bias.argmin()) and int(effect.argmax()) == int(bias.argmax())
+    assert float(sel.offset[bias.argmin()]) < 0 < float(sel.offset[bias.argmax()])
 
 
 def test_gamma_positive_and_training_deterministic() -> None:
