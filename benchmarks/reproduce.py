@@ -102,13 +102,42 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def prepare(cfg: Any, cache: Cache) -> dict[str, Any]:
+    """Pools (built or cached) and materialised tasks of a config."""
+    from benchmarks.zoo import data as D
+    from benchmarks.zoo import tasks as TK
+    from t2v_hub.probes import create_probe
+
+    probe0 = create_probe(cfg.arch, 2, input_size=cfg.input_size)
+    data_config = dict(probe0.data_config)
+    del probe0
+    pools_key = _hash(cfg.pools, cfg.seed, {k: str(v) for k, v in data_config.items()})
+    pools, crops = {}, {}
+    for name, opts in cfg.pools.items():
+        got = cache.get(f"pools/{name}", pools_key)
+        if got is None:
+            log(f"building pool {name}...")
+            pool = D.build_pool(name, opts, cfg.seed)
+            got = cache.put(f"pools/{name}", pools_key, {"pool": pool, "crops": D.preprocess(pool.images, data_config)})
+        pools[name], crops[name] = got["pool"], got["crops"]
+    log("pools: " + ", ".join(f"{k}={len(v)}" for k, v in pools.items()))
+    if cfg.tasks == "tiny":
+        specs = list(TK.TINY_TASKS)
+        expert_names = [s.name for s in specs[:2]]
+    else:
+        specs = [s for s in TK.EXPERT_TASKS + TK.MIXED_TASKS if s.pool in pools]
+        expert_names = [s.name for s in TK.EXPERT_TASKS if s.pool in pools]
+    tasks = {s.name: TK.materialise(s, pools[s.pool], cfg.task_scale) for s in specs}
+    return {"pools": pools, "crops": crops, "data_config": data_config, "pools_key": pools_key,
+            "specs": specs, "expert_names": expert_names, "tasks": tasks}
+
+
 def run(config: str = "small", out: Path | None = None, results_dir: Path | None = RESULTS,
         demo: bool | None = None, examples_root: Path = ROOT / "examples") -> dict[str, Any]:
     from benchmarks.zoo import data as D
     from benchmarks.zoo import experts as X
     from benchmarks.zoo import groundtruth as G
     from benchmarks.zoo import selection as S
-    from benchmarks.zoo import tasks as TK
     from benchmarks.zoo.configs import get_config
 
     cfg = get_config(config)
@@ -125,34 +154,12 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
     def stage(name: str, t0: float) -> None:
         stage_s[name] = round(stage_s.get(name, 0.0) + time.perf_counter() - t0, 2)
 
-    # -- 1. pools ------------------------------------------------------------------------
-    from t2v_hub.probes import create_probe
-
-    probe0 = create_probe(cfg.arch, 2, input_size=cfg.input_size)
-    data_config = dict(probe0.data_config)
-    del probe0
+    # -- 1-2. pools and tasks ------------------------------------------------------------
     t0 = time.perf_counter()
-    pools_key = _hash(cfg.pools, cfg.seed, {k: str(v) for k, v in data_config.items()})
-    pools = {}
-    crops: dict[str, torch.Tensor] = {}
-    for name, opts in cfg.pools.items():
-        got = cache.get(f"pools/{name}", pools_key)
-        if got is None:
-            log(f"building pool {name}...")
-            pool = D.build_pool(name, opts, cfg.seed)
-            got = cache.put(f"pools/{name}", pools_key, {"pool": pool, "crops": D.preprocess(pool.images, data_config)})
-        pools[name], crops[name] = got["pool"], got["crops"]
+    zoo = prepare(cfg, cache)
+    pools, crops, data_config, pools_key = zoo["pools"], zoo["crops"], zoo["data_config"], zoo["pools_key"]
+    specs, expert_names, tasks = zoo["specs"], zoo["expert_names"], zoo["tasks"]
     stage("pools", t0)
-    log("pools: " + ", ".join(f"{k}={len(v)}" for k, v in pools.items()))
-
-    # -- 2. tasks ------------------------------------------------------------------------
-    if cfg.tasks == "tiny":
-        specs = list(TK.TINY_TASKS)
-        expert_names = [s.name for s in specs[:2]]
-    else:
-        specs = [s for s in TK.EXPERT_TASKS + TK.MIXED_TASKS if s.pool in pools]
-        expert_names = [s.name for s in TK.EXPERT_TASKS if s.pool in pools]
-    tasks = {s.name: TK.materialise(s, pools[s.pool], cfg.task_scale) for s in specs}
     task_names = list(tasks)
     used: dict[str, np.ndarray] = {}
     for t in tasks.values():

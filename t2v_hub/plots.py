@@ -55,6 +55,11 @@ def cluster_order(D: np.ndarray) -> np.ndarray:
     return np.arange(n) if n < 3 else leaves_list(_linkage(np.asarray(D, dtype=np.float64)))
 
 
+def _short(label: str, limit: int = 40) -> str:
+    # Long ids (org/dataset/config/split) would eat the figure: keep both ends.
+    return label if len(label) <= limit else label[: limit // 2 - 1] + "\u2026" + label[-(limit // 2 - 1) :]
+
+
 def plot_distance_matrix(
     D: torch.Tensor | np.ndarray,
     labels: Sequence[str],
@@ -64,7 +69,11 @@ def plot_distance_matrix(
     colorbar_label: str = "d_sym (cosine of normalised Fisher)",
     cluster: bool = True,
 ) -> Path:
-    """Heatmap of ``D`` with rows/columns in hierarchical-clustering order, plus its dendrogram."""
+    """Heatmap of ``D`` with rows/columns in hierarchical-clustering order, plus its dendrogram.
+
+    Layout in inches (dendrogram | heatmap | row labels | colour bar) so that labels
+    never overlap the tree or the bar, whatever their length.
+    """
     plt = _plt()
     from scipy.cluster.hierarchy import dendrogram
 
@@ -73,33 +82,39 @@ def plot_distance_matrix(
     if M.shape != (n, n) or len(labels) != n:
         raise ValueError(f"need a square matrix and one label per row, got {M.shape} and {len(labels)} labels")
     order = cluster_order(M) if cluster else np.arange(n)
-    M, names = M[np.ix_(order, order)], [labels[i] for i in order]
-    side = float(min(18.0, max(6.0, 0.16 * n + 4.0)))
-    fig = plt.figure(figsize=(side + 1.5, side + 1.2))
+    M, names = M[np.ix_(order, order)], [_short(labels[i]) for i in order]
     show_tree = cluster and n >= 3
-    left = 0.22 if show_tree else 0.05
-    ax = fig.add_axes((left + 0.08, 0.06, 0.62 - (left - 0.05), 0.78))
-    im = ax.imshow(M, cmap="viridis_r", interpolation="nearest", aspect="auto")
+    fs = _font_size(n)
     step = max(1, math.ceil(n / _MAX_LABELS))
     ticks = np.arange(0, n, step)
-    fs = _font_size(n)
+    label_in = max(len(names[i]) for i in ticks) * fs * 0.62 / 72 + 0.15  # text width, inches
+    heat = float(min(12.0, max(4.0, 0.3 * n)))
+    tree, gap, cbar, cbar_text, pad = (1.4 if show_tree else 0.0), 0.05, 0.22, 0.9, 0.25
+    W = pad + tree + gap + heat + label_in + 0.25 + cbar + cbar_text
+    H = pad + heat + label_in + 0.7
+    fig = plt.figure(figsize=(W, H))
+    x0, y0 = pad + tree + gap, pad
+    ax = fig.add_axes((x0 / W, y0 / H, heat / W, heat / H))
+    im = ax.imshow(M, cmap="viridis_r", interpolation="nearest", aspect="auto")
     ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=fs)
     ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=fs)
     ax.xaxis.tick_top()
+    ax.yaxis.tick_right()
     if step > 1:
-        ax.set_xlabel(f"every {step}th label shown", fontsize=fs)
+        ax.set_xlabel(f"one label in {step} shown ({n} tasks)", fontsize=max(fs, 7))
     if show_tree:
         # The dendrogram of the same tree, aligned with the heatmap rows (same height;
         # scipy puts leaf k at y = 10k + 5, imshow row k at k, top to bottom).
-        tree_ax = fig.add_axes((0.03, 0.06, left - 0.02, 0.78))
+        tree_ax = fig.add_axes((pad / W, y0 / H, tree / W, heat / H))
         dendrogram(_linkage(np.asarray(D, dtype=np.float64)), orientation="left", ax=tree_ax, no_labels=True,
                    link_color_func=lambda _: "0.35")
         tree_ax.set_ylim(10 * n, 0)
         tree_ax.set_axis_off()
-    cax = fig.add_axes((0.9, 0.06, 0.025, 0.78))
+    cax = fig.add_axes(((x0 + heat + label_in + 0.25) / W, y0 / H, cbar / W, heat / H))
     cb = fig.colorbar(im, cax=cax)
-    cb.set_label(colorbar_label, fontsize=10)
-    fig.suptitle(f"{title} ({n} tasks)", fontsize=13, y=0.985)
+    cb.set_label(colorbar_label, fontsize=9)
+    cb.ax.tick_params(labelsize=8)
+    fig.suptitle(f"{title} ({n} tasks)", fontsize=12, y=1 - 0.2 / H, va="top")
     return _save(fig, out)
 
 
@@ -156,11 +171,12 @@ def plot_embedding_map(
     if n <= 40:
         fs = _font_size(n)
         for i in range(n):
-            ax.annotate(labels[i], xy[i], xytext=(4, 3), textcoords="offset points", fontsize=fs, alpha=0.85)
+            ax.annotate(_short(labels[i], 30), xy[i], xytext=(4, 3), textcoords="offset points", fontsize=fs, alpha=0.85)
     ax.legend(title=color_by, fontsize=8, title_fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5),
               frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.margins(0.08)  # room for the point labels at the edges
     method = "t-SNE (precomputed distances)" if n >= 5 else "classical MDS"
     ax.set_title(f"{title}: {n} tasks, {method}", fontsize=12)
     fig.subplots_adjust(left=0.03, right=0.72, top=0.93, bottom=0.03)
@@ -174,7 +190,7 @@ def _save(fig, out: str | os.PathLike[str]) -> Path:  # noqa: ANN001 - matplotli
     if not p.parent.is_dir():
         raise OutputError(f"cannot write {str(p)!r}: folder {str(p.parent)!r} does not exist")
     try:
-        fig.savefig(p, dpi=110)
+        fig.savefig(p, dpi=120)
     finally:
         _plt().close(fig)
     return p

@@ -241,9 +241,9 @@ def _render(ch: str, font_path: str, rng: np.random.Generator, cache: dict) -> n
     font = cache[key]
     im = Image.new("L", (56, 56), 0)
     draw = ImageDraw.Draw(im)
-    l, t, r, b = draw.textbbox((0, 0), ch, font=font)
+    left, top, right, bottom = draw.textbbox((0, 0), ch, font=font)
     dx, dy = rng.integers(-4, 5, size=2)
-    draw.text(((56 - (r - l)) / 2 - l + dx, (56 - (b - t)) / 2 - t + dy), ch, fill=255, font=font)
+    draw.text(((56 - (right - left)) / 2 - left + dx, (56 - (bottom - top)) / 2 - top + dy), ch, fill=255, font=font)
     im = im.rotate(float(rng.uniform(-10, 10)), resample=Image.BILINEAR)
     return np.asarray(im.resize((28, 28), Image.LANCZOS), dtype=np.uint8)
 

@@ -1,0 +1,106 @@
+"""Plugins: the integration registry, entry-point discovery, its off switch, and the Optuna hook."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from t2v_hub import plugins_registry as reg
+from t2v_hub.cli.main import main
+from t2v_hub.errors import T2VError
+from t2v_hub.probes import adapters
+
+
+@pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Empty registries that discover again on first use (restored afterwards)."""
+    monkeypatch.setattr(reg, "_INTEGRATIONS", {})
+    monkeypatch.setattr(reg, "_SOURCES", {})
+    monkeypatch.setattr(reg, "_FAILED", {})
+    monkeypatch.setattr(reg, "_LOADED", False)
+    monkeypatch.setattr(adapters, "_ADAPTERS", {})
+    monkeypatch.setattr(adapters, "_ADAPTER_SOURCES", {})
+    monkeypatch.setattr(adapters, "_PLUGINS_LOADED", False)
+    monkeypatch.delenv("T2V_HUB_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+
+
+def test_entry_points_discovered(fresh: None) -> None:
+    assert reg.list_integrations() == {"optuna": "t2v-hub"}
+    optuna_int = reg.get_integration("optuna")
+    assert optuna_int.name == "optuna" and callable(optuna_int.enqueue_backbones)
+    with pytest.raises(T2VError, match="no integration named 'mlflow'.*optuna"):
+        reg.get_integration("mlflow")
+    reg.register_integration("mine", object(), source="my-dist")
+    assert reg.list_integrations()["mine"] == "my-dist"
+
+
+def test_autoload_off_switch(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T2V_HUB_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert reg.list_integrations() == {}
+    assert adapters.list_probe_adapters() == {}
+    with pytest.raises(T2VError, match="autoload is off"):
+        reg.get_integration("optuna")
+
+
+def test_cli_plugins_list(fresh: None, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    assert main(["plugins", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {tuple(line.split()) for line in lines[1:]}
+    assert ("probe-adapter", "resnet", "t2v-hub") in rows and ("probe-adapter", "vision_transformer", "t2v-hub") in rows
+    assert ("integration", "optuna", "t2v-hub") in rows
+    assert main(["plugins", "list", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["autoload"] is True
+
+
+def test_cli_plugins_list_autoload_disabled(fresh: None, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("T2V_HUB_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert main(["plugins", "list", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"autoload": False, "plugins": [], "failed": {}}
+    assert main(["plugins", "list"]) == 0
+    cap = capsys.readouterr()
+    assert "(none)" in cap.out and "autoload is off" in cap.err
+
+
+def test_broken_plugin_is_reported_not_fatal(fresh: None, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from importlib import metadata
+
+    bad = metadata.EntryPoint("broken", "no_such_module_xyz:Thing", "t2v_hub.integrations")
+    real = metadata.entry_points
+
+    def fake(**kw: Any) -> Any:
+        eps = list(real(**kw))
+        return [*eps, bad] if kw.get("group") == "t2v_hub.integrations" else eps
+
+    monkeypatch.setattr(metadata, "entry_points", fake)
+    assert main(["plugins", "list"]) == 0
+    cap = capsys.readouterr()
+    assert "optuna" in cap.out and "'broken' failed to load" in cap.err
+
+
+class _Rec:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_optuna_enqueue_backbones_runs_best_first() -> None:
+    optuna = pytest.importorskip("optuna")
+    from t2v_hub_plugins.integrations.optuna import backbone_choices, enqueue_backbones
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    recs = [_Rec("hf-hub:org/best"), _Rec("hf-hub:org/second"), _Rec("hf-hub:org/third")]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert enqueue_backbones(study, "backbone", recs, top_k=2) == ["hf-hub:org/best", "hf-hub:org/second"]
+    enqueue_backbones(study, "backbone", recs, top_k=2)  # idempotent: no duplicate trials
+    seen: list[str] = []
+
+    def objective(trial: Any) -> float:
+        seen.append(trial.suggest_categorical("backbone", backbone_choices(recs, ["timm/resnet18"])))
+        return float(len(seen))
+
+    study.optimize(objective, n_trials=3)
+    assert seen[:2] == ["hf-hub:org/best", "hf-hub:org/second"] and len(seen) == 3
+    with pytest.raises(ValueError, match="top_k"):
+        enqueue_backbones(study, "backbone", recs, top_k=0)
