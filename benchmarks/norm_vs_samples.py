@@ -21,16 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.reproduce import DEFAULT_OUT, RESULTS, Cache, _patch_one_shot_loader, log, prepare
+from benchmarks.reproduce import DEFAULT_OUT, RESULTS, Cache, log, prepare, reiterable_loader
 
 TASKS = ("fashion10", "fashion_coarse5", "mnist10", "digits8_10", "cyrillic_upper32", "glyph_script3")
 SIZES = (25, 50, 100, 200, 400)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.zoo import data as D
     from benchmarks.zoo.configs import get_config
-    from t2v_hub.task2vec import TensorTask, embed
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="small")
@@ -45,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("T2V_HUB_CACHE", str(run_dir / "t2v_cache"))
-    _patch_one_shot_loader()
+    with reiterable_loader():
+        return _main(args, cfg, run_dir)
+
+
+def _main(args: argparse.Namespace, cfg: Any, run_dir: Path) -> int:
+    from benchmarks.zoo import data as D
+    from t2v_hub.task2vec import TensorTask, embed
+
     cache = Cache(run_dir)
     zoo = prepare(cfg, cache)
     methods = args.methods or list(cfg.embed.methods)

@@ -25,12 +25,14 @@ sections it depends on, so a rerun only redoes what changed):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,7 @@ def log(msg: str) -> None:
 class _Batches:
     """A re-iterable (x, y) batch loader (the Fisher estimators may make several passes)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, desc: str | None = None) -> None:
         self.images, self.labels, self.batch_size = images, labels, batch_size
 
     def __iter__(self):
@@ -60,16 +62,25 @@ class _Batches:
         return (self.images.shape[0] + self.batch_size - 1) // self.batch_size
 
 
-def _patch_one_shot_loader() -> bool:
-    """If ``t2v_hub.task2vec`` hands the Fisher estimator a one-shot generator, the variational
-    estimator stops after one pass whatever ``steps``/``epochs`` say. Give it a re-iterable loader."""
+@contextlib.contextmanager
+def reiterable_loader() -> Iterator[bool]:
+    """While active, ``t2v_hub.task2vec`` hands the Fisher estimators a re-iterable loader.
+
+    Where the library passes a one-shot generator, the variational estimator stops
+    after one pass over the data whatever ``steps``/``epochs`` say (it cycles the
+    loader and finds it exhausted); yields whether a patch was needed.
+    """
     from t2v_hub import task2vec
 
     fn = getattr(task2vec, "_tensor_loader", None)
-    if fn is not None and inspect.isgeneratorfunction(fn):
+    needed = fn is not None and inspect.isgeneratorfunction(fn)
+    if needed:
         task2vec._tensor_loader = _Batches  # type: ignore[assignment]
-        return True
-    return False
+    try:
+        yield needed
+    finally:
+        if needed:
+            task2vec._tensor_loader = fn  # type: ignore[assignment]
 
 
 class Cache:
@@ -134,18 +145,34 @@ def prepare(cfg: Any, cache: Cache) -> dict[str, Any]:
 
 def run(config: str = "small", out: Path | None = None, results_dir: Path | None = RESULTS,
         demo: bool | None = None, examples_root: Path = ROOT / "examples") -> dict[str, Any]:
+    """Run (or reload from the cache) every stage of ``config``; returns the results dict."""
+    from benchmarks.zoo.configs import get_config
+
+    cfg = get_config(config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    device = torch.device("cuda" if (cfg.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu")
+    run_dir = (out or DEFAULT_OUT) / cfg.name
+    # The library's cache (trivial embeddings) goes under the run folder unless the caller chose one.
+    own_cache = "T2V_HUB_CACHE" not in os.environ
+    if own_cache:
+        os.environ["T2V_HUB_CACHE"] = str(run_dir / "t2v_cache")
+    try:
+        with reiterable_loader() as patched:
+            return _run(cfg, run_dir, device, results_dir, demo, examples_root, patched)
+    finally:
+        torch.set_num_threads(threads)
+        if own_cache:
+            os.environ.pop("T2V_HUB_CACHE", None)
+
+
+def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None, demo: bool | None,
+         examples_root: Path, patched: bool) -> dict[str, Any]:
     from benchmarks.zoo import data as D
     from benchmarks.zoo import experts as X
     from benchmarks.zoo import groundtruth as G
     from benchmarks.zoo import selection as S
-    from benchmarks.zoo.configs import get_config
 
-    cfg = get_config(config)
-    torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if (cfg.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu")
-    run_dir = (out or DEFAULT_OUT) / cfg.name
-    os.environ.setdefault("T2V_HUB_CACHE", str(run_dir / "t2v_cache"))
-    patched = _patch_one_shot_loader()
     cache = Cache(run_dir)
     t_start = time.perf_counter()
     stage_s: dict[str, float] = {}
@@ -298,7 +325,7 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
             {m: torch.stack([embs[m][n].vector for n in mtasks]) for m in cfg.embed.methods},
             {m: torch.stack([embs[m][n].vector for n in expert_names]) for m in cfg.embed.methods},
             {m: trivial[m].vector for m in cfg.embed.methods},
-            LM[ti][:, cand].float(), cfg.alphas, cfg.report_alpha,
+            LM[ti][:, cand].float(), cfg.alphas, cfg.report_alpha, cfg.m2v_epochs,
         )
         res["tasks"] = mtasks
         res["experts"] = expert_names

@@ -20,12 +20,21 @@ the direct formula, so results agree with ``cdist`` to about 1e-6 whatever the
 scales. (float64 accumulators would avoid the fallback but cost more than the
 division itself on this CPU.)
 
+Parallelism: row blocks go to a small thread pool while torch's own intra-op
+threads are set to 1 for the call (and restored). Each chunk op is too short for
+OpenMP's fork/join to pay off: on a shared 2-core machine, two OpenMP threads
+ran 10-80x *slower* than one (the partner thread is often descheduled at a
+barrier), while two Python threads of single-threaded ops (torch releases the GIL)
+scale normally. Rows are independent, so the result is bitwise the same.
+
 The matrix may be stored in bfloat16 to halve memory (same exponent range as
 float32, so the many orders of magnitude a Fisher spans survive; float16 would
 underflow). Each chunk is upcast to float32 before any arithmetic.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -48,11 +57,14 @@ def _as_target(target: torch.Tensor, dim: int) -> torch.Tensor:
     return b.contiguous()
 
 
-def sym_to_target(matrix: torch.Tensor, target: torch.Tensor, *, chunk_elements: int = _CHUNK_ELEMENTS) -> torch.Tensor:
+def sym_to_target(
+    matrix: torch.Tensor, target: torch.Tensor, *, chunk_elements: int = _CHUNK_ELEMENTS, threads: int | None = None
+) -> torch.Tensor:
     """d_sym(row_i, target) for every row of ``matrix`` (n, dim); float32 (n,).
 
     Matches ``cdist(matrix, target[None])[:, 0]`` (same dead-filter conventions)
-    without any (n, dim) temporary: memory beyond the matrix is one chunk.
+    without any (n, dim) temporary: memory beyond the matrix is one chunk per
+    thread. ``threads`` defaults to ``torch.get_num_threads()``.
     """
     if matrix.dim() != 2:
         raise ValueError(f"expert matrix must be 2-D, got shape {tuple(matrix.shape)}")
@@ -61,11 +73,31 @@ def sym_to_target(matrix: torch.Tensor, target: torch.Tensor, *, chunk_elements:
     out = torch.empty(n, dtype=torch.float32)
     if n == 0:
         return out
+    rows = max(1, min(n, chunk_elements // max(d, 1)))
+    before = torch.get_num_threads()
+    k = max(1, min(threads or before, n // rows))
+    bounds = [(i * n // k, (i + 1) * n // k) for i in range(k)]
+    if before > 1:
+        torch.set_num_threads(1)
+    try:
+        if k == 1:
+            _rows_to_target(matrix, b, out, rows)
+        else:
+            with ThreadPoolExecutor(k, thread_name_prefix="t2v-rank") as pool:
+                list(pool.map(lambda r: _rows_to_target(matrix[r[0] : r[1]], b, out[r[0] : r[1]], rows), bounds))
+    finally:
+        if before > 1:
+            torch.set_num_threads(before)
+    return out
+
+
+def _rows_to_target(matrix: torch.Tensor, b: torch.Tensor, out: torch.Tensor, rows: int) -> None:
+    """The kernel on one block of rows, single-threaded, writing into ``out``."""
+    n, d = matrix.shape
     b_den = b + _TINY
     zero_cols = (b == 0).nonzero().flatten()
     n_pos_b = float(d - zero_cols.numel())
-    rows = max(1, min(n, chunk_elements // max(d, 1)))
-    buf = torch.empty(rows, d, dtype=torch.float32)
+    buf = torch.empty(min(rows, n), d, dtype=torch.float32)
     sum_r = torch.empty(n, dtype=torch.float32)
     sum_r2 = torch.empty(n, dtype=torch.float32)
     half = matrix.dtype != torch.float32
@@ -98,7 +130,6 @@ def sym_to_target(matrix: torch.Tensor, target: torch.Tensor, *, chunk_elements:
         for k in range(0, bad.numel(), rows):
             idx = bad[k : k + rows]
             out[idx] = _sym_block(matrix[idx].to(torch.float32), b[None], 0.0)[:, 0]
-    return out
 
 
 class ExpertMatrix:

@@ -295,7 +295,7 @@ class Model2Vec:
 
 
 def _asym(m: torch.Tensor, tasks: torch.Tensor, trivial: torch.Tensor, alpha: float) -> torch.Tensor:
-    """d_asym(m_j -> t_i), shape (T, E), differentiable, chunked over tasks."""
+    """d_asym(m_j -> t_i), shape (T, E), chunked over tasks (inference; training chunks itself)."""
     to_trivial = sym_distances(m, trivial[None])[0]  # (E,)
     rows = max(1, _TRAIN_CHUNK_ELEMENTS // max(1, m.shape[0] * m.shape[1]))
     parts = [sym_distances(m, tasks[i : i + rows]) for i in range(0, tasks.shape[0], rows)]
@@ -385,6 +385,7 @@ def _fit(
     """The epochs of Adam; returns the mean loss of each epoch."""
     T = X.shape[0]
     bs = cfg.batch_size or T
+    rows = max(1, _TRAIN_CHUNK_ELEMENTS // max(1, F.shape[0] * F.shape[1]))
     losses: list[float] = []
     for _ in range(cfg.epochs):
         order = torch.randperm(T, generator=gen) if bs < T else torch.arange(T)
@@ -392,12 +393,17 @@ def _fit(
         for s in range(0, T, bs):
             idx = order[s : s + bs]
             opt.zero_grad()
-            m = F * log_scale.exp() if use_scale else F
-            d = _asym(m, X[idx], t0, cfg.alpha) + offset
-            loss = _masked_ce(d, labels[idx], known[idx], log_gamma) / idx.numel()
-            loss.backward()
+            # The loss is a sum over tasks: backward chunk by chunk so that only one
+            # chunk's (tasks x experts x dim) graph is alive at a time.
+            for c in range(0, idx.numel(), rows):
+                sub = idx[c : c + rows]
+                m = F * log_scale.exp() if use_scale else F
+                to_trivial = sym_distances(m, t0[None])[0]
+                d = sym_distances(m, X[sub]) - cfg.alpha * to_trivial + offset
+                loss = _masked_ce(d, labels[sub], known[sub], log_gamma) / idx.numel()
+                loss.backward()
+                total += loss.detach().item() * idx.numel()
             opt.step()
-            total += loss.detach().item() * idx.numel()
         losses.append(total / T)
     return losses
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import io
+import re
 
 import pytest
 import timm
@@ -25,8 +26,7 @@ from t2v_hub.probes.layout import build_layout, filter_parameter_names
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: intra-op threads only add overhead (and contention on shared CPUs)."""
+def _one_thread():  # tiny ops: intra-op threads only add overhead (and contention on shared CPUs)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -34,6 +34,10 @@ def _one_thread():
 
 
 SEED = 1234
+
+
+def gen(seed: int = SEED) -> torch.Generator:
+    return gen(seed)
 
 
 # ----------------------------------------------------------------------------- models and data
@@ -106,7 +110,7 @@ CLASSES = {"exotic": 3}
 
 
 def make_data(name: str, batches: int = 2, bs: int = 3) -> list:
-    g = torch.Generator().manual_seed(7)
+    g = gen(7)
     n = IMG[name]
     c = CLASSES.get(name, 5)
     return [
@@ -117,35 +121,31 @@ def make_data(name: str, batches: int = 2, bs: int = 3) -> list:
 
 def drawn_labels(model: nn.Module, data: list, mc: int, seed: int = SEED) -> list[torch.Tensor]:
     """The labels ``montecarlo`` draws: same generator, same order, same logits."""
-    gen = torch.Generator().manual_seed(seed)
+    g = gen(seed)
     with torch.no_grad():
-        return [sample_labels(model(x), mc, gen) for x, _ in data]
+        return [sample_labels(model(x), mc, g) for x, _ in data]
 
 
-def naive_fisher(
-    model: nn.Module,
-    data: list,
-    targets: dict,
-    names: list[str],
-    bce: bool = False,
-    per_sample: bool = False,
-) -> dict:
+def naive_fisher(model: nn.Module, data: list, targets: dict, names: list[str], bce: bool = False) -> dict:
     """Loop over samples and draws in float64: autograd of each sample's own loss, squared, averaged.
 
-    ``targets[key][batch]`` is ``(draws, B)`` (or ``(draws, B, C)`` for BCE); one forward per
-    sample serves every key.
+    ``targets[key][batch]`` is ``(draws, B)`` (``(draws, B, C)`` for BCE), or a pair (targets,
+    weights ``(draws, B)``) to weight the draws (default 1/draws); one forward per sample serves all keys.
     """
     model = copy.deepcopy(model).double()
     params = dict(model.named_parameters())
     weights = [params[n] for n in names]
     sums = {k: {n: torch.zeros_like(params[n]) for n in names} for k in targets}
-    rows: dict = {k: {n: [] for n in names} for k in targets}  # per-sample values (per_sample=True)
     count = 0
     for b, (x, _) in enumerate(data):
         for i in range(x.shape[0]):
             logits = model(x[i : i + 1].double())
             for key, tgt in targets.items():
-                t = tgt[b]
+                t, w = (
+                    tgt[b]
+                    if isinstance(tgt[b], tuple)
+                    else (tgt[b], torch.full(tgt[b].shape[:2], 1 / len(tgt[b])))
+                )
                 for s in range(t.shape[0]):
                     if bce:
                         loss = F.binary_cross_entropy_with_logits(
@@ -153,13 +153,11 @@ def naive_fisher(
                         )
                     else:
                         loss = F.cross_entropy(logits, t[s, i : i + 1])
-                    grads = torch.autograd.grad(loss, weights, retain_graph=True)
-                    for n, g in zip(names, grads, strict=True):
-                        sums[key][n] += g.square() / t.shape[0]
-                        rows[key][n].append(g.square() / t.shape[0])
+                    for n, g in zip(
+                        names, torch.autograd.grad(loss, weights, retain_graph=True), strict=True
+                    ):
+                        sums[key][n] += g.square() * float(w[s, i])
             count += 1
-    if per_sample:  # (samples, *shape) instead of the mean (one draw per sample here)
-        return {k: {n: torch.stack(v) for n, v in d.items()} for k, d in rows.items()}
     return {k: {n: v / count for n, v in d.items()} for k, d in sums.items()}
 
 
@@ -193,75 +191,53 @@ def assert_matches(result, ref: dict, norm_tol: float, elem_rtol: float) -> None
 
 # ----------------------------------------------------------------------------- exactness
 
-# (conv_backend, pairwise_max_positions, mc_samples): 0 forces per-sample gradients everywhere.
+# (method, conv_backend, pairwise_max_positions, mc_samples): pairwise 0 = per-sample gradients everywhere.
 SETTINGS = {
-    "grouped-mc1": ("grouped", 0, 1),
-    "unfold-mc3": ("unfold", 0, 3),
-    "auto-mc3": ("auto", None, 3),
+    "grouped-mc1": ("montecarlo", "grouped", 0, 1),
+    "unfold-mc3": ("montecarlo", "unfold", 0, 3),
+    "auto-mc3": ("montecarlo", "auto", 8, 3),
+    "empirical": ("empirical", "auto", 8, 1),
 }
-MODELS = ["hand", "exotic", "test_resnet", "test_efficientnet", "test_vit"]
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
-@pytest.mark.parametrize("name", MODELS)
-def test_montecarlo_equals_naive_loop(name: str, setting: str) -> None:
-    """fp32 vectorised estimator vs the fp64 per-sample loop with the same drawn labels: 1e-5."""
-    backend, pairwise, mc = SETTINGS[setting]
+@pytest.mark.parametrize("name", ["hand", "exotic", "test_resnet", "test_efficientnet", "test_vit"])
+def test_equals_naive_loop(name: str, setting: str) -> None:
+    """fp32 vectorised estimator vs the fp64 per-sample loop with the same labels: 1e-5."""
+    method, backend, pairwise, mc = SETTINGS[setting]
     model, data, ref = reference(name)
-    opts = {"conv_backend": backend} | ({} if pairwise is None else {"pairwise_max_positions": pairwise})
-    res = estimate(
-        model, data, "montecarlo", mc_samples=mc, generator=torch.Generator().manual_seed(SEED), **opts
-    )
-    assert res.num_samples == 6 and res.config["mc_samples"] == mc and res.method == "montecarlo"
-    assert_matches(res, ref[f"mc{mc}"], 1e-5, 1e-3)
+    opts = {"conv_backend": backend, "pairwise_max_positions": pairwise}
+    res = estimate(model, data, method, mc_samples=mc, generator=gen(), **opts)
+    assert res.num_samples == 6 and res.config["mc_samples"] == mc and res.method == method
+    assert_matches(res, ref["empirical" if method == "empirical" else f"mc{mc}"], 1e-5, 1e-3)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_empirical_equals_naive_loop(name: str) -> None:
-    model, data, ref = reference(name)
-    res = estimate(model, data, "empirical")
-    assert res.method == "empirical" and res.config["labels"] == "dataset"
-    assert_matches(res, ref["empirical"], 1e-5, 1e-3)
-
-
-@pytest.mark.parametrize("setting", ["grouped", "unfold", "pairwise"])
-def test_fp64_model_is_exact(setting: str) -> None:
-    """In fp64 the estimator is the definition up to the fp32 rounding of the returned result;
-    chunks of 2 samples do not divide the batch of 3."""
+@pytest.mark.parametrize(("backend", "pairwise"), [("grouped", 0), ("unfold", 0), ("grouped", 100)])
+def test_fp64_model_is_exact(backend: str, pairwise: int) -> None:
+    """In fp64 the estimator is the definition up to the fp32 rounding of the returned result
+    (chunks of 2 samples do not divide the batch of 3)."""
     model, data, ref = reference("hand")
-    backend = "grouped" if setting == "pairwise" else setting
-    pairwise = 100 if setting == "pairwise" else 0
-    res = estimate(
-        copy.deepcopy(model).double(),
-        [(x.double(), y) for x, y in data],
-        "montecarlo",
-        mc_samples=3,
-        generator=torch.Generator().manual_seed(SEED),
-        chunk_size=2,
-        conv_backend=backend,
-        pairwise_max_positions=pairwise,
-    )
+    model64, data64 = copy.deepcopy(model).double(), [(x.double(), y) for x, y in data]
+    opts = {"chunk_size": 2, "conv_backend": backend, "pairwise_max_positions": pairwise}
+    res = estimate(model64, data64, "montecarlo", mc_samples=3, generator=gen(), **opts)
     assert_matches(res, ref["mc3"], 2e-7, 1e-6)
 
 
 def test_bernoulli_multilabel_matches_naive() -> None:
     model = make_model("hand")
-    g = torch.Generator().manual_seed(3)
+    g = gen(3)
     data = [
         (torch.randn(3, 3, 10, 10, generator=g), (torch.rand(3, 5, generator=g) > 0.5).float())
         for _ in range(2)
     ]
-    names = filter_parameter_names(model)
-    gen = torch.Generator().manual_seed(SEED)
+    g = gen()
     with torch.no_grad():
-        drawn = [sample_labels(model(x), 2, gen, "bernoulli") for x, _ in data]
-    refs = naive_fisher(model, data, {"emp": [y.unsqueeze(0) for _, y in data], "mc": drawn}, names, bce=True)
+        drawn = [sample_labels(model(x), 2, g, "bernoulli") for x, _ in data]
+    targets = {"emp": [y.unsqueeze(0) for _, y in data], "mc": drawn}
+    refs = naive_fisher(model, data, targets, filter_parameter_names(model), bce=True)
     assert_matches(estimate(model, data, "empirical", likelihood="bernoulli"), refs["emp"], 1e-5, 1e-3)
-    ref = refs["mc"]
-    res = estimate(
-        model, data, mc_samples=2, generator=torch.Generator().manual_seed(SEED), likelihood="bernoulli"
-    )
-    assert_matches(res, ref, 1e-5, 1e-3)
+    res = estimate(model, data, mc_samples=2, generator=gen(), likelihood="bernoulli")
+    assert_matches(res, refs["mc"], 1e-5, 1e-3)
 
 
 # ----------------------------------------------------------------------------- closed form (supplement 5)
@@ -280,25 +256,21 @@ class TwoLayer(nn.Module):
         return torch.cat([torch.zeros_like(s), s], dim=1)
 
 
-def closed_form(model: TwoLayer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """diag F for U_kj = 1/N sum_i p(1-p) w_k^2 z_k^2 (1-z_k)^2 x_j^2, and each sample's c_i, p_i."""
+def closed_form(model: TwoLayer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """diag F(U_kj) = 1/N sum_i p(1-p) c_ikj, c_ikj = w_k^2 z_k^2 (1-z_k)^2 x_j^2; returns F, c, p."""
     with torch.no_grad():
         z = torch.sigmoid(x @ model.U.weight.t())
         p = torch.sigmoid(z @ model.w.weight.t()).squeeze(1)
-        c = (model.w.weight.squeeze(0) ** 2 * z**2 * (1 - z) ** 2).unsqueeze(2) * (x**2).unsqueeze(
-            1
-        )  # (N, k, d)
-    return (p * (1 - p))[:, None, None].mul(c).mean(0), torch.stack(
-        [c.flatten(1), p[:, None].expand(-1, c[0].numel())]
-    )
+        c = (model.w.weight[0] ** 2 * z**2 * (1 - z) ** 2)[:, :, None] * (x**2)[:, None, :]  # (N, k, d)
+    return (p * (1 - p))[:, None, None].mul(c).mean(0), c, p
 
 
 def test_closed_form_exact_expectation() -> None:
-    """Empirical Fisher with y=1 and y=0, weighted by p and 1-p per sample: 1e-5 (fp64: 1e-10)."""
+    """Empirical Fisher with y=1 and y=0, weighted by p and 1-p per sample, is the closed form."""
     torch.manual_seed(0)
     model = TwoLayer().double()
     x = torch.randn(16, 3, dtype=torch.float64) * 2
-    expected, _ = closed_form(model, x)
+    expected = closed_form(model, x)[0]
     total = torch.zeros_like(expected)
     for i in range(x.shape[0]):
         xi = x[i : i + 1]
@@ -312,32 +284,23 @@ def test_closed_form_exact_expectation() -> None:
 
 
 def test_closed_form_montecarlo_converges() -> None:
-    """Many draws approach the analytic Fisher within a 5-sigma bound.
-
-    Per sample, (y - p)^2 with y ~ Bernoulli(p) has mean p(1-p) and variance
-    p(1-p)(1-2p)^2, so the mean of S draws has sd sqrt(p(1-p)(1-2p)^2 / S); the estimate
-    is sum_i c_i * mean_i / N with known c_i, which gives an exact sd per entry. The
-    S = 2000 draws per input are 100 copies of each input in the batch x 20 draws each.
-    """
+    """Many draws approach the analytic Fisher within 5 sigma: (y-p)^2, y ~ Bernoulli(p), has mean
+    p(1-p) and variance p(1-p)(1-2p)^2, and the estimate is 1/N sum_i c_i mean_S(y-p)^2, so each
+    entry's sd is exact. S = 2000 draws per input: 100 copies in the batch x 20 draws."""
     torch.manual_seed(0)
     model = TwoLayer()
     x = torch.randn(16, 3) * 2
-    expected, (c, p) = closed_form(model, x)
+    expected, c, p = closed_form(model, x)
     copies, mc = 100, 20
     batch = [(x.repeat(copies, 1), torch.zeros(16 * copies, dtype=torch.long))]
-    res = estimate(
-        model, batch, params=["U.weight"], mc_samples=mc, generator=torch.Generator().manual_seed(5)
-    )
+    res = estimate(model, batch, params=["U.weight"], mc_samples=mc, generator=gen(5))
     got = res.per_param["U.weight"].double()
-    var = (c.double() ** 2 * (p * (1 - p) * (1 - 2 * p) ** 2).double() / (copies * mc)).sum(0) / x.shape[
-        0
-    ] ** 2
+    var = (c.double() ** 2 * (p * (1 - p) * (1 - 2 * p) ** 2).double()[:, None, None]).sum(0) / (copies * mc)
+    var = var / x.shape[0] ** 2
     sd = var.sqrt().reshape(expected.shape)
     assert ((got - expected.double()).abs() <= 5 * sd + 1e-7).all()
     assert rel_err(got, expected) < 0.05
-    few = estimate(
-        model, [(x, batch[0][1][:16])], params=["U.weight"], generator=torch.Generator().manual_seed(5)
-    )
+    few = estimate(model, [(x, batch[0][1][:16])], params=["U.weight"], generator=gen(5))
     assert rel_err(got, expected) < rel_err(few.per_param["U.weight"], expected)
 
 
@@ -353,13 +316,10 @@ class DeadNet(nn.Module):
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.fc = nn.Linear(4, 5)
         self.head = nn.Linear(5, 3)
-        with torch.no_grad():
-            self.conv.weight[2] = -self.conv.weight[2].abs()
-            self.conv.bias[2] = -1.0
-            self.fc.weight.abs_()
-            self.fc.bias.fill_(0.1)
-            self.fc.weight[3] = -self.fc.weight[3]
-            self.fc.bias[3] = -1.0
+        with torch.no_grad():  # negative weights and bias on positive inputs: always < 0
+            self.conv.weight[2], self.conv.bias[2] = -self.conv.weight[2].abs(), -1.0
+            self.fc.weight.abs_(), self.fc.bias.fill_(0.1)  # the other units stay alive
+            self.fc.weight[3], self.fc.bias[3] = -self.fc.weight[3], -1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.conv(x)).mean(dim=(2, 3))
@@ -370,9 +330,7 @@ class DeadNet(nn.Module):
 def test_reduction_axes_and_dead_filters(method: str) -> None:
     model = DeadNet().eval()
     x = torch.rand(6, 3, 5, 5)
-    res = estimate(
-        model, [(x, torch.randint(0, 3, (6,)))], method, generator=torch.Generator().manual_seed(0)
-    )
+    res = estimate(model, [(x, torch.randint(0, 3, (6,)))], method, generator=gen(0))
     emb = build_layout(model).reduce(res.per_param)
     assert torch.isfinite(emb).all() and all(torch.isfinite(v).all() for v in res.per_param.values())
     conv, fc = emb[:4], emb[4:9]
@@ -390,9 +348,7 @@ def test_determinism_and_seed_sensitivity() -> None:
     model = make_model("test_efficientnet")
     data = make_data("test_efficientnet", batches=2, bs=8)
     run = functools.partial(estimate, model, data, "montecarlo", mc_samples=2)
-    a = run(generator=torch.Generator().manual_seed(1))
-    b = run(generator=torch.Generator().manual_seed(1))
-    c = run(generator=torch.Generator().manual_seed(2))
+    a, b, c = (run(generator=gen(seed)) for seed in (1, 1, 2))
     assert all(torch.equal(a.per_param[k], b.per_param[k]) for k in a.per_param)
     ea, ec = (build_layout(model).reduce(r.per_param) for r in (a, c))
     assert not torch.equal(ea, ec)
@@ -434,14 +390,14 @@ def test_model_is_not_mutated() -> None:
     model = make_model("test_resnet")
     model.conv1[0].weight.requires_grad_(False)  # a mixture of frozen and trainable parameters
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    before = io.BytesIO()
+    torch.save(model.state_dict(), before)
     data = make_data("test_resnet")
     for method in ("montecarlo", "empirical", "batch"):
-        estimate(model, data, method, mc_samples=2, generator=torch.Generator().manual_seed(0))
+        estimate(model, data, method, mc_samples=2, generator=gen(0))
     after = io.BytesIO()
     torch.save(model.state_dict(), after)
-    assert buf.getvalue() == after.getvalue()
+    assert before.getvalue() == after.getvalue()
     assert all(p.grad is None for p in model.parameters())
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     for m in model.modules():
@@ -452,27 +408,28 @@ def test_model_is_not_mutated() -> None:
 
 
 def test_errors() -> None:
-    model = make_model("hand")
-    data = make_data("hand")
-    with pytest.raises(FisherError, match="montecarlo.*empirical.*batch.*variational"):
-        estimate(model, data, "fisherish")
-    with pytest.raises(FisherError, match="no samples"):
-        estimate(model, [])
-    with pytest.raises(FisherError, match="stem.bias"):
-        estimate(model, data, params=["stem.bias"])
-    with pytest.raises(FisherError, match="nope"):
-        estimate(model, data, params=["nope.weight"])
-    with pytest.raises(FisherError, match="conv_bakend"):
-        estimate(model, data, conv_bakend="unfold")
-    with pytest.raises(FisherError, match="mc_samples"):
-        estimate(model, data, mc_samples=0)
-    bn = timm.create_model("test_resnet", num_classes=5).eval()
-    with pytest.raises(FisherError, match="bn1.weight"):
-        estimate(bn, make_data("test_resnet"), params=["bn1.weight"])
-    std = nn.Sequential(timm.layers.StdConv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2)).eval()
-    std(torch.randn(1, 3, 10, 10))
-    with pytest.raises(FisherError, match="0.weight"):
-        estimate(std, data, params=["0.weight"])
+    model, data = make_model("hand"), make_data("hand")
+    std = nn.Sequential(timm.layers.StdConv2d(3, 4, 3), nn.Flatten(), nn.Linear(256, 2)).eval()
+    cases = [  # (model, loader, method, kwargs, message the FisherError must contain)
+        (model, data, "fisherish", {}, "montecarlo, empirical, batch, variational"),
+        (model, [], "montecarlo", {}, "no samples"),
+        (model, data, "empirical", {"params": ["stem.bias"]}, "stem.bias"),
+        (model, data, "montecarlo", {"params": ["nope.weight"]}, "nope.weight"),
+        (model, data, "montecarlo", {"conv_bakend": "unfold"}, "conv_bakend"),
+        (model, data, "montecarlo", {"mc_samples": 0}, "mc_samples"),
+        (model, data, "batch", {"labels": "true"}, "labels"),
+        (
+            make_model("test_resnet"),
+            make_data("test_resnet"),
+            "montecarlo",
+            {"params": ["bn1.weight"]},
+            "bn1.weight",
+        ),
+        (std, data, "montecarlo", {"params": ["0.weight"]}, "StdConv2d"),
+    ]
+    for net, loader, method, kwargs, message in cases:
+        with pytest.raises(FisherError, match=re.escape(message)):
+            estimate(net, loader, method, **kwargs)
 
 
 class MHANet(nn.Module):
@@ -522,32 +479,21 @@ def test_batch_estimator_expectation_matches_per_sample() -> None:
     Repeating the same 8 inputs R times in the loader averages R independent draws in one call.
     """
     model = DeadNet().eval()
-    g = torch.Generator().manual_seed(0)
+    g = gen(0)
     data = [(torch.rand(4, 3, 4, 4, generator=g), torch.zeros(4, dtype=torch.long)) for _ in range(2)]
     names = filter_parameter_names(model)
-    with torch.no_grad():
-        probs = [torch.softmax(model(x), 1) for x, _ in data]
-    # Exact expectation over labels: sum_c p_c * squared per-sample gradient with label c.
-    per_class = naive_fisher(
-        model,
-        [(x[i : i + 1], None) for x, _ in data for i in range(4)],
-        {c: [torch.tensor([[c]])] * 8 for c in range(3)},
-        names,
-        per_sample=True,
-    )
-    weights = torch.cat(probs).double()  # (8, 3)
-    exact = {
-        n: sum((weights[:, c, None] * per_class[c][n].flatten(1)).mean(0) for c in range(3)) for n in names
-    }
+    with torch.no_grad():  # exact expectation over labels: every class as a draw, weighted by p
+        every_class = [
+            (torch.arange(3)[:, None].expand(3, 4), torch.softmax(model(x), 1).t()) for x, _ in data
+        ]
+    exact = naive_fisher(model, data, {"exact": every_class}, names)["exact"]
     repeats = 40
-    rb = estimate(model, data * repeats, "batch", generator=torch.Generator().manual_seed(1))
-    rm = estimate(model, data * repeats, "montecarlo", generator=torch.Generator().manual_seed(1))
+    rb = estimate(model, data * repeats, "batch", generator=gen(1))
+    rm = estimate(model, data * repeats, "montecarlo", generator=gen(1))
     assert rb.num_samples == rm.num_samples == 8 * repeats
     for n in names:
-        err_b = rel_err(rb.per_param[n].flatten(), exact[n])
-        err_m = rel_err(rm.per_param[n].flatten(), exact[n])
-        tot_b = float(rb.per_param[n].sum() / exact[n].sum())
-        tot_m = float(rm.per_param[n].sum() / exact[n].sum())
+        err_b, err_m = rel_err(rb.per_param[n], exact[n]), rel_err(rm.per_param[n], exact[n])
+        tot_b, tot_m = (float(r.per_param[n].sum() / exact[n].sum()) for r in (rb, rm))
         assert abs(tot_m - 1) < 0.1 and abs(tot_b - 1) < 0.25, (n, tot_m, tot_b)
         assert err_m < err_b, (n, err_m, err_b)
 
@@ -565,9 +511,9 @@ def test_variational_dispatch_is_lazy_and_passes_options(monkeypatch: pytest.Mon
         return "ok"
 
     monkeypatch.setattr(variational, "estimate_variational", fake)
-    gen = torch.Generator()
+    g = torch.Generator()
     out = estimate(
-        nn.Linear(2, 2), [], "variational", params=["weight"], generator=gen, beta=1e-3, device="cpu"
+        nn.Linear(2, 2), [], "variational", params=["weight"], generator=g, beta=1e-3, device="cpu"
     )
-    assert out == "ok" and seen == {"params": ["weight"], "generator": gen, "beta": 1e-3, "device": "cpu"}
+    assert out == "ok" and seen == {"params": ["weight"], "generator": g, "beta": 1e-3, "device": "cpu"}
     assert set(FISHER_METHODS) == {"montecarlo", "empirical", "batch", "variational"}

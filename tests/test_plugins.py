@@ -104,3 +104,21 @@ def test_optuna_enqueue_backbones_runs_best_first() -> None:
     assert seen[:2] == ["hf-hub:org/best", "hf-hub:org/second"] and len(seen) == 3
     with pytest.raises(ValueError, match="top_k"):
         enqueue_backbones(study, "backbone", recs, top_k=0)
+
+
+@pytest.mark.slow
+def test_optuna_example_quick(tmp_path, monkeypatch) -> None:
+    """The shipped example end to end (a few minutes on a busy 2-core machine)."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("optuna")
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    path = Path(__file__).resolve().parent.parent / "examples" / "optuna_example.py"
+    spec = importlib.util.spec_from_file_location("optuna_example", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--quick", "--hub", str(tmp_path / "hub"), "--trials", "2"])
+    assert out["trials"][:2] == out["queued"] and out["queued"][0].startswith("local-dir:")
+    assert len(out["recommendations"]) == 3 and 0.0 <= out["best"] <= 1.0

