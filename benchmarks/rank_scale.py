@@ -187,7 +187,7 @@ def _markdown(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         f"{meta['cpus']} CPUs ({meta['processor']}), torch {meta['torch']}. Rank = d_asym of every expert "
         "(trivial term precomputed at load) + top-10; wall time best/median of 5 after a warm-up; CPU = process "
         "time of all threads. Peak = getrusage maxrss of the run's own subprocess; 'extra' = (peak - RSS before "
-        "the matrix) / matrix size. The machine is shared: the 1-min load average is given per run.",
+        "the matrix was built, torch already imported) / matrix size, so 1.00 = nothing beyond the matrix. The machine is shared: the 1-min load average is given per run.",
         "",
         "| n | storage | threads | matrix MB | rank s (best) | rank s (median) | CPU s | ns/elem (CPU) "
         "| peak / matrix | extra / matrix | max abs err vs cdist | load avg |",
@@ -207,13 +207,13 @@ def _markdown(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     big = [r for r in runs if r.get("n") == max(x["n"] for x in runs) and "rank_s_best" in r]
     if big:
         lines += ["", f"Targets at n = {big[0]['n']:,}: rank in under 1 s once loaded; peak memory within 1.2x of "
-                  "the matrix (extra / matrix <= 0.2)."]
+                  "the matrix ((peak - baseline) / matrix <= 1.2)."]
         for r in big:
             t_ok = "met" if r["rank_s_best"] < 1.0 else "NOT met"
-            m_ok = "met" if r["extra_over_matrix"] <= 0.2 else "NOT met"
+            m_ok = "met" if r["extra_over_matrix"] <= 1.2 else "NOT met"
             lines.append(f"- {r['dtype']}, {r['threads']} thread(s): time {t_ok} (best {r['rank_s_best']:.2f} s, "
                          f"median {r['rank_s_median']:.2f} s, {r['cpu_s_median']:.2f} CPU s); memory {m_ok} "
-                         f"(+{100 * r['extra_over_matrix']:.1f}% over the matrix; peak RSS including torch "
+                         f"(+{100 * (r['extra_over_matrix'] - 1):.1f}% over the matrix; peak RSS including torch "
                          f"{r['peak_over_matrix']:.2f}x the matrix)")
     cd = [r for r in runs if "cdist_s" in r]
     if cd:

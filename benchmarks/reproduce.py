@@ -151,6 +151,12 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
     cfg = get_config(config)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    try:  # numpy/scipy BLAS too: spin-waiting BLAS threads on a shared CPU are many times slower
+        from threadpoolctl import threadpool_limits
+
+        blas_limit = threadpool_limits(cfg.threads)
+    except ImportError:
+        blas_limit = None
     device = torch.device("cuda" if (cfg.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu")
     run_dir = (out or DEFAULT_OUT) / cfg.name
     # The library's cache (trivial embeddings) goes under the run folder unless the caller chose one.
@@ -162,6 +168,8 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
             return _run(cfg, run_dir, device, results_dir, demo, examples_root, patched)
     finally:
         torch.set_num_threads(threads)
+        if blas_limit is not None:
+            blas_limit.restore_original_limits()
         if own_cache:
             os.environ.pop("T2V_HUB_CACHE", None)
 

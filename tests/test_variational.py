@@ -6,14 +6,16 @@ point of the variational objective is known exactly, ``Λ_f = 2 H̄_f / β + λ�
 mean of the Hessian diagonal. We compute ``H`` independently (central finite differences in
 float64, which are exact for a quadratic) and compare.
 
-Tolerance of the closed-form checks (6% relative, per filter): the optimiser is stochastic
-(fresh noise ε every step), so ``L`` jitters around its optimum. With one full batch, 1000
-Adam steps and the variances averaged over the last half, the per-filter relative error
-measured over seeds and layer types has a standard deviation of about 1% and no visible
-bias (mean < 0.3%), so 6% is ~6σ. The checks still discriminate what they are meant to: the
-``β KL`` convention would give ``Λ = H/β + λ²`` (errors of ~45-50% here), a wrong receptive
-field (padding, stride, groups) changes ``H̄_f`` by tens of percent, and the floor test uses a
-floor big enough (0.5) to move ``Λ`` by ~40%.
+Tolerance of the closed-form checks (3% relative, per filter): the optimiser is stochastic
+(fresh noise ε every step), so ``L`` jitters around its optimum. The targets are the layer's
+own outputs (zero residual: the expansion point is a minimum, as the supplement assumes),
+which removes the gradient-term noise; with one full batch, 1000 Adam steps and the
+variances averaged over the last half, the per-filter relative error measured over three
+noise seeds for every layer type has a standard deviation of 0.2-0.5% and |mean| < 0.15%,
+so 3% is more than 6σ. The checks still discriminate what they are meant to: the ``β KL``
+convention would give ``Λ = H/β + λ²`` (errors of ~45-50% here), a wrong receptive field
+(padding, stride, groups) changes ``H̄_f`` by tens of percent, and the floor test uses a
+floor (0.5) that moves ``Λ`` by ~40%.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from t2v_hub.probes.layout import filter_parameter_names
 BETA_CF = 1e-2  # closed-form tests: Λ ~ 10..1e4, well conditioned in fp32
 CF_STEPS = 1000
 CF_LR = 3e-2  # the stationary point does not depend on lr; a larger one converges sooner
-CF_TOL = 0.06
+CF_TOL = 0.03
 
 
 # --------------------------------------------------------------------------- helpers
@@ -82,14 +84,14 @@ def _closed_form_case(kind: str) -> tuple[nn.Module, Tensor, Tensor, Callable[[T
 
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(0)
-    n = 128  # convolutions: x 64 output positions of independent noise per sample
+    n = 32  # convolutions: x 16-64 output positions of independent noise per sample
     if kind == "linear":
-        n = 1024  # one noise draw per sample and output: more samples for the same precision
+        n = 256  # one noise draw per sample and output: more samples for the same precision
         layer: nn.Module = nn.Linear(8, 6)
         x = torch.randn(n, 8, generator=g) * torch.linspace(0.5, 2.0, 8)
         fdim = -1
     elif kind == "linear_sequence":
-        n = 256
+        n = 64
         layer = nn.Linear(5, 4)
         x = torch.randn(n, 6, 5, generator=g) * torch.linspace(0.5, 1.5, 5)
         fdim = -1
@@ -103,7 +105,7 @@ def _closed_form_case(kind: str) -> tuple[nn.Module, Tensor, Tensor, Callable[[T
         fdim = 1
     model = nn.Sequential(layer)
     with torch.no_grad():
-        t = torch.randn(model(x).shape, generator=g)
+        t = model(x)
     num_filters = layer.weight.shape[0]  # type: ignore[union-attr]
     a = torch.linspace(0.2, 3.0, num_filters)  # per-filter curvature: distinct H̄_f
     return model, x, t, _quadratic_loss(a, fdim)

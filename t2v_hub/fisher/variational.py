@@ -57,17 +57,33 @@ noise std ``sqrt(layer_var)`` has an infinite derivative at 0, so a filter whose
 field is all zeros (dead ReLU inputs, zero padding) would produce NaN gradients. With
 ``c > 0`` every in-bounds tap contributes, and the stationary point becomes
 ``Λ_f = (2/β)(H̄_f + c K_f) + λ²`` with ``K_f`` the filter's output curvature (averaged over the
-data, summed over positions, times the fraction of in-bounds taps): for unit-scale inputs a
-~1% bias. ``c = 0`` is allowed (the closed-form tests use it): the std is then computed as
-``sqrt(max(v, tiny))``, whose gradient is 0 where ``v`` is 0, so dead filters stay finite.
+data, summed over positions, times the fraction of in-bounds taps). The relative bias is
+about ``c / E[x²]``: ~1% for unit-scale inputs, but of order 1 for layers whose inputs are
+small (on the test CNN, pooled features with ``x² ~ 1e-2`` made the hidden Linear layer's
+estimate ~2x too large). ``c = 0`` is allowed and unbiased (the closed-form tests use it):
+the std is then computed as ``sqrt(max(v, tiny))``, whose gradient is 0 where ``v`` is 0,
+so dead filters and all-zero inputs stay finite.
 
 Initialisation (reference defaults)
 -----------------------------------
-``s_f = var_init_scale × var(w_f)`` (+1e-8; a constant filter takes the layer's mean filter
-variance, an all-zero layer starts at ``Λ = λ²``). FACTS.md quotes the reference as "lambda^2 init =
-mean(w^2)": the reference's ``loglambda2`` is used as a prior *variance* (it divides
-``w²``), so in the precision convention here ``λ² = 1 / mean(w²)`` (prior variance = mean
-``w²``); that is what we do (``prior_precision=`` overrides it).
+``s_f = var_init_scale × var(w_f)`` (+1e-8; a constant filter takes the layer's mean
+filter variance, an all-zero layer starts at ``Λ = λ²``). FACTS.md quotes the reference as
+"lambda^2 init = mean(w^2)": the reference's ``loglambda2`` is used as a prior *variance*
+(it divides ``w²``), so in the precision convention here ``λ² = 1 / mean(w²)`` (prior
+variance = mean ``w²``); that is what we do (``prior_precision=`` overrides it).
+
+Caveats
+-------
+* Convergence: ``L`` moves at most ~``lr`` per Adam step (less when gradients are noisy).
+  With β = 1e-7 the optimum ``2H̄/β`` can lie several log-units above the initial precision
+  (5-7 on tiny random CNNs), i.e. many hundreds of steps at lr 1e-2; a run that stops
+  earlier reports a Fisher still biased towards its initialisation. Check
+  ``config["steps_done"]`` or pass ``steps=``.
+* The expansion assumes the first-order term averages out. A ReLU right after a noisy
+  output breaks this near its kink (``E[relu(o + σε)] − relu(o)`` is O(σ), not O(σ²)), so
+  on layers with many pre-activations near 0 the estimate also measures that: on a small
+  random CNN the first convolutions' within-layer ranks do not follow the exact Fisher,
+  while deeper layers, the Linear layer and the ranking across all filters do.
 
 Everything runs on a float32 deep copy of the model in eval mode: the caller's model is
 never touched, measured weights are frozen, and only ``L``, ``ℓ`` and (optionally) the
@@ -79,7 +95,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -95,160 +110,12 @@ from ..constants import (
 )
 from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
+from ._variational_layers import TINY_VAR, VarLayer, noise_variance, resolve_layers
 from .result import FisherResult
-
-try:  # timm is a dependency, but keep this module importable without it.
-    from timm.layers import Conv2dSame as _Conv2dSame
-    from timm.layers import Linear as _TimmLinear
-    from timm.layers import pad_same as _pad_same
-except ImportError:  # pragma: no cover - exercised only without timm
-    _Conv2dSame = None
-    _TimmLinear = None
-    _pad_same = None
 
 __all__ = ["estimate_variational"]
 
-# Below this the noise std is treated as 0 (sqrt has an infinite slope at 0).
-_TINY_VAR = 1e-30
-# Added before taking logs of weight statistics (all-zero filters / layers).
-_INIT_EPS = 1e-8
-
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def _supported_forwards() -> set[Any]:
-    """Forward implementations whose output is the plain linear op on ``module.weight``.
-
-    A subclass that rewrites the weight in ``forward`` (timm's StdConv2d standardises it)
-    would make output noise on the raw weight wrong, so such layers are refused.
-    """
-    fwd: set[Any] = {nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward}
-    if _Conv2dSame is not None:
-        fwd.add(_Conv2dSame.forward)
-    if _TimmLinear is not None:
-        fwd.add(_TimmLinear.forward)
-    return fwd
-
-
-@dataclass
-class _Layer:
-    """Variational state of one measured weight."""
-
-    name: str
-    module: nn.Module
-    log_prec: Tensor  # L_f, shape [F]; Λ_f = exp(L_f)
-    log_prior: Tensor  # ℓ, 0-dim; λ² = exp(ℓ)
-    sum_w2: Tensor  # ‖ŵ‖², constant
-    per_filter: int  # n
-    calls: int = 0
-
-    @property
-    def numel(self) -> int:
-        return self.per_filter * self.log_prec.numel()
-
-    def kl(self) -> Tensor:
-        """KL(N(ŵ, Σ) ‖ N(0, λ⁻² I)) with Σ = diag(exp(-L_f)) repeated over each filter."""
-        n, k = self.per_filter, self.numel
-        lam2 = self.log_prior.exp()
-        trace = n * torch.exp(-self.log_prec).sum()
-        log_det_prec = n * self.log_prec.sum()  # −log|Σ|
-        return 0.5 * (lam2 * (self.sum_w2 + trace) - k * self.log_prior + log_det_prec - k)
-
-
-def _tap_energy(module: nn.Module, x2: Tensor) -> Tensor:
-    """``op(x², 1)``: the sum of ``x²`` over each output's receptive field, one map per group.
-
-    Returns ``[..., 1]`` for Linear and ``[B, groups, *spatial]`` for convolutions.
-    """
-    if isinstance(module, nn.Linear):
-        return x2.sum(dim=-1, keepdim=True)
-    conv = module
-    assert isinstance(conv, nn.Conv1d | nn.Conv2d | nn.Conv3d)
-    groups = conv.groups
-    ones = torch.ones((groups, *conv.weight.shape[1:]), dtype=x2.dtype, device=x2.device)
-    if _Conv2dSame is not None and isinstance(conv, _Conv2dSame):
-        # TF "same" padding depends on the input size: pad exactly as timm's forward does.
-        assert _pad_same is not None
-        x2 = _pad_same(x2, list(conv.kernel_size), list(conv.stride), list(conv.dilation), value=0.0)
-        return F.conv2d(x2, ones, None, conv.stride, 0, conv.dilation, groups)
-    # _conv_forward applies the module's padding (ints or "same") and padding_mode.
-    return conv._conv_forward(x2, ones, None)
-
-
-def _noise_variance(layer: _Layer, x: Tensor, floor: float) -> Tensor:
-    """Variance of each output under the weight posterior (local reparametrisation)."""
-    module = layer.module
-    x2 = x.square()
-    if floor > 0:
-        x2 = x2 + floor
-    energy = _tap_energy(module, x2)
-    var = torch.exp(-layer.log_prec)  # s_f, [F]
-    if isinstance(module, nn.Linear):
-        return energy * var  # [..., 1] * [F]
-    num_filters = var.numel()
-    groups = energy.shape[1]
-    if groups != num_filters:  # filters of one group share the same tap energy
-        energy = energy.repeat_interleave(num_filters // groups, dim=1)
-    return energy * var.view(1, num_filters, *([1] * (energy.dim() - 2)))
-
-
-def _resolve_layers(
-    work: nn.Module, names: list[str], var_init_scale: float, prior_precision: float | None, learn_prior: bool
-) -> list[_Layer]:
-    modules = dict(work.named_modules())
-    params = dict(work.named_parameters())
-    supported = _supported_forwards()
-    layers: list[_Layer] = []
-    for name in names:
-        mod_name, _, leaf = name.rpartition(".")
-        module = modules.get(mod_name)
-        if name not in params or leaf != "weight" or module is None:
-            raise FisherError(
-                f"variational Fisher measures Conv/Linear weights; {name!r} is not one. "
-                "Pass params from filter_parameter_names(model) (without norm layers)."
-            )
-        if not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            raise FisherError(
-                f"variational Fisher supports Conv and Linear weights only; {name!r} belongs to a "
-                f"{type(module).__name__}. Use method='montecarlo' for it."
-            )
-        if type(module).forward not in supported:
-            raise FisherError(
-                f"{name!r} belongs to {type(module).__name__}, whose forward transforms the weight; "
-                "the local reparametrisation would be wrong. Use method='montecarlo'."
-            )
-        w = module.weight.detach()
-        num_filters = w.shape[0]
-        flat = w.reshape(num_filters, -1)
-        # Reference init: variance = scale × per-filter variance of the weights.
-        lam2 = (
-            prior_precision
-            if prior_precision is not None
-            else 1.0 / (float(flat.square().mean()) + _INIT_EPS)
-        )
-        filt_var = flat.var(dim=1, unbiased=False) if flat.shape[1] > 1 else flat.square().mean(dim=1)
-        live = filt_var > 0
-        if bool(live.any()):
-            # A constant (e.g. pruned, all-zero) filter would start at precision ~1e8 and need
-            # thousands of steps to come down, reporting a huge bogus Fisher meanwhile: give it
-            # the layer's typical filter variance instead.
-            filt_var = torch.where(live, filt_var, filt_var[live].mean())
-            init = -torch.log(var_init_scale * filt_var + _INIT_EPS)
-        else:  # all-zero layer: start at Λ = λ², the stationary point of a zero Hessian
-            init = torch.full_like(filt_var, math.log(lam2))
-        log_prec = nn.Parameter(init)
-        log_prior = torch.tensor(math.log(lam2), dtype=torch.float32, device=w.device)
-        layers.append(
-            _Layer(
-                name=name,
-                module=module,
-                log_prec=log_prec,
-                log_prior=nn.Parameter(log_prior) if learn_prior else log_prior,
-                sum_w2=flat.square().sum(),
-                per_filter=flat.shape[1],
-            )
-        )
-    return layers
 
 
 def _noise_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
@@ -332,9 +199,11 @@ def estimate_variational(
     if ``steps`` is given, exactly ``steps`` optimisation steps (cycling the loader, ``epochs``
     ignored). ``loss_fn(outputs, targets)`` must return the mean loss over the batch (default:
     cross-entropy, or with ``likelihood="bernoulli"`` the multi-label sigmoid negative
-    log-likelihood summed over labels, for {0,1} float targets). ``prior_precision`` fixes the initial λ² of every layer (default
-    ``1/mean(w²)`` per layer); with ``learn_prior=False`` it stays there. The classifier head
-    (``model.get_classifier()``) is trained jointly at ``head_lr`` if ``train_head``.
+    log-likelihood summed over labels, for {0,1} float targets). ``prior_precision`` fixes
+    the initial λ² of every layer (default ``1/mean(w²)`` per layer); with
+    ``learn_prior=False`` it stays there. The classifier head (``model.get_classifier()``)
+    is trained jointly at ``head_lr`` if ``train_head``; measured weights never change.
+    ``device``: where to run (default: the model's device; always on a copy).
 
     ``average_last`` in [0, 1): the result averages the iterates of the last fraction of the
     steps (Polyak-Ruppert) instead of taking the last one (0, the reference's behaviour).
@@ -391,7 +260,7 @@ def estimate_variational(
         p.requires_grad_(False)
         p.grad = None
 
-    layers = _resolve_layers(work, names, var_init_scale, prior_precision, learn_prior)
+    layers = resolve_layers(work, names, var_init_scale, prior_precision, learn_prior)
 
     head_params: list[nn.Parameter] = []
     getter = getattr(work, "get_classifier", None)
@@ -406,13 +275,13 @@ def estimate_variational(
 
     noise_gen = _noise_generator(generator, device)
 
-    def make_hook(layer: _Layer) -> Callable[[nn.Module, tuple[Any, ...], Tensor], Tensor]:
+    def make_hook(layer: VarLayer) -> Callable[[nn.Module, tuple[Any, ...], Tensor], Tensor]:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor:
             layer.calls += 1
-            var = _noise_variance(layer, inputs[0], input_var_floor)
+            var = noise_variance(layer, inputs[0], input_var_floor)
             eps = torch.randn(output.shape, generator=noise_gen, device=output.device, dtype=output.dtype)
             # clamp: zero gradient (not inf·0 = NaN) where a filter sees no input energy.
-            return output + var.clamp_min(_TINY_VAR).sqrt() * eps
+            return output + var.clamp_min(TINY_VAR).sqrt() * eps
 
         return hook
 
