@@ -55,7 +55,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "curve": [32, 64, 128],
         "autocast": None,
         "channels_last": False,
-        "timing_reps": 3,
+        "timing_reps": 5,
+        "timing_threads": 1,
         "backends": ["unfold", "grouped"],
         "variational_steps": 4,
     },
@@ -70,6 +71,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "autocast": "bf16",
         "channels_last": True,
         "timing_reps": 5,
+        "timing_threads": None,
         "backends": ["grouped", "unfold"],
         "variational_steps": 16,
     },
@@ -158,7 +160,15 @@ def cost(model: nn.Module, cfg: dict[str, Any], px: int, device: torch.device) -
     fns["montecarlo[auto,mc=2]"] = fisher("montecarlo", mc_samples=2)
     fns["empirical[auto]"] = fisher("empirical")
     fns["batch"] = fisher("batch")
-    times = interleaved_min(fns, device, cfg["timing_reps"])
+    # On a shared CPU, spinning intra-op threads make wall times of 2-thread runs swing by 2x;
+    # one thread with min-of-interleaved repetitions gives reproducible *ratios*.
+    threads = torch.get_num_threads()
+    if cfg["timing_threads"]:
+        torch.set_num_threads(cfg["timing_threads"])
+    try:
+        times = interleaved_min(fns, device, cfg["timing_reps"])
+    finally:
+        torch.set_num_threads(threads)
     base = times["train_step"]
     return {
         "seconds": times,
@@ -266,7 +276,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Device: {report['environment']['device']}; torch {report['environment']['torch']}; "
         f"batch {cfg['batch']}; autocast {cfg['autocast']}; channels_last {cfg['channels_last']}. "
         "Random images/labels through randomly initialised probes (speed and estimator statistics only). "
-        "Times: min over interleaved repetitions; CPU time = all threads of the process.",
+        f"Cost table: min over {cfg['timing_reps']} interleaved repetitions"
+        + (f", {cfg['timing_threads']} thread(s)" if cfg.get("timing_threads") else "")
+        + "; CPU time = all threads of the process.",
         "",
     ]
     for name, res in report["models"].items():

@@ -9,18 +9,29 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import Any
-
 from .embedding import Task2VecEmbedding  # noqa: E402
 from .probes import create_probe  # noqa: E402
 from .task2vec import embed, trivial_embedding  # noqa: E402
 
 
-def rank_backbones(*args: Any, **kwargs: Any) -> Any:
-    """AutoML pre-step; see :func:`t2v_hub.automl.rank_backbones`."""
-    from .automl import rank_backbones as _rank
+from .automl import rank_backbones  # noqa: E402
+from .recommend import Recommendation, rank_experts  # noqa: E402
+from .selection_metrics import evaluate_selection  # noqa: E402
+from .selector import Model2Vec, SelectorConfig, load_selector, loo_model2vec, train_model2vec  # noqa: E402
 
-    return _rank(*args, **kwargs)
-
-
-__all__ = ["Task2VecEmbedding", "__version__", "create_probe", "embed", "rank_backbones", "trivial_embedding"]
+__all__ = [
+    "Model2Vec",
+    "Recommendation",
+    "SelectorConfig",
+    "Task2VecEmbedding",
+    "__version__",
+    "create_probe",
+    "embed",
+    "evaluate_selection",
+    "load_selector",
+    "loo_model2vec",
+    "rank_backbones",
+    "rank_experts",
+    "train_model2vec",
+    "trivial_embedding",
+]

@@ -74,6 +74,12 @@ def test_kernel_matches_cdist_with_dead_filters_and_extreme_scales(dtype: torch.
     got = sym_to_target(A.to(dtype), b, chunk_elements=3 * DIM)  # several chunks, one partial
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     assert torch.allclose(got, ref, atol=tol), (got - ref).abs().max()
+    # Row blocks on a thread pool give bitwise the same result as one thread; torch's
+    # own thread setting is restored afterwards.
+    before = torch.get_num_threads()
+    one = sym_to_target(A.to(dtype), b, chunk_elements=3 * DIM, threads=1)
+    assert torch.equal(sym_to_target(A.to(dtype), b, chunk_elements=3 * DIM, threads=3), one)
+    assert torch.get_num_threads() == before
     em = ExpertMatrix(A, b * 0.5 + 1e-3, dtype=dtype)
     assert torch.allclose(em.d_asym(b, 0.15), ref - 0.15 * cdist(A, (b * 0.5 + 1e-3)[None])[:, 0], atol=tol)
 

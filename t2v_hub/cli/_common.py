@@ -27,7 +27,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> None:
     g = p.add_argument_group("probe and estimator")
-    g.add_argument("--probe", default=default_probe, help="timm model name, hf-hub:/local-dir: name (default: %(default)s)")
+    default_text = default_probe or "the probe most experts share"
+    g.add_argument("--probe", default=default_probe, help=f"timm model name, hf-hub:/local-dir: name (default: {default_text})")
     g.add_argument("--method", default="montecarlo", choices=("montecarlo", "empirical", "batch", "variational"))
     g.add_argument("--max-samples", type=int, default=None, help="use at most N samples (shuffled first)")
     g.add_argument("--seed", type=int, default=0)
