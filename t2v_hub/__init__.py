@@ -9,15 +9,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .automl import rank_backbones  # noqa: E402
 from .embedding import Task2VecEmbedding  # noqa: E402
 from .probes import create_probe  # noqa: E402
-from .task2vec import embed, trivial_embedding  # noqa: E402
-
-
-from .automl import rank_backbones  # noqa: E402
 from .recommend import Recommendation, rank_experts  # noqa: E402
 from .selection_metrics import evaluate_selection  # noqa: E402
 from .selector import Model2Vec, SelectorConfig, load_selector, loo_model2vec, train_model2vec  # noqa: E402
+from .task2vec import embed, trivial_embedding  # noqa: E402
 
 __all__ = [
     "Model2Vec",
