@@ -57,7 +57,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "channels_last": False,
         "timing_reps": 5,
         "timing_threads": 1,
-        "backends": ["unfold", "grouped"],
+        "backends": ["auto", "unfold", "grouped"],
         "variational_steps": 4,
     },
     "gpu": {
@@ -72,7 +72,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "channels_last": True,
         "timing_reps": 5,
         "timing_threads": None,
-        "backends": ["grouped", "unfold"],
+        "backends": ["auto", "unfold"],  # auto = grouped on CUDA
         "variational_steps": 16,
     },
 }

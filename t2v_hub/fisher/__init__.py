@@ -55,7 +55,8 @@ def estimate(
         params: parameter names (Conv1d/2d/3d incl. grouped/depthwise/``Conv2dSame``, Linear).
         mc_samples: label draws per input (sampled-label methods).
         generator: RNG for the label draws (reproducible; see :func:`sample_labels`).
-        chunk_size: samples per chunk of per-sample gradients (default: ~256 MB chunks).
+        chunk_size: samples per chunk of per-sample gradients (default: chunks of ~32 MB on CPU,
+            cache-friendly, and ~256 MB on accelerators).
         autocast_dtype: bf16/fp16 autocast for the forward; squares are accumulated in fp32.
         device: where to run (default: the model's device; another device runs on a copy).
         options: ``conv_backend`` ("auto" | "grouped" | "unfold"), ``likelihood``

@@ -17,10 +17,10 @@ the batch ``chunk`` samples at a time so that memory stays bounded. Layers with 
 output positions (``L <= pairwise_max``; late stages at low resolution) skip per-sample
 gradients altogether and use the pairwise formula of :mod:`.linear` on the patches.
 
-Default backend (``auto``): ``unfold`` on CPU -- on resnet18 at 64 px, batch 32, one
-thread, a montecarlo pass took 0.94 s of CPU time with ``unfold`` vs 1.10 s with
-``grouped`` (a training step: 0.57 s) -- and ``grouped`` on CUDA, where cuDNN runs the
-many-group weight gradient without materialising patches.
+Default backend (``auto``, chosen per layer by :func:`pick_backend`): ``grouped`` on CUDA,
+where cuDNN runs the many-group weight gradient without materialising patches; on CPU
+``grouped`` for layers with many output positions and ``unfold`` (batched GEMMs) for the
+rest -- the faster one on each side of the measured crossover.
 
 Padding is applied to the captured input *before* the weight-gradient computation
 whenever the module pads outside the convolution itself: timm's ``Conv2dSame`` (pads
@@ -38,9 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FisherError
-from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, contract_sq_sum
+from .linear import DEFAULT_CHUNK_BYTES, DEFAULT_PAIRWISE_MAX, chunk_for, contract_sq_sum
 
 CONV_BACKENDS = ("auto", "grouped", "unfold")
+# CPU crossover measured per layer on resnet18 at 64 px (batch 32, one thread): grouped wins
+# at L = 256 and 1024 output positions (9 vs 17 ms), unfold at L = 64 and 16 (14 vs 31 ms).
+AUTO_GROUPED_MIN_POSITIONS = 128
 
 _WEIGHT_GRAD: dict[int, Callable[..., torch.Tensor]] = {
     1: torch.nn.grad.conv1d_weight,
@@ -124,16 +127,15 @@ def conv_spec(module: nn.Module, name: str) -> ConvSpec:
     return ConvSpec(nd, tuple(module.weight.shape), stride, padding, dilation, int(module.groups), pre_pad)
 
 
-def default_backend(device: torch.device) -> str:
-    """``grouped`` on CUDA (one cuDNN call, no patches); ``unfold`` elsewhere (batched GEMMs
-    beat oneDNN's many-group weight gradient on CPU; see the module docstring)."""
-    return "grouped" if device.type == "cuda" else "unfold"
-
-
-def resolve_backend(backend: str, device: torch.device) -> str:
-    if backend not in CONV_BACKENDS:
-        raise FisherError(f"conv_backend must be one of {CONV_BACKENDS}, got {backend!r}")
-    return default_backend(device) if backend == "auto" else backend
+def pick_backend(backend: str, device: torch.device, length: int) -> str:
+    """The backend for one layer. ``auto``: ``grouped`` on CUDA (one cuDNN call, no patches);
+    on CPU ``grouped`` only for large outputs (``L > AUTO_GROUPED_MIN_POSITIONS``, where
+    unfolding costs more than oneDNN's many-group weight gradient) and ``unfold`` below."""
+    if backend != "auto":
+        return backend
+    if device.type == "cuda":
+        return "grouped"
+    return "grouped" if length > AUTO_GROUPED_MIN_POSITIONS else "unfold"
 
 
 def _patches(spec: ConvSpec, a: torch.Tensor) -> torch.Tensor:
@@ -173,6 +175,7 @@ def conv_sq_sum(
     chunk_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     pairwise_max: int = DEFAULT_PAIRWISE_MAX,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> torch.Tensor:
     """``sum_i G_i**2`` shaped like the weight, in ``dtype``; ``a`` is the module's (unpadded) input.
 
@@ -191,9 +194,14 @@ def conv_sq_sum(
         wnumel *= s
     itemsize = torch.finfo(dtype).bits // 8
     out = torch.zeros(spec.weight_shape, dtype=dtype, device=a.device)
-    if spec.nd <= 2 and (backend == "unfold" or length <= pairwise_max):
+    pairwise = spec.nd <= 2 and length <= pairwise_max
+    if pairwise or (spec.nd <= 2 and pick_backend(backend, a.device, length) == "unfold"):
         per_in = wnumel // cout * groups  # Cin * k
-        step = chunk_for(per_in * length + wnumel, chunk_size, itemsize)
+        if pairwise:  # no per-sample gradient is built: only patches and pair products per sample
+            pairs = length * (length + 1) // 2
+            step = chunk_for((per_in + cout) * (length + pairs), chunk_size, itemsize, DEFAULT_CHUNK_BYTES)
+        else:
+            step = chunk_for(per_in * length + wnumel, chunk_size, itemsize, chunk_bytes)
         for s in range(0, b, step):
             cols = _patches(spec, a[s : s + step])
             n = cols.shape[0]
@@ -202,10 +210,11 @@ def conv_sq_sum(
                 cols.reshape(n, groups, per_in // groups, length),
                 chunk_size,
                 pairwise_max,
+                chunk_bytes,
             )
             out += res.reshape(spec.weight_shape)
         return out
-    step = chunk_for(wnumel, chunk_size, itemsize)
+    step = chunk_for(wnumel, chunk_size, itemsize, chunk_bytes)
     for s in range(0, b, step):
         out += _grouped(spec, a[s : s + step], g[s : s + step]).square_().sum(dim=0)
     return out

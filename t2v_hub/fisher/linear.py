@@ -22,18 +22,28 @@ from __future__ import annotations
 
 import torch
 
-# Per-sample gradients of one chunk are kept under this many bytes by default.
+# Per-sample gradients of one chunk are kept under this many bytes by default. On CPUs a
+# cache-sized chunk (about the L3) is 2-3x faster than a large one because square+sum then
+# run from cache (resnet18 stage 3 at 64 px, one thread: ~22 ms vs ~58 ms per layer);
+# accelerators get big chunks (fewer kernel launches), bounded to keep memory predictable.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
+CPU_CHUNK_BYTES = 32 * 2**20
 # Use the pairwise formula up to this many positions/tokens per sample (measured
 # crossover on CPU lies between 4 and 16; its cost grows as L^2, the other as L).
 DEFAULT_PAIRWISE_MAX = 8
 
 
-def chunk_for(per_sample_elems: int, chunk_size: int | None, itemsize: int) -> int:
-    """Samples per chunk so that one chunk stays under the byte budget."""
+def default_chunk_bytes(device: torch.device) -> int:
+    return CPU_CHUNK_BYTES if device.type == "cpu" else DEFAULT_CHUNK_BYTES
+
+
+def chunk_for(
+    per_sample_elems: int, chunk_size: int | None, itemsize: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> int:
+    """Samples per chunk: ``chunk_size`` if given, else as many as fit in ``chunk_bytes``."""
     if chunk_size is not None:
         return max(1, int(chunk_size))
-    return max(1, DEFAULT_CHUNK_BYTES // max(1, per_sample_elems * itemsize))
+    return max(1, chunk_bytes // max(1, per_sample_elems * itemsize))
 
 
 def _pair_products(t: torch.Tensor, weighted: bool) -> torch.Tensor:
@@ -51,6 +61,7 @@ def contract_sq_sum(
     a: torch.Tensor,
     chunk_size: int | None = None,
     pairwise_max: int = DEFAULT_PAIRWISE_MAX,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> torch.Tensor:
     """``sum_b (g_b a_b^T)**2`` per group: g ``(b, G, O, L)``, a ``(b, G, I, L)`` -> ``(G, O, I)``.
 
@@ -62,13 +73,13 @@ def contract_sq_sum(
     out = torch.zeros(groups, n_out, n_in, dtype=g.dtype, device=g.device)
     if length <= pairwise_max:
         pairs = length * (length + 1) // 2
-        step = chunk_for(pairs * groups * (n_out + n_in), chunk_size, itemsize)
+        step = chunk_for(pairs * groups * (n_out + n_in), chunk_size, itemsize, chunk_bytes)
         for s in range(0, b, step):
             out += torch.bmm(
                 _pair_products(g[s : s + step], True).transpose(1, 2), _pair_products(a[s : s + step], False)
             )
         return out
-    step = chunk_for(groups * n_out * n_in, chunk_size, itemsize)
+    step = chunk_for(groups * n_out * n_in, chunk_size, itemsize, chunk_bytes)
     for s in range(0, b, step):
         gc, ac = g[s : s + step], a[s : s + step]
         n = gc.shape[0] * groups
@@ -83,6 +94,7 @@ def linear_sq_sum(
     chunk_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     pairwise_max: int = DEFAULT_PAIRWISE_MAX,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> torch.Tensor:
     """``sum_i G_i**2`` shaped like the weight ``(out, in)``, computed in ``dtype``."""
     a = a.to(dtype)
@@ -94,7 +106,11 @@ def linear_sq_sum(
     g3 = g.reshape(g.shape[0], -1, g.shape[-1])  # (B, T, out)
     # (B, 1, C, T) views: no copy here, bmm copies per chunk if it needs to.
     return contract_sq_sum(
-        g3.transpose(1, 2).unsqueeze(1), a3.transpose(1, 2).unsqueeze(1), chunk_size, pairwise_max
+        g3.transpose(1, 2).unsqueeze(1),
+        a3.transpose(1, 2).unsqueeze(1),
+        chunk_size,
+        pairwise_max,
+        chunk_bytes,
     ).squeeze(0)
 
 
@@ -103,7 +119,3 @@ def linear_persample(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     a3 = a.reshape(a.shape[0], -1, a.shape[-1])
     g3 = g.reshape(g.shape[0], -1, g.shape[-1])
     return torch.bmm(g3.transpose(1, 2), a3)
-
-
-def linear_chunk(weight_numel: int, chunk_size: int | None, itemsize: int = 4) -> int:
-    return chunk_for(weight_numel, chunk_size, itemsize)

@@ -44,8 +44,8 @@ from torch import nn
 
 from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
-from .conv import CONV_BACKENDS, ConvSpec, conv_persample, conv_spec, conv_sq_sum, resolve_backend
-from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, linear_persample, linear_sq_sum
+from .conv import CONV_BACKENDS, ConvSpec, conv_persample, conv_spec, conv_sq_sum
+from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, default_chunk_bytes, linear_persample, linear_sq_sum
 from .result import FisherResult
 
 LIKELIHOODS = ("categorical", "bernoulli")
@@ -307,9 +307,16 @@ class _Tap:
     def _sq_sum(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         s = self.settings
         if self.spec is None:
-            return linear_sq_sum(a, g, s["chunk_size"], self.acc.dtype, s["pairwise_max"])
+            return linear_sq_sum(a, g, s["chunk_size"], self.acc.dtype, s["pairwise_max"], s["chunk_bytes"])
         return conv_sq_sum(
-            self.spec, a, g, s["conv_backend"], s["chunk_size"], self.acc.dtype, s["pairwise_max"]
+            self.spec,
+            a,
+            g,
+            s["conv_backend"],
+            s["chunk_size"],
+            self.acc.dtype,
+            s["pairwise_max"],
+            s["chunk_bytes"],
         )
 
     def _persample(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -322,11 +329,12 @@ class _Tap:
         if not self.pending:
             return
         b = self.inputs[0].shape[0]
-        step = chunk_for(self.acc.numel(), self.settings["chunk_size"], self.acc.element_size())
-        for s in range(0, b, step):
+        cfg = self.settings
+        step = chunk_for(self.acc.numel(), cfg["chunk_size"], self.acc.element_size(), cfg["chunk_bytes"])
+        for start in range(0, b, step):
             total = None
             for i, g in self.pending.items():
-                part = self._persample(self.inputs[i][s : s + step], g[s : s + step])
+                part = self._persample(self.inputs[i][start : start + step], g[start : start + step])
                 total = part if total is None else total + part
             assert total is not None
             self.acc += total.square_().sum(dim=0)
@@ -399,11 +407,16 @@ def estimate_persample(
         raise FisherError(f"conv_backend must be one of {CONV_BACKENDS}, got {requested_backend!r}")
     dtype = parse_dtype(autocast_dtype)
     run_model, dev = resolve_device(model, device)
-    backend = resolve_backend(requested_backend, dev)
     measured = resolve_params(run_model, params)
     warn_if_training(model)
 
-    settings = {"chunk_size": chunk_size, "conv_backend": backend, "pairwise_max": pairwise_max}
+    chunk_bytes = default_chunk_bytes(dev)
+    settings = {
+        "chunk_size": chunk_size,
+        "conv_backend": requested_backend,
+        "pairwise_max": pairwise_max,
+        "chunk_bytes": chunk_bytes,
+    }
     taps = []
     for name, module, weight in measured:
         acc_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
@@ -452,8 +465,8 @@ def estimate_persample(
         "mc_samples": draws,
         "likelihood": likelihood,
         "chunk_size": chunk_size,
-        "conv_backend": backend,
-        "conv_backend_requested": requested_backend,
+        "chunk_bytes": chunk_bytes if chunk_size is None else None,
+        "conv_backend": requested_backend,  # "auto" is resolved per layer (conv.pick_backend)
         "pairwise_max_positions": pairwise_max,
         "autocast_dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
         "device": str(dev),
