@@ -139,3 +139,10 @@ def test_cache_returns_identical_embedding(imagefolder: Path, tmp_path: Path, mo
     b = embed(str(imagefolder), PROBE, input_size=32, cache=True, stats=stats2)
     assert not stats1["cached"] and stats2["cached"]
     assert torch.equal(a.vector, b.vector)
+
+
+def test_include_norm_is_refused_clearly() -> None:
+    from t2v_hub.errors import FisherError
+
+    with pytest.raises(FisherError, match="include_norm"):
+        embed(tensors(), PROBE, input_size=32, include_norm=True)
