@@ -170,3 +170,16 @@ def test_default_probe_uses_offline_package() -> None:
     assert probe.config.pretrained == "offline-package"
     assert probe.config.weights_sha256.startswith("57934424")
     assert probe.layout.dim == 21008
+
+
+def test_local_dir_probe_loads_saved_weights(tmp_path) -> None:
+    from timm.models import _hub
+
+    model = timm.create_model("test_resnet", num_classes=7)
+    first = build_layout(model).param_names[0]
+    with torch.no_grad():
+        model.get_parameter(first).fill_(0.5)
+    _hub.save_for_hf(model, str(tmp_path / "m"), model_config={"num_classes": 7})
+    probe = create_probe(f"local-dir:{tmp_path / 'm'}", 3)
+    assert torch.all(probe.model.get_parameter(first) == 0.5)
+    assert probe.name.startswith("local-dir:") and probe.layout.dim == 1040
