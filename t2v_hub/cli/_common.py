@@ -12,6 +12,13 @@ from typing import Any
 from ..errors import OutputError
 
 
+def autocast_dtype(name: str) -> Any:
+    """--mixed-precision value -> torch dtype (torch imported late: `--help` stays fast)."""
+    import torch
+
+    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, help="hub dataset id, local folder/file (imagefolder, save_to_disk, parquet, csv)")
@@ -38,6 +45,10 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not yet supported by the estimators)")
     g.add_argument("--no-pretrained", action="store_true", help="random-init probe (tests only)")
     g.add_argument("--device", default=None, help="torch device (default: cpu)")
+    g.add_argument(
+        "--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
+        help="autocast the forward passes; squares are always accumulated in fp32",
+    )
     g.add_argument("--no-cache", action="store_true", help="recompute even if a cached embedding exists")
 
 
@@ -68,6 +79,7 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
         input_size=args.input_size,
         pretrained=False if args.no_pretrained else None,
         device=args.device,
+        autocast_dtype=autocast_dtype(args.mixed_precision),
         cache=not args.no_cache,
         quiet=quiet,
         stats=stats,
