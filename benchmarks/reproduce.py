@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "zoo" / "out"
 RESULTS = ROOT / "benchmarks" / "results"
+SELECTION_VERSION = 1  # bump when the selection code changes: cached comparisons are recomputed
 
 
 def log(msg: str) -> None:
@@ -111,6 +112,12 @@ def _hash(*parts: Any) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _vhash(v: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def prepare(cfg: Any, cache: Cache) -> dict[str, Any]:
@@ -324,7 +331,14 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
     mixed = [n for n in task_names if n not in expert_names]
     meta = {"pool_loo": [n for n in task_names if n in expert_names], "mixed": mixed if len(mixed) >= 3 else task_names}
     comparisons: dict[str, Any] = {}
+    sel_key = _hash(SELECTION_VERSION, E.tolist(), LM.tolist(), meta, cfg.alphas, cfg.report_alpha, cfg.m2v_epochs,
+                    {m: [_vhash(embs[m][n].vector) for n in task_names] for m in cfg.embed.methods},
+                    {m: _vhash(trivial[m].vector) for m in cfg.embed.methods})
+    cached_sel = cache.get("selection", sel_key)
     for mname, mtasks in meta.items():
+        if cached_sel is not None:
+            comparisons[mname] = cached_sel[mname]
+            continue
         ti = [task_names.index(n) for n in mtasks]
         errors = E[ti][:, cand].float()
         exclude = torch.tensor([[expert_names[j] == n for j in range(len(expert_names))] for n in mtasks])
@@ -339,6 +353,9 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
         res["experts"] = expert_names
         res["exclude_self"] = bool(exclude.any())
         comparisons[mname] = res
+    if cached_sel is None:
+        cache.put("selection", sel_key, comparisons)
+        computed["selection"] = 1
     stage("selection", t0)
 
     # -- cost per query --------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         sched.step()
     model.eval()
     with torch.no_grad():
