@@ -146,3 +146,14 @@ def test_include_norm_is_refused_clearly() -> None:
 
     with pytest.raises(FisherError, match="include_norm"):
         embed(tensors(), PROBE, input_size=32, include_norm=True)
+
+
+@pytest.mark.parametrize("method", ["montecarlo", "empirical"])
+def test_multilabel_tasks_use_a_bernoulli_likelihood(method: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 3, 32, 32, generator=g)
+    y = (torch.rand(20, 4, generator=g) > 0.5).float()
+    e = embed((x, y), PROBE, method, input_size=32)
+    assert e.metadata["label_kind"] == "multi" and e.metadata["num_classes"] == "4"
+    assert e.config("method_config")["likelihood"] == "bernoulli"
+    assert torch.isfinite(e.vector).all() and e.norm > 0
