@@ -201,13 +201,6 @@ def embed(
     """
     if method not in C.FISHER_METHODS:
         raise FisherError(f"unknown method {method!r}; choose one of {', '.join(C.FISHER_METHODS)}")
-    if include_norm:
-        # The layout can list norm scales (17,024 entries for resnet34), but the
-        # estimators measure Conv/Linear weights only: refuse before any compute.
-        raise FisherError(
-            "include_norm layouts are not supported by the Fisher estimators yet (Conv/Linear weights only); "
-            "drop --include-norm"
-        )
     t0 = time.perf_counter()
     head_cfg = head or HeadConfig()
     fisher_cfg = FisherConfig(method=method, mc_samples=mc_samples, batch_size=batch_size, options=dict(fisher_options or {}))

@@ -404,13 +404,6 @@ def test_errors() -> None:
         (model, data, "montecarlo", {"conv_bakend": "unfold"}, "conv_bakend"),
         (model, data, "montecarlo", {"mc_samples": 0}, "mc_samples"),
         (model, data, "batch", {"labels": "true"}, "labels"),
-        (
-            make_model("test_resnet"),
-            make_data("test_resnet"),
-            "montecarlo",
-            {"params": ["bn1.weight"]},
-            "bn1.weight",
-        ),
         (std, data, "montecarlo", {"params": ["0.weight"]}, "StdConv2d"),
     ]
     for net, loader, method, kwargs, message in cases:

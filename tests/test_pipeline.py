@@ -141,11 +141,12 @@ def test_cache_returns_identical_embedding(imagefolder: Path, tmp_path: Path, mo
     assert torch.equal(a.vector, b.vector)
 
 
-def test_include_norm_is_refused_clearly() -> None:
-    from t2v_hub.errors import FisherError
-
-    with pytest.raises(FisherError, match="include_norm"):
-        embed(tensors(), PROBE, input_size=32, include_norm=True)
+def test_include_norm_adds_norm_scales() -> None:
+    e = embed(tensors(), "test_resnet", input_size=32, include_norm=True)
+    plain = embed(tensors(), "test_resnet", input_size=32)
+    assert e.dim > plain.dim and e.metadata["include_norm"] == "true"
+    assert e.metadata["layout_hash"] != plain.metadata["layout_hash"]
+    assert torch.isfinite(e.vector).all()
 
 
 @pytest.mark.parametrize("method", ["montecarlo", "empirical"])

@@ -42,7 +42,7 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--mc-samples", type=int, default=1, help="labels drawn per input (montecarlo)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--input-size", type=int, default=None, help="override the probe's input resolution")
-    g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not yet supported by the estimators)")
+    g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not with --method variational)")
     g.add_argument("--no-pretrained", action="store_true", help="random-init probe (tests only)")
     g.add_argument("--device", default=None, help="torch device (default: cpu)")
     g.add_argument(

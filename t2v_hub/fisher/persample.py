@@ -46,6 +46,7 @@ from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
 from .conv import CONV_BACKENDS, ConvSpec, conv_persample, conv_spec, conv_sq_sum
 from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, default_chunk_bytes, linear_persample, linear_sq_sum
+from .norm import is_norm, norm_persample, norm_sq_sum
 from .result import FisherResult
 
 LIKELIHOODS = ("categorical", "bernoulli")
@@ -109,10 +110,10 @@ def resolve_params(model: nn.Module, params: list[str] | None) -> list[tuple[str
         module = modules.get(mod_name)
         if attr != "weight" or module is None or getattr(module, "weight", None) is not all_params[name]:
             raise FisherError(
-                f"parameter {name!r} is not the weight of a Conv/Linear module; only Conv1d/2d/3d and "
-                "Linear weights are supported (no biases, norm scales or raw parameters)"
+                f"parameter {name!r} is not the weight of a Conv/Linear/norm module; only Conv1d/2d/3d, "
+                "Linear and norm-scale weights are supported (no biases or raw parameters)"
             )
-        if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and not is_norm(module):
             raise FisherError(
                 f"parameter {name!r} belongs to {type(module).__name__}, not a Conv or Linear layer"
             )
@@ -263,8 +264,11 @@ class _Tap:
         self.module = module
         self.acc = acc  # running sum of squared per-sample gradients
         self.settings = settings
-        self.spec: ConvSpec | None = None if isinstance(module, nn.Linear) else conv_spec(module, name)
-        if self.spec is None and type(module).forward not in _LINEAR_FORWARDS:
+        self.norm = is_norm(module)
+        self.spec: ConvSpec | None = (
+            None if isinstance(module, nn.Linear) or self.norm else conv_spec(module, name)
+        )
+        if self.spec is None and not self.norm and type(module).forward not in _LINEAR_FORWARDS:
             raise FisherError(
                 f"parameter {name!r} belongs to {type(module).__name__}, whose forward is not a plain "
                 "F.linear of its weight; leave it out of `params`."
@@ -306,6 +310,8 @@ class _Tap:
 
     def _sq_sum(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         s = self.settings
+        if self.norm:
+            return norm_sq_sum(self.module, a, g, self.acc.dtype)
         if self.spec is None:
             return linear_sq_sum(a, g, s["chunk_size"], self.acc.dtype, s["pairwise_max"], s["chunk_bytes"])
         return conv_sq_sum(
@@ -320,6 +326,8 @@ class _Tap:
         )
 
     def _persample(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        if self.norm:
+            return norm_persample(self.module, a, g, self.acc.dtype)
         if self.spec is None:
             return linear_persample(a.to(self.acc.dtype), g.to(self.acc.dtype))
         return conv_persample(self.spec, a, g, self.acc.dtype)
