@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.set_defaults(method=None)  # None = taken from --embedding, montecarlo for --dataset
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
     p.add_argument("--dry-run", action="store_true", help="show the planned commit, write nothing")
+    p.add_argument(
+        "--no-nearest", action="store_true",
+        help="don't list the nearest known tasks (other experts on the hub) in the card",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress or hints on stderr")
     add_hub_args(p)
     return p
@@ -66,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         args.method = args.method or "montecarlo"
         emb = embed_from_args(args, quiet=args.quiet, stats={})
 
-    result = push_embedding(hub, args.model, emb, create_pr=args.create_pr, dry_run=args.dry_run)
+    nearest = None if args.no_nearest else _nearest_tasks(hub, args.model, emb)
+    result = push_embedding(hub, args.model, emb, create_pr=args.create_pr, dry_run=args.dry_run, nearest=nearest)
     if args.dry_run:
         _print_plan(result, hub.description)
         return 0
@@ -82,6 +87,28 @@ def run(args: argparse.Namespace) -> int:
         if result.note:
             hint(result.note)
     return 0
+
+
+def _nearest_tasks(hub: object, repo_id: str, emb: object, k: int = 3) -> list[tuple[str, float]] | None:
+    """The k known tasks closest to ``emb`` (d_sym) among the hub's other experts of the same probe.
+
+    Best effort: the card shows them when available; a hub that cannot be listed
+    (permissions, no experts yet) just yields no "nearest" block.
+    """
+    from ..distances import cdist
+    from ..errors import T2VError as _Err
+    from ..hub import list_experts
+
+    try:
+        experts, _ = list_experts(hub, probe=emb.probe)  # type: ignore[attr-defined]
+    except _Err:
+        return None
+    others = [e for e in experts if e.repo_id != repo_id and e.embedding.compat_key() == emb.compat_key()]  # type: ignore[attr-defined]
+    if not others:
+        return None
+    d = cdist([emb], [e.embedding for e in others])[0]  # type: ignore[list-item]
+    order = d.argsort()[:k].tolist()
+    return [(f"{others[i].task or others[i].repo_id} ({others[i].repo_id})", float(d[i])) for i in order]
 
 
 def _print_plan(result: object, where: str) -> None:
