@@ -13,6 +13,17 @@ its client code: ``hf_api.py``, ``_commit_api.py``, ``file_download.py``):
     POST /api/models/{repo}/commit/{rev}         NDJSON header/file/deletedFile; 412 on a stale parentCommit
     HEAD/GET /{repo}/resolve/{rev}/{path}        X-Repo-Commit, ETag, Content-Length, Range
 
+and, read-only, the DATASET repo endpoints ``datasets.load_dataset("user/name")``
+(``datasets`` 5.x over ``HfApi``/``HfFileSystem``) calls, served from plain folders
+``<datasets_root>/<namespace>/<name>/...`` (default ``<root>/.datasets``, which
+LocalHub ignores; ``server.dataset_dir(repo)`` creates one). A dataset repo's commit
+sha is a hash of its files' paths and contents, so it changes when a file does:
+
+    GET  /api/datasets/{repo}[/revision/{rev}]   dataset info: sha, siblings, cardData
+    GET  /api/datasets/{repo}/tree/{rev}[/{path}]  recursive, expand, Link pagination
+    POST /api/datasets/{repo}/paths-info/{rev}   form or JSON ``paths``, ``expand``
+    HEAD/GET /datasets/{repo}/resolve/{rev}/{path}  as for models, Range ``bytes=a-[b]``
+
 Writes need ``Authorization: Bearer <token>`` (401 otherwise), reads are public.
 Fault injection: ``server.fail(kind, path=regex, method=..., times=N)`` with kind
 ``"500"`` (answer 500), ``"sleep"`` (wait ``seconds`` first: past the client's
@@ -75,8 +86,16 @@ def git_oid(data: bytes) -> str:
 
 
 class HubServer:
-    def __init__(self, root: str | Path, *, token: str = TOKEN, page_size: int = 50) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        token: str = TOKEN,
+        page_size: int = 50,
+        datasets_root: str | Path | None = None,
+    ) -> None:
         self.hub = LocalHub(root)
+        self.datasets_root = Path(datasets_root) if datasets_root is not None else Path(root) / ".datasets"
         self.token = token
         self.page_size = page_size
         self.requests: list[Request] = []
@@ -119,6 +138,31 @@ class HubServer:
                     f.times -= 1
                     return f
         return None
+
+    # -- dataset repos (plain folders) ------------------------------------------------
+    def dataset_dir(self, repo: str) -> Path:
+        """The folder of dataset repo ``repo`` (created): put its files there."""
+        d = self.datasets_root / validate_repo_id(repo)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def dataset_files(self, repo: str) -> tuple[str, dict[str, Path]] | None:
+        """(commit sha, {path: file}) of a dataset repo, or None if there is none."""
+        try:
+            d = self.datasets_root / validate_repo_id(repo)
+        except HubError:
+            return None
+        if not d.is_dir():
+            return None
+        files = {
+            p.relative_to(d).as_posix(): p
+            for p in sorted(d.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(d).parts)
+        }
+        h = hashlib.sha1(repo.encode())
+        for name, p in files.items():
+            h.update(name.encode() + b"\0" + git_oid(p.read_bytes()).encode() + b"\n")
+        return h.hexdigest(), files
 
     def calls(self, method: str, pattern: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and re.fullmatch(pattern, r.path)]
@@ -239,10 +283,168 @@ class _Handler(BaseHTTPRequestHandler):
                 self._preupload(repo, rev, json.loads(body))
             if action == "commit":
                 self._commit(repo, rev, query, body)
+        if path.startswith("/api/datasets/"):
+            self._auth(required=False)
+            self._dataset_api(method, path[len("/api/datasets/") :], query, body)
+        if path.startswith("/datasets/") and "/resolve/" in path and method in ("GET", "HEAD"):
+            self._auth(required=False)
+            self._dataset_resolve(method, path)
         if "/resolve/" in path and method in ("GET", "HEAD"):
             self._auth(required=False)
             self._resolve(method, path)
         raise _Reply(404, {"error": "Not found"})
+
+    # -- dataset repos --------------------------------------------------------------------
+    def _dataset_api(self, method: str, rest: str, query: dict[str, list[str]], body: bytes) -> None:
+        segs = [unquote(s) for s in rest.split("/")]
+        # {repo}, {repo}/revision/{rev}, {repo}/tree/{rev}[/{path}], {repo}/paths-info/{rev}
+        for i in (1, 2):
+            if len(segs) > i + 1 and segs[i] in ("revision", "tree", "paths-info"):
+                repo, action, rev, sub = "/".join(segs[:i]), segs[i], segs[i + 1], "/".join(segs[i + 2 :])
+                break
+        else:
+            repo, action, rev, sub = "/".join(segs), "info", None, ""
+        expected = "POST" if action == "paths-info" else "GET"
+        if method != expected:
+            raise _Reply(405, {"error": f"{method} not allowed here"})
+        sha, files = self._dataset(repo, rev)
+        if action in ("info", "revision"):
+            card = self._dataset_card(files)
+            out: dict[str, Any] = {
+                "_id": hashlib.sha1(b"dataset:" + repo.encode()).hexdigest()[:24],
+                "id": repo,
+                "author": repo.split("/")[0] if "/" in repo else None,
+                "sha": sha,
+                "lastModified": _now(),
+                "private": False,
+                "disabled": False,
+                "gated": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": card_tags(card),
+                "siblings": [{"rfilename": f} for f in files],
+            }
+            if card is not None:
+                out["cardData"] = card
+            raise _Reply(200, out)
+        if action == "tree":
+            self._dataset_tree(repo, sha, files, sub.strip("/"), query)
+        # paths-info
+        if (self.headers.get("Content-Type") or "").startswith("application/json"):
+            payload = json.loads(body or b"{}")
+            paths, expand = payload.get("paths", []), bool(payload.get("expand"))
+        else:
+            form = parse_qs(body.decode())
+            paths, expand = form.get("paths", []), form.get("expand", ["false"])[-1].lower() in ("1", "true")
+        folders = _folders(files)
+        out_list = []
+        for p in paths if isinstance(paths, list) else [paths]:
+            p = p.strip("/")
+            if p in files:
+                out_list.append(self._dataset_entry(sha, p, files[p], expand))
+            elif p in folders:
+                out_list.append(self._dataset_entry(sha, p, None, expand))
+        raise _Reply(200, out_list)
+
+    def _dataset(self, repo: str, rev: str | None) -> tuple[str, dict[str, Path]]:
+        found = self.srv.dataset_files(repo)
+        if found is None:
+            raise _Reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+        sha, files = found
+        if rev not in (None, "main") and not (len(rev) >= 7 and sha.startswith(rev)):
+            raise _Reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
+        return sha, files
+
+    @staticmethod
+    def _dataset_card(files: dict[str, Path]) -> dict[str, Any] | None:
+        readme = files.get("README.md")
+        if readme is None:
+            return None
+        m = re.match(r"---\s*\n(.*?)\n---\s*(\n|$)", readme.read_text(encoding="utf-8"), re.S)
+        if not m:
+            return None
+        import yaml
+
+        try:
+            meta = yaml.safe_load(m.group(1))
+        except yaml.YAMLError:
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    @staticmethod
+    def _dataset_entry(sha: str, path: str, file: Path | None, expand: bool) -> dict[str, Any]:
+        if file is None:
+            entry: dict[str, Any] = {"type": "directory", "oid": hashlib.sha1(f"{sha}:{path}".encode()).hexdigest(), "size": 0, "path": path}
+        else:
+            data = file.read_bytes()
+            entry = {"type": "file", "oid": git_oid(data), "size": len(data), "path": path}
+            if not path.endswith((".md", ".json", ".txt", ".yaml", ".yml", ".gitattributes", ".py")):
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        if expand:
+            entry["lastCommit"] = {"id": sha, "title": "test dataset", "date": _now()}
+            if file is not None:
+                entry["securityFileStatus"] = {"status": "safe", "avScan": {"status": "safe"}, "pickleImportScan": {"status": "unscanned"}}
+        return entry
+
+    def _dataset_tree(self, repo: str, sha: str, files: dict[str, Path], sub: str, query: dict[str, list[str]]) -> None:
+        def flag(name: str) -> bool:
+            return query.get(name, ["false"])[-1].lower() in ("1", "true")
+
+        folders = _folders(files)
+        if sub and sub not in folders:
+            if sub in files:  # the Hub lists a file path as that one file
+                raise _Reply(200, [self._dataset_entry(sha, sub, files[sub], flag("expand"))])
+            raise _Reply(404, {"error": f"{sub} does not exist on main"}, {"X-Error-Code": "EntryNotFound"})
+        prefix = f"{sub}/" if sub else ""
+        names = sorted(
+            [(p, None) for p in folders if p.startswith(prefix) and p != sub]
+            + [(p, f) for p, f in files.items() if p.startswith(prefix)]
+        )
+        if not flag("recursive"):
+            names = [(p, f) for p, f in names if "/" not in p[len(prefix) :]]
+        start = int(query.get("cursor", ["0"])[-1])
+        size = min(int(query.get("limit", [str(self.srv.page_size)])[-1]), self.srv.page_size)
+        page = [self._dataset_entry(sha, p, f, flag("expand")) for p, f in names[start : start + size]]
+        headers = {}
+        if start + size < len(names):
+            q = {k: v for k, v in query.items() if k != "cursor"}
+            q["cursor"] = [str(start + size)]
+            where = "/".join(quote(s, safe="") for s in [*repo.split("/"), "tree", sha]) + (f"/{quote(sub)}" if sub else "")
+            headers["Link"] = f'<{self.srv.url}/api/datasets/{where}?{urlencode(q, doseq=True)}>; rel="next"'
+        raise _Reply(200, page, headers)
+
+    def _dataset_resolve(self, method: str, path: str) -> None:
+        segs = path.lstrip("/").split("/")[1:]
+        i = segs.index("resolve")
+        if i not in (1, 2) or len(segs) < i + 3:
+            raise _Reply(404, {"error": "Not found"})
+        repo = "/".join(unquote(s) for s in segs[:i])
+        if self.srv.dataset_files(repo) is None and self.srv.hub.repo_exists(f"datasets/{repo}" if i == 1 else repo):
+            return  # a model repo under a "datasets" namespace: the model route answers
+        sha, files = self._dataset(repo, unquote(segs[i + 1]))
+        file_path = "/".join(unquote(s) for s in segs[i + 2 :])
+        if file_path not in files:
+            raise _Reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha})
+        data = files[file_path].read_bytes()
+        self._send_file(method, data, file_path, sha)
+
+    def _send_file(self, method: str, data: bytes, file_path: str, head: str) -> None:
+        headers = {
+            "X-Repo-Commit": head,
+            "ETag": f'"{git_oid(data)}"',
+            "Accept-Ranges": "bytes",
+            "Content-Disposition": f'inline; filename="{quote(file_path.rsplit("/", 1)[-1])}"',
+        }
+        status = 200
+        rng = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        if rng and method == "GET":
+            start = int(rng.group(1))
+            end = min(int(rng.group(2)), len(data) - 1) if rng.group(2) else len(data) - 1
+            if start >= len(data):
+                raise _Reply(416, {"error": "Range Not Satisfiable"}, {"Content-Range": f"bytes */{len(data)}"})
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            data, status = data[start : end + 1], 206
+        raise _Reply(status, data, headers)
 
     def _repo(self, repo: str) -> str:
         try:
@@ -407,16 +609,12 @@ class _Handler(BaseHTTPRequestHandler):
         except (HubFileNotFoundError, HubError) as exc:
             code = "RevisionNotFound" if isinstance(exc, RevisionChangedError) else "EntryNotFound"
             raise _Reply(404, {"error": "Entry not found"}, {"X-Error-Code": code, "X-Repo-Commit": head}) from exc
-        headers = {
-            "X-Repo-Commit": head,
-            "ETag": f'"{git_oid(data)}"',
-            "Accept-Ranges": "bytes",
-            "Content-Disposition": f'inline; filename="{quote(file_path.rsplit("/", 1)[-1])}"',
-        }
-        status = 200
-        rng = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if rng and method == "GET":
-            start = int(rng.group(1))
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-            data, status = data[start:], 206
-        raise _Reply(status, data, headers)
+        self._send_file(method, data, file_path, head)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _folders(files: dict[str, Path]) -> set[str]:
+    return {"/".join(p.split("/")[:k]) for p in files for k in range(1, p.count("/") + 1)}
