@@ -328,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
                 out["cardData"] = card
             raise _Reply(200, out)
         if action == "tree":
-            self._dataset_tree(repo, sha, files, sub.strip("/"), query)
+            self._dataset_tree(sha, files, sub.strip("/"), query)
         # paths-info
         if (self.headers.get("Content-Type") or "").startswith("application/json"):
             payload = json.loads(body or b"{}")
@@ -386,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["securityFileStatus"] = {"status": "safe", "avScan": {"status": "safe"}, "pickleImportScan": {"status": "unscanned"}}
         return entry
 
-    def _dataset_tree(self, repo: str, sha: str, files: dict[str, Path], sub: str, query: dict[str, list[str]]) -> None:
+    def _dataset_tree(self, sha: str, files: dict[str, Path], sub: str, query: dict[str, list[str]]) -> None:
         def flag(name: str) -> bool:
             return query.get(name, ["false"])[-1].lower() in ("1", "true")
 
@@ -409,8 +409,7 @@ class _Handler(BaseHTTPRequestHandler):
         if start + size < len(names):
             q = {k: v for k, v in query.items() if k != "cursor"}
             q["cursor"] = [str(start + size)]
-            where = "/".join(quote(s, safe="") for s in [*repo.split("/"), "tree", sha]) + (f"/{quote(sub)}" if sub else "")
-            headers["Link"] = f'<{self.srv.url}/api/datasets/{where}?{urlencode(q, doseq=True)}>; rel="next"'
+            headers["Link"] = f'<{self.srv.url}{urlsplit(self.path).path}?{urlencode(q, doseq=True)}>; rel="next"'
         raise _Reply(200, page, headers)
 
     def _dataset_resolve(self, method: str, path: str) -> None:
