@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +44,15 @@ def test_two_processes_equal_one(folder: Path, tmp_path: Path, method: str) -> N
     subprocess.run([sys.executable, "-m", "t2v_hub.cli", *args, "--out", str(one)], check=True, env=env)
     # On a machine without GPUs, --multi_gpu makes accelerate spawn the processes (torchrun) and
     # PartialState falls back to the gloo backend on the CPU.
+    # A free port of our own: the default 29500 may be taken by another job on the machine.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--main_process_port", str(port),
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "t2v_hub.cli"]
-    subprocess.run([*launch, *args, "--out", str(two)], check=True, env=env, capture_output=True)
+    proc = subprocess.run([*launch, *args, "--out", str(two)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = Task2VecEmbedding.load(one), Task2VecEmbedding.load(two)
     assert b.config("method_config")["world_size"] == 2
     assert a.metadata["num_samples"] == b.metadata["num_samples"] == "21"
