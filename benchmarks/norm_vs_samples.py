@@ -64,7 +64,7 @@ def _main(args: argparse.Namespace, cfg: Any, run_dir: Path) -> int:
             t = zoo["tasks"][name]
             x = D.normalise(zoo["crops"][t.pool][torch.as_tensor(t.train_idx)], zoo["data_config"])
             y = torch.as_tensor(t.train_y)
-            sizes = [n for n in args.sizes if n <= len(y)]
+            sizes = [n for n in args.sizes if t.num_classes <= n <= len(y)]
             norms = []
             for n in sizes:
                 key = f"norm_vs_samples/{m}/{name}/{n}"
@@ -107,6 +107,9 @@ def plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
         for name, v in r.items():
             ax.plot(v["sizes"], np.array(v["norms"]) / v["norms"][-1], marker="o", label=name)
         ax.set_xscale("log")
+        ticks = sorted({n for v in r.values() for n in v["sizes"]})
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("number of training samples")
         ax.set_ylabel("embedding norm / norm at largest n")
         ax.set_title(f"{m}", fontsize=9)
