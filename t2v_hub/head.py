@@ -12,20 +12,7 @@ import torch
 from torch import nn
 
 from .config import HeadConfig
-
-
-def class_balanced_draws(labels: torch.Tensor, num_draws: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices drawn with replacement: a class uniformly, then a sample of it uniformly."""
-    if labels.dim() > 1:  # multi-label: no single class per sample, draw samples uniformly
-        return torch.randint(0, labels.shape[0], (num_draws,), generator=generator)
-    classes, inverse = torch.unique(labels, return_inverse=True)
-    order = torch.argsort(inverse, stable=True)
-    counts = torch.bincount(inverse, minlength=len(classes))
-    starts = torch.cumsum(counts, 0) - counts
-    cls = torch.randint(0, len(classes), (num_draws,), generator=generator)
-    within = (torch.rand(num_draws, generator=generator, dtype=torch.float64) * counts[cls]).long()
-    within = torch.minimum(within, counts[cls] - 1)
-    return order[starts[cls] + within]
+from .data.sampling import balanced_indices
 
 
 def fit_head(
@@ -49,7 +36,7 @@ def fit_head(
     try:
         for _ in range(config.epochs):
             if config.balanced:
-                idx = class_balanced_draws(labels, config.draws_per_epoch, generator)
+                idx = balanced_indices(labels, config.draws_per_epoch, generator)
             else:
                 idx = torch.randint(0, n, (config.draws_per_epoch,), generator=generator)
             for start in range(0, len(idx), config.batch_size):

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from t2v_hub.head import class_balanced_draws
+from t2v_hub.data import balanced_indices
 
 from .configs import FinetuneConfig, ZooConfig
 
@@ -58,7 +58,7 @@ def _head_phase(model: nn.Module, feats: torch.Tensor, y: torch.Tensor, ft: Fine
     head = model.get_classifier()
     opt = torch.optim.Adam(head.parameters(), lr=ft.head_lr)
     for _ in range(ft.head_epochs):
-        idx = class_balanced_draws(y, ft.head_draws, g)
+        idx = balanced_indices(y, ft.head_draws, g)
         for s in range(0, len(idx), 64):
             b = idx[s : s + 64]
             loss = nn.functional.cross_entropy(head(feats[b]), y[b])
@@ -95,7 +95,7 @@ def finetune(
     losses = []
     for _epoch in range(ft.epochs):
         model.train(ft.train_bn)
-        idx = class_balanced_draws(labels, ft.draws_per_epoch, g)
+        idx = balanced_indices(labels, ft.draws_per_epoch, g)
         for s in range(0, len(idx), ft.batch_size):
             b = idx[s : s + ft.batch_size]
             if len(b) < 2:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from t2v_hub.head import class_balanced_draws
+from t2v_hub.data import balanced_indices
 
 from ..logme import logme
 from .configs import GroundTruthConfig
@@ -34,7 +34,7 @@ def linear_probe_errors(
     b = torch.zeros(E, 1, num_classes, requires_grad=True)
     opt = torch.optim.Adam([W, b], lr=cfg.lr, weight_decay=cfg.weight_decay)
     for _ in range(cfg.epochs):
-        idx = class_balanced_draws(train_y, cfg.draws_per_epoch, g)
+        idx = balanced_indices(train_y, cfg.draws_per_epoch, g)
         for s in range(0, len(idx), cfg.batch_size):
             j = idx[s : s + cfg.batch_size]
             logits = torch.baddbmm(b, train_x[:, j], W)  # (E, B, C)
