@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.reproduce import DEFAULT_OUT, RESULTS, Cache, log, prepare, reiterable_loader
+from benchmarks.reproduce import DEFAULT_OUT, RESULTS, Cache, log, prepare
 
 TASKS = ("fashion10", "fashion_coarse5", "mnist10", "digits8_10", "cyrillic_upper32", "glyph_script3")
 SIZES = (25, 50, 100, 200, 400)
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("T2V_HUB_CACHE", str(run_dir / "t2v_cache"))
-    with reiterable_loader():
-        return _main(args, cfg, run_dir)
+    return _main(args, cfg, run_dir)
 
 
 def _main(args: argparse.Namespace, cfg: Any, run_dir: Path) -> int:

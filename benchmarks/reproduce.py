@@ -25,14 +25,11 @@ sections it depends on, so a rerun only redoes what changed):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,41 +44,6 @@ SELECTION_VERSION = 1  # bump when the selection code changes: cached comparison
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class _Batches:
-    """A re-iterable (x, y) batch loader (the Fisher estimators may make several passes)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, desc: str | None = None) -> None:
-        self.images, self.labels, self.batch_size = images, labels, batch_size
-
-    def __iter__(self):
-        for i in range(0, self.images.shape[0], self.batch_size):
-            yield self.images[i : i + self.batch_size], self.labels[i : i + self.batch_size]
-
-    def __len__(self) -> int:
-        return (self.images.shape[0] + self.batch_size - 1) // self.batch_size
-
-
-@contextlib.contextmanager
-def reiterable_loader() -> Iterator[bool]:
-    """While active, ``t2v_hub.task2vec`` hands the Fisher estimators a re-iterable loader.
-
-    Where the library passes a one-shot generator, the variational estimator stops
-    after one pass over the data whatever ``steps``/``epochs`` say (it cycles the
-    loader and finds it exhausted); yields whether a patch was needed.
-    """
-    from t2v_hub import task2vec
-
-    fn = getattr(task2vec, "_tensor_loader", None)
-    needed = fn is not None and inspect.isgeneratorfunction(fn)
-    if needed:
-        task2vec._tensor_loader = _Batches  # type: ignore[assignment]
-    try:
-        yield needed
-    finally:
-        if needed:
-            task2vec._tensor_loader = fn  # type: ignore[assignment]
 
 
 class Cache:
@@ -188,8 +150,7 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
     if own_cache:
         os.environ["T2V_HUB_CACHE"] = str(run_dir / "t2v_cache")
     try:
-        with reiterable_loader() as patched:
-            return _run(cfg, run_dir, device, results_dir, demo, examples_root, patched)
+        return _run(cfg, run_dir, device, results_dir, demo, examples_root)
     finally:
         torch.set_num_threads(threads)
         if blas_limit is not None:
@@ -199,7 +160,7 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
 
 
 def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None, demo: bool | None,
-         examples_root: Path, patched: bool) -> dict[str, Any]:
+         examples_root: Path) -> dict[str, Any]:
     from benchmarks.zoo import data as D
     from benchmarks.zoo import experts as X
     from benchmarks.zoo import groundtruth as G
@@ -441,7 +402,7 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
         "environment": {
             "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(), "patched_one_shot_loader": patched,
+            "machine": platform.machine(),
         },
         "seconds_total": round(total, 1),
         "seconds_by_stage": stage_s,

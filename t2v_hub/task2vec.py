@@ -67,21 +67,37 @@ def _batched_features(
     return torch.cat(out)
 
 
-def _tensor_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, desc: str | None = None):
-    """Batches over pre-decoded tensors; with ``desc`` a progress bar (img/s) on stderr."""
-    bar = None
-    if desc is not None:
-        from tqdm.auto import tqdm
+class _TensorBatches:
+    """Re-iterable batches over pre-decoded tensors; with ``desc`` a progress bar (img/s) on stderr.
 
-        bar = tqdm(total=int(images.shape[0]), desc=desc, unit="img", file=sys.stderr, leave=False)
-    try:
-        for i in range(0, images.shape[0], batch_size):
-            yield images[i : i + batch_size], labels[i : i + batch_size]
+    Re-iterable (not a generator) because the variational estimator makes several
+    passes over the data: a one-shot generator silently ended it after the first.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, desc: str | None = None) -> None:
+        self.images, self.labels, self.batch_size, self.desc = images, labels, batch_size, desc
+
+    def __iter__(self):
+        images, labels, batch_size = self.images, self.labels, self.batch_size
+        bar = None
+        if self.desc is not None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(images.shape[0]), desc=self.desc, unit="img", file=sys.stderr, leave=False)
+        try:
+            for i in range(0, images.shape[0], batch_size):
+                yield images[i : i + batch_size], labels[i : i + batch_size]
+                if bar is not None:
+                    bar.update(min(batch_size, images.shape[0] - i))
+        finally:
             if bar is not None:
-                bar.update(min(batch_size, images.shape[0] - i))
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
+
+    def __len__(self) -> int:
+        return (int(self.images.shape[0]) + self.batch_size - 1) // self.batch_size
+
+
+_tensor_loader = _TensorBatches
 
 
 def _load(dataset: Any, *, max_samples: int | None, seed: int, data_options: dict[str, Any]) -> Any:

@@ -79,6 +79,17 @@ def test_other_estimators_run_through_the_pipeline(method: str) -> None:
     assert e.method == method and torch.isfinite(e.vector).all() and e.vector.abs().sum() > 0
 
 
+def test_variational_makes_every_requested_pass_through_the_pipeline() -> None:
+    # Regression: the pipeline once handed the estimator a one-shot generator, so
+    # it stopped after the first pass whatever epochs/steps said.
+    e = embed(tensors(16), PROBE, "variational", seed=0, input_size=32, batch_size=8,
+              fisher_options={"epochs": 3})
+    assert e.config("method_config")["steps_done"] == 3 * 2
+    s = embed(tensors(16), PROBE, "variational", seed=0, input_size=32, batch_size=8,
+              fisher_options={"steps": 7})
+    assert s.config("method_config")["steps_done"] == 7
+
+
 def test_max_samples_below_classes_and_one_class_refused() -> None:
     x, y = tensors()
     with pytest.raises(DataError):
