@@ -60,7 +60,10 @@ def estimate(
         autocast_dtype: bf16/fp16 autocast for the forward; squares are accumulated in fp32.
         device: where to run (default: the model's device; another device runs on a copy).
         options: ``conv_backend`` ("auto" | "grouped" | "unfold"), ``likelihood``
-            ("categorical" | "bernoulli": multi-label sigmoid with {0,1} float targets),
+            ("categorical": softmax over dim 1 of ``(B, C)`` logits, or of dense ``(B, C, *spatial)``
+            logits with ``(B, *spatial)`` int64 targets, a sample's loss summed over its pixels;
+            "bernoulli": multi-label sigmoid with {0,1} float targets; "gaussian": unit-variance
+            regression of outputs of any shape, NLL ``0.5 * sum (y - f)^2``, float targets),
             ``max_samples`` (exact cap), ``pairwise_max_positions`` (see :mod:`.linear`),
             ``labels`` ("sampled" | "dataset", batch method only); variational options
             are passed through to it.

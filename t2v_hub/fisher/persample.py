@@ -49,7 +49,7 @@ from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, default_chunk_bytes, linear
 from .norm import is_norm, norm_persample, norm_sq_sum
 from .result import FisherResult
 
-LIKELIHOODS = ("categorical", "bernoulli")
+LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 PERSAMPLE_OPTIONS = ("conv_backend", "likelihood", "max_samples", "pairwise_max_positions")
 
 _LINEAR_FORWARDS = {nn.Linear.forward}
@@ -200,8 +200,14 @@ def sample_labels(
     generator: torch.Generator | None = None,
     likelihood: str = "categorical",
 ) -> torch.Tensor:
-    """Labels drawn from the model's predictive distribution, ``(mc_samples, B)`` int64 class ids
-    (``categorical``) or ``(mc_samples, B, C)`` {0,1} floats (``bernoulli``).
+    """Targets drawn from the model's predictive distribution, one leading axis of ``mc_samples``.
+
+    * ``categorical``: logits ``(B, C)`` -> ``(S, B)`` int64 class ids; dense logits
+      ``(B, C, *spatial)`` (a pixel-wise softmax over dim 1) -> ``(S, B, *spatial)``, one
+      independent class per pixel.
+    * ``bernoulli``: ``(B, C)`` logits -> ``(S, B, C)`` {0,1} floats.
+    * ``gaussian``: outputs of any shape are the means of unit-variance Gaussians ->
+      ``(S, *shape)`` floats ``f + N(0, 1)``.
 
     Sampling happens on the generator's device (CPU when ``generator`` is None, then with
     torch's global RNG), in fp32, from detached logits -- so the draws depend only on
@@ -210,22 +216,37 @@ def sample_labels(
     where = generator.device if generator is not None else torch.device("cpu")
     lg = logits.detach().to(where, torch.float32)
     if likelihood == "categorical":
-        probs = torch.softmax(lg, dim=-1)
-        return torch.multinomial(probs, mc_samples, replacement=True, generator=generator).t().contiguous()
+        if lg.dim() < 2:
+            raise FisherError(f"categorical likelihood needs logits shaped (B, C, ...), got {tuple(lg.shape)}")
+        # Class axis last, one row per (sample, pixel); for (B, C) logits this is the plain
+        # row-wise draw, so classification draws are unchanged by the dense case.
+        rows = lg.movedim(1, -1).reshape(-1, lg.shape[1])
+        ids = torch.multinomial(torch.softmax(rows, dim=-1), mc_samples, replacement=True, generator=generator)
+        return ids.t().reshape(mc_samples, lg.shape[0], *lg.shape[2:]).contiguous()
     if likelihood == "bernoulli":
         probs = torch.sigmoid(lg).expand(mc_samples, *lg.shape)
         return torch.bernoulli(probs, generator=generator)
+    if likelihood == "gaussian":
+        noise = torch.randn((mc_samples, *lg.shape), generator=generator, device=where, dtype=torch.float32)
+        return lg.unsqueeze(0) + noise
     raise FisherError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
 
 
 def loss_sum(logits: torch.Tensor, target: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """Sum over the batch of each sample's negative log-likelihood (fp32, or fp64 for fp64 models)."""
+    """Sum over the batch of each sample's negative log-likelihood (fp32, or fp64 for fp64 models).
+
+    A sample's NLL of a dense output is the sum over its pixels (the pixels are independent
+    given the input), so the Fisher is that of the joint pixel-wise model. The Gaussian NLL
+    drops the constant ``log(2 pi) / 2``, which has no gradient.
+    """
     if logits.dtype != torch.float64:
         logits = logits.float()  # autocast logits (bf16/fp16) are upcast before the log-softmax
     if likelihood == "bernoulli":
         return F.binary_cross_entropy_with_logits(
             logits, target.to(logits.device, logits.dtype), reduction="sum"
         )
+    if likelihood == "gaussian":
+        return 0.5 * (target.to(logits.device, logits.dtype) - logits).square().sum()
     return F.cross_entropy(logits, target.to(logits.device), reduction="sum")
 
 
@@ -237,19 +258,25 @@ def draw_targets(
     generator: torch.Generator | None,
     likelihood: str,
 ) -> torch.Tensor:
-    """Targets for each draw: ``(S, B)`` / ``(S, B, C)``; dataset labels give one draw."""
+    """Targets for each draw, leading axis ``S`` (see :func:`sample_labels`); dataset labels give one draw."""
     if labels == "sampled":
         return sample_labels(logits, mc_samples, generator, likelihood)
     if y is None:
         raise FisherError("dataset labels requested (empirical Fisher) but the loader yields no labels")
-    if likelihood == "bernoulli":
-        if y.shape != logits.shape:
+    if likelihood in ("bernoulli", "gaussian"):
+        if y.shape != logits.shape or not y.dtype.is_floating_point:
             raise FisherError(
-                f"bernoulli likelihood needs y shaped like the logits {tuple(logits.shape)}, got {tuple(y.shape)}"
+                f"{likelihood} likelihood needs float y shaped like the outputs {tuple(logits.shape)}, "
+                f"got {y.dtype} {tuple(y.shape)}"
             )
         return y.unsqueeze(0)
-    if y.dtype.is_floating_point or y.dim() != 1:
-        raise FisherError("categorical likelihood needs y as a 1-D int64 tensor of class ids")
+    want = (logits.shape[0], *logits.shape[2:])
+    if y.dtype.is_floating_point or y.dtype == torch.bool or tuple(y.shape) != want:
+        kind = "1-D int64 tensor of class ids" if logits.dim() == 2 else "int64 tensor of per-pixel class ids"
+        raise FisherError(
+            f"categorical likelihood needs y as a {kind} shaped {want} for logits {tuple(logits.shape)}, "
+            f"got {y.dtype} {tuple(y.shape)}"
+        )
     return y.unsqueeze(0)
 
 
