@@ -4,7 +4,8 @@ An *error matrix* holds, for tasks (rows) and experts (columns), the test error 
 a classifier trained for the task on top of the expert (NaN = not measured). It is
 read from CSV (first column the task ids, header the expert repo ids) or JSON
 (``{"tasks": [...], "experts": [...], "errors": [[...]]}`` or
-``{task: {expert: error}}``). ``.eval_results`` / model-index entries are not read.
+``{task: {expert: error}}``); :mod:`t2v_hub.hub.eval_results` builds one from the
+experts' ``.eval_results`` / model-index entries on a hub.
 
 Metrics (per task over its known, non-excluded cells; then averaged):
 

@@ -25,7 +25,17 @@ from ._common import hint, print_json
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--errors", required=True, help="error matrix: CSV (rows = task ids, columns = expert ids) or JSON")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--errors", help="error matrix: CSV (rows = task ids, columns = expert ids) or JSON")
+    src.add_argument("--eval-results", metavar="HUB",
+                     help="read the error matrix from the experts' own .eval_results/*.yaml (and model-index) "
+                          "on this hub (hf, URL or folder): rows = dataset ids, columns = repos")
+    ev = p.add_argument_group("reading --eval-results")
+    ev.add_argument("--eval-metric", choices=("accuracy", "error"), default="accuracy",
+                    help="what the values are (default %(default)s: error = 1 - value)")
+    ev.add_argument("--eval-scale", choices=("auto", "fraction", "percent"), default="auto",
+                    help="auto: percent when any value is above 1")
+    ev.add_argument("--eval-task-id", default=None, help="keep only entries for this task id of a benchmark")
     p.add_argument("--tasks", required=True, help="task embeddings: a folder of .safetensors, or a hub")
     p.add_argument("--experts", default=None, help="expert embeddings: a hub or folder (default: look in --tasks)")
     p.add_argument("--probe", default=None, help="probe to use where sources hold several (default: most common)")
@@ -71,8 +81,22 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     from ..errors import SelectorError
     from ..selection_metrics import load_embedding_source, load_error_matrix
 
-    em = load_error_matrix(args.errors)
+    if args.errors:
+        em = load_error_matrix(args.errors)
+    else:
+        from ..hub import get_hub
+        from ..hub.eval_results import read_eval_results
+
+        report = read_eval_results(get_hub(args.eval_results), metric=args.eval_metric, scale=args.eval_scale,
+                                   task_id=args.eval_task_id)
+        for repo, why in report.skipped:
+            hint(f"skipped evaluation results of {repo}: {why}")
+        em = report.matrix
+        hint(f"read {len(em.task_ids)} dataset(s) x {len(em.expert_ids)} expert(s) from {args.eval_results} "
+             f"({', '.join(f'{n} cells from {k}' for k, n in report.sources.items() if n)})")
     tasks_src = load_embedding_source(args.tasks, args.probe)
+    if args.experts is None and args.eval_results and args.eval_results != args.tasks:
+        args.experts = args.eval_results  # the repos that reported the errors hold the expert embeddings
     experts_src = load_embedding_source(args.experts, args.probe) if args.experts else tasks_src
     task_ids = [t for t in em.task_ids if t in tasks_src]
     expert_ids = [e for e in em.expert_ids if e in experts_src]

@@ -25,7 +25,7 @@ from ..errors import HubError
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 REPO_ID_MAX = 96
 # Files we write or read inside a repo: relative POSIX paths of plain names.
-PATH_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=-]*$")
+PATH_PART_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9._+=-]*$")  # hidden names (.eval_results) are Hub files too
 PATH_MAX = 255
 
 # Size limits: an embedding is a few hundred KB at most, a card a few KB. Far larger
@@ -60,11 +60,16 @@ class CommitResult:
 
 
 class ModelListing(NamedTuple):
-    """One row of a model listing: repo id, parsed card metadata (or None), head revision."""
+    """One row of a model listing: repo id, parsed card metadata (or None), head revision.
+
+    ``files``: every file path in the repo at ``revision`` where the listing carries
+    them (the Hub's full listing does), else None.
+    """
 
     repo_id: str
     card_data: dict[str, Any] | None
     revision: str | None
+    files: tuple[str, ...] | None = None
 
 
 class CardState(NamedTuple):

@@ -296,7 +296,8 @@ class HfHub(Hub):
             # One paginated listing with every card's metadata: no request per repo.
             for m in self._api.list_models(filter=tags or None, author=author, search=search, full=True, cardData=True):
                 data = m.card_data.to_dict() if m.card_data is not None else None
-                out.append(ModelListing(m.id, data, m.sha))
+                files = tuple(f.rfilename for f in m.siblings) if m.siblings is not None else None
+                out.append(ModelListing(m.id, data, m.sha, files))
             return out
 
         return self._call("listing models", listing, retry=False)

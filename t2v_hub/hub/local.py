@@ -212,12 +212,13 @@ class LocalHub(Hub):
                 continue
             with self._locked(d):
                 rev = content_revision(d)
+                files = tuple(rel for rel, _ in _files(d))
                 try:
                     meta = _card_metadata(_read_readme(d))
                 except CardError:
                     meta = None  # like the Hub: a broken card has no metadata, hence no tags
             if all(t in card_tags(meta) for t in wanted):
-                out.append(ModelListing(repo_id, meta, rev))
+                out.append(ModelListing(repo_id, meta, rev, files))
         return out
 
     def _walk(self) -> Iterator[tuple[str, Path]]:
