@@ -122,6 +122,7 @@ def _card(name: str, task: dict[str, Any], stats: dict[str, Any], errors: dict[s
 def build_demo(cfg: Any, pools: dict, embs: dict, gt: dict, task_names: list[str], expert_names: list[str],
                trivial: dict, examples_root: Path, expert_stats: dict[str, Any]) -> dict[str, Any]:
     from t2v_hub.hub import LocalHub, push_embedding
+    from t2v_hub.hub.eval_results import eval_results_yaml
     from t2v_hub.selector import SelectorConfig, compat_of, train_model2vec
 
     from .tasks import ALL_TASKS
@@ -149,6 +150,12 @@ def build_demo(cfg: Any, pools: dict, embs: dict, gt: dict, task_names: list[str
         hub.commit(repo, {"README.md": _card(name, task, expert_stats[name], err_j, cfg).encode()},
                    "model card", parent_commit=None)
         push_embedding(hub, repo, em[name])
+        # The ground truth as the expert's own evaluation results (Hub .eval_results format),
+        # so `t2v-hub selector train --eval-results examples/zoo` can learn from it.
+        acc = {f"zoo/{n}": round(100.0 * (1.0 - errors[n][1 + j]), 2) for n in task_names}
+        hub.commit(repo, {".eval_results/t2v-zoo.yaml": eval_results_yaml(
+            acc, task_id="linear-probe", notes="accuracy (%) of a linear classifier on frozen features, test split")},
+            "evaluation results", parent_commit=None)
         repos.append(repo)
     # MODEL2VEC on all tasks; an expert's own task is left out of its column.
     X = torch.stack([em[n].vector for n in task_names])
