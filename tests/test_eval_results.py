@@ -132,3 +132,19 @@ def test_cli_selector_trains_from_eval_results(tmp_path: Path, local_hub, make_e
     with pytest.raises(SystemExit):
         main(["selector", "train", "--tasks", str(tasks)])
     assert isinstance(Task2VecEmbedding.load(tasks / "t0.safetensors"), Task2VecEmbedding)
+
+
+def test_demo_zoo_eval_results_match_the_reproduction_ground_truth(tmp_path: Path) -> None:
+    import shutil
+
+    from t2v_hub.hub import LocalHub
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "examples" / "zoo", tmp_path / "zoo")  # reading takes locks: not in the repo
+    em = read_eval_results(LocalHub(tmp_path / "zoo")).matrix
+    gt = json.loads((root / "benchmarks" / "results" / "reproduce_small.json").read_text())["error_matrix"]
+    assert len(em.task_ids) == len(gt["tasks"]) == 36 and len(em.expert_ids) == 12
+    for i, task in enumerate(gt["tasks"]):
+        for j, expert in enumerate(gt["experts"][1:], start=1):  # column 0: the generic ImageNet model
+            got = em.errors[em.task_ids.index(f"zoo/{task}"), em.expert_ids.index(f"t2v-zoo/{expert}")].item()
+            assert got == pytest.approx(gt["errors"][i][j], abs=6e-5)  # accuracies stored to 0.01 %
