@@ -1,7 +1,7 @@
 """Ranking at scale: time to rank one target against 1k / 10k / 100k experts, and memory.
 
     python -m benchmarks.rank_scale                 # 1k, 10k, 100k; float32 and bfloat16
-    python -m benchmarks.rank_scale --sizes 1000 10000 --dtypes float32
+    python -m benchmarks.rank_scale --sizes 1000 10000 --dtypes float32 --backends torch
 
 Synthetic expert embeddings of tf_efficientnet_lite0's size (21,008 filters):
 log-normal around a shared per-filter profile spanning orders of magnitude, with
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES))
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--backends", nargs="+", default=None, choices=["numba", "torch"],
+                    help="ranking kernel backends (default: numba if installed, and torch)")
     ap.add_argument("--child", nargs=3, metavar=("N", "DTYPE", "THREADS"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(RESULTS / "rank_scale"))
     ap.add_argument("--render", action="store_true", help="only rewrite the .md from the existing .json")
@@ -137,30 +139,34 @@ def main(argv: list[str] | None = None) -> int:
         n, dt, th = args.child
         print(json.dumps(child(int(n), dt, int(th), args.repeats)))
         return 0
+    from t2v_hub.ranking_kernel import _numba_kernels
+
+    backends = args.backends or (["numba", "torch"] if _numba_kernels() is not None else ["torch"])
     runs = []
     for n in args.sizes:
-        for dt in args.dtypes:
-            for th in args.threads:
-                need_gb = n * DIM * (4 if dt == "float32" else 2) / 1e9
-                avail_gb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
-                if need_gb * 1.3 + 1.5 > avail_gb:
-                    print(f"skip n={n} {dt}: needs ~{need_gb:.1f} GB, {avail_gb:.1f} GB available", file=sys.stderr)
-                    runs.append({"n": n, "dtype": dt, "threads": th, "skipped": f"{avail_gb:.1f} GB available"})
-                    continue
-                la0 = _loadavg()
-                proc = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.rank_scale", "--child", str(n), dt, str(th),
-                     "--repeats", str(args.repeats)],
-                    capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
-                )
-                if proc.returncode != 0:
-                    print(proc.stderr[-2000:], file=sys.stderr)
-                    runs.append({"n": n, "dtype": dt, "threads": th, "failed": proc.stderr[-300:]})
-                    continue
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                r["loadavg_before"], r["loadavg_after"] = la0, _loadavg()
-                print(json.dumps(r), file=sys.stderr)
-                runs.append(r)
+        for dt, th, be in [(dt, th, be) for dt in args.dtypes for th in args.threads for be in backends]:
+            need_gb = n * DIM * (4 if dt == "float32" else 2) / 1e9
+            avail_gb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
+            if need_gb * 1.3 + 1.5 > avail_gb:
+                print(f"skip n={n} {dt}: needs ~{need_gb:.1f} GB, {avail_gb:.1f} GB available", file=sys.stderr)
+                runs.append({"n": n, "dtype": dt, "threads": th, "backend": be,
+                             "skipped": f"{avail_gb:.1f} GB available"})
+                continue
+            la0 = _loadavg()
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmarks.rank_scale", "--child", str(n), dt, str(th),
+                 "--repeats", str(args.repeats)],
+                capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+                env={**os.environ, "T2V_HUB_RANK_BACKEND": be},
+            )
+            if proc.returncode != 0:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                runs.append({"n": n, "dtype": dt, "threads": th, "backend": be, "failed": proc.stderr[-300:]})
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["loadavg_before"], r["loadavg_after"], r["backend"] = la0, _loadavg(), be
+            print(json.dumps(r), file=sys.stderr)
+            runs.append(r)
     meta = {"dim": DIM, "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": _cpu_name()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -189,17 +195,17 @@ def _markdown(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         "time of all threads. Peak = getrusage maxrss of the run's own subprocess; 'extra' = (peak - RSS before "
         "the matrix was built, torch already imported) / matrix size, so 1.00 = nothing beyond the matrix. The machine is shared: the 1-min load average is given per run.",
         "",
-        "| n | storage | threads | matrix MB | rank s (best) | rank s (median) | CPU s | ns/elem (CPU) "
+        "| n | storage | kernel | threads | matrix MB | rank s (best) | rank s (median) | CPU s | ns/elem (CPU) "
         "| peak / matrix | extra / matrix | max abs err vs cdist | load avg |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if "skipped" in r or "failed" in r:
             why = r.get("skipped") or "failed"
-            lines.append(f"| {r['n']:,} | {r['dtype']} | {r['threads']} | skipped: {why} |||||||||")
+            lines.append(f"| {r['n']:,} | {r['dtype']} | {r.get('backend', 'torch')} | {r['threads']} | skipped: {why} |||||||||")
             continue
         lines.append(
-            f"| {r['n']:,} | {r['dtype']} | {r['threads']} | {r['matrix_mb']:,.0f} | {r['rank_s_best']:.3f} | "
+            f"| {r['n']:,} | {r['dtype']} | {r.get('backend', 'torch')} | {r['threads']} | {r['matrix_mb']:,.0f} | {r['rank_s_best']:.3f} | "
             f"{r['rank_s_median']:.3f} | {r['cpu_s_median']:.3f} | {r['ns_per_element_cpu']:.2f} | "
             f"{r['peak_over_matrix']:.2f} | {r['extra_over_matrix']:.3f} | {r['max_abs_err_vs_cdist']:.1e} | "
             f"{r['loadavg_before']}-{r['loadavg_after']} |"
@@ -211,16 +217,19 @@ def _markdown(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         for r in big:
             t_ok = "met" if r["rank_s_best"] < 1.0 else "NOT met"
             m_ok = "met" if r["extra_over_matrix"] <= 1.2 else "NOT met"
-            lines.append(f"- {r['dtype']}, {r['threads']} thread(s): time {t_ok} (best {r['rank_s_best']:.2f} s, "
+            lines.append(f"- {r['dtype']}, {r.get('backend', 'torch')} kernel, {r['threads']} thread(s): time {t_ok} (best {r['rank_s_best']:.2f} s, "
                          f"median {r['rank_s_median']:.2f} s, {r['cpu_s_median']:.2f} CPU s); memory {m_ok} "
                          f"(+{100 * (r['extra_over_matrix'] - 1):.1f}% over the matrix; peak RSS including torch "
                          f"{r['peak_over_matrix']:.2f}x the matrix)")
-        lines += ["", "Reading: the work is 0.6-0.8 CPU ns per matrix element (one division, two sums and two "
-                  "cheap passes per element, cache-resident chunks; one pass over the matrix from memory). 100k "
-                  "experts take 1.3-1.7 CPU s, i.e. about 0.7-0.9 s of wall time only when both cores are ours; "
-                  "with the load average above 2 they are not, hence the spread between best and median. "
-                  "bfloat16 storage halves memory at a cost of ~1e-5 in distance and left the top-10 unchanged; "
-                  "float16 is not offered (Fisher values underflow its range)."]
+        per = {}
+        for r in runs:
+            if "ns_per_element_cpu" in r:
+                per.setdefault(r.get("backend", "torch"), []).append(r["ns_per_element_cpu"])
+        lines += ["", "Reading (from the rows above): CPU ns per matrix element, by kernel: " + "; ".join(
+            f"{be} {min(v):.2f}-{max(v):.2f}" for be, v in per.items()) + ". The torch kernel makes several "
+            "cache-resident passes per chunk (add, divide, two sums); the numba kernel does one fused, vectorised "
+            "loop per row. Wall time depends on whether both cores are free: the load average is given per run. "
+            "bfloat16 storage halves memory; float16 is not offered (Fisher values underflow its range)."]
     cd = [r for r in runs if "cdist_s" in r]
     if cd:
         lines += ["", "General `distances.cdist` on the same 1k matrix (float32): "

@@ -13,5 +13,5 @@ fi
 if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-.venv/bin/python -m pip install -q -e ".[dev,offline-weights,plots]"
+.venv/bin/python -m pip install -q -e ".[dev,offline-weights,plots,fast]"
 echo "t2v-hub installed in .venv ($(.venv/bin/t2v-hub --version))" >&2

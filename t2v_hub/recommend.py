@@ -178,7 +178,8 @@ def rank_experts(
             "d_sym_to_trivial": dz,
             "alpha": a,
             "trivial_term": -a * dz,
-            "bias": float(scores[j]) - dist,
+            # Without a selector there is no bias: say 0 exactly, not float32-vs-float64 rounding.
+            "bias": float(scores[j]) - dist if selector is not None else 0.0,
             "offset": float(offset[j]),
             "seen_in_training": bool(seen[j]) if selector is not None else None,
         }

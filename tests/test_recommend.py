@@ -61,8 +61,14 @@ def setup(local_hub: LocalHub, tmp_path: Path) -> dict[str, Any]:
 # -- kernel ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kernel_matches_cdist_with_dead_filters_and_extreme_scales(dtype: torch.dtype) -> None:
+def test_kernel_matches_cdist_with_dead_filters_and_extreme_scales(
+    dtype: torch.dtype, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("T2V_HUB_RANK_BACKEND", backend)
     A = torch.stack([lognormal(s, spread=2.0) for s in range(40)])
     A[1] *= 1e-6  # expert far smaller than the target: the ill-conditioned fallback
     A[2] *= 1e6
@@ -82,6 +88,15 @@ def test_kernel_matches_cdist_with_dead_filters_and_extreme_scales(dtype: torch.
     assert torch.get_num_threads() == before
     em = ExpertMatrix(A, b * 0.5 + 1e-3, dtype=dtype)
     assert torch.allclose(em.d_asym(b, 0.15), ref - 0.15 * cdist(A, (b * 0.5 + 1e-3)[None])[:, 0], atol=tol)
+
+
+def test_kernel_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from t2v_hub.ranking_kernel import backend
+
+    monkeypatch.setenv("T2V_HUB_RANK_BACKEND", "torch")
+    assert backend() == "torch"
+    with pytest.raises(ValueError, match="must be one of"):
+        backend("cuda")
 
 
 # -- rank_experts ----------------------------------------------------------------------------------
