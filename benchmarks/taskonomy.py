@@ -33,7 +33,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,11 +200,9 @@ def build_inputs_targets(cfg: Config, probe: Probe, seed: int) -> dict[str, Any]
     s = cfg.image_px
     masked = clean.clone()
     masked[:, :, s // 4 : 3 * s // 4, s // 4 : 3 * s // 4] = 0.5  # grey: not confusable with background
-    to_input = {
-        "clean": normalise(clean_u8, dc),
-        # The corrupted variants are already floats in [0, 1]; normalise them the same way.
-        "noisy": (noisy - torch.tensor(dc["mean"])[:, None, None]) / torch.tensor(dc["std"])[:, None, None],
-        "masked": (masked - torch.tensor(dc["mean"])[:, None, None]) / torch.tensor(dc["std"])[:, None, None],
+    mean, std = torch.tensor(dc["mean"])[:, None, None], torch.tensor(dc["std"])[:, None, None]
+    to_input = {  # the corrupted variants are floats in [0, 1]: normalised like the Preprocessor does
+        "clean": normalise(clean_u8, dc), "noisy": (noisy - mean) / std, "masked": (masked - mean) / std,
         "rotated": normalise(preprocess(rotate(images, angles), dc), dc),
     }
     grey = clean.mean(dim=1, keepdim=True)  # (N, 1, S, S)
@@ -381,9 +379,7 @@ def plot(D: np.ndarray, names: list[str], groups: list[str], out: Path, title: s
     ax.set_yticks(ticks, [names[i] for i in order], fontsize=9)
     ax.xaxis.tick_top()
     ax.yaxis.tick_right()
-    for lab, i in zip(ax.get_xticklabels(), order, strict=True):
-        lab.set_color(GROUP_COLOURS[groups[i]])
-    for lab, i in zip(ax.get_yticklabels(), order, strict=True):
+    for lab, i in zip([*ax.get_xticklabels(), *ax.get_yticklabels()], [*order, *order], strict=True):
         lab.set_color(GROUP_COLOURS[groups[i]])
     cax = fig.add_axes((0.88, 0.08, 0.025, 0.68))
     fig.colorbar(im, cax=cax).set_label("d_sym", fontsize=9)
@@ -400,8 +396,11 @@ def plot(D: np.ndarray, names: list[str], groups: list[str], out: Path, title: s
 # ----------------------------------------------------------------------------- pipeline
 
 
-def run(config: str = "small", results_dir: Path | None = RESULTS, seed: int = 0) -> dict[str, Any]:
+def run(config: str = "small", results_dir: Path | None = RESULTS, seed: int = 0,
+        threads: int | None = None) -> dict[str, Any]:
     cfg = CONFIGS[config]
+    if threads is not None:  # a busy shared machine: oversubscribed threads are slower than fewer
+        cfg = replace(cfg, threads=threads)
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -443,9 +442,17 @@ def run(config: str = "small", results_dir: Path | None = RESULTS, seed: int = 0
         log(f"{task.name:13s} {task.group:9s} quality {q} split-half d_sym {noise:.4f} "
             f"({t_train:.0f}s head, {t_fisher:.0f}s Fisher)")
 
-    D = pdist(torch.stack(embeddings)).double().numpy()
+    E = torch.stack(embeddings)
+    D = pdist(E).double().numpy()
+    # Scale removed: d_sym is not invariant to one task's Fisher being orders of magnitude
+    # smaller than another's (confident classifiers), so the same statistics on unit-norm
+    # embeddings tell how much of the structure is scale alone.
+    D_unit = pdist(E / E.norm(dim=1, keepdim=True)).double().numpy()
     core = [i for i, g in enumerate(groups) if g in ("2D", "semantic")]
-    sep = separation(D[np.ix_(core, core)], [groups[i] for i in core])
+    core_groups = [groups[i] for i in core]
+    # The competing explanation of the structure: the head's output type, dense vs label.
+    outputs = ["dense" if TASKS[i].kind.startswith("pixel") else "label" for i in core]
+    sep = separation(D[np.ix_(core, core)], core_groups)
     result: dict[str, Any] = {
         "experiment": "TASK2VEC supplement 1.1: Taskonomy-style tasks sharing one input",
         "config": asdict(cfg), "seed": seed,
@@ -465,8 +472,18 @@ def run(config: str = "small", results_dir: Path | None = RESULTS, seed: int = 0
         "tasks": tasks_out, "names": names, "groups": groups,
         "distance_matrix": np.round(D, 6).tolist(),
         "separation_2d_vs_semantic": sep,
+        "separation_dense_vs_label_output": separation(D[np.ix_(core, core)], outputs),
         "nearest_neighbours_all_tasks": nearest_neighbours(D, names, groups),
+        "unit_norm": {
+            "distance_matrix": np.round(D_unit, 6).tolist(),
+            "separation_2d_vs_semantic": separation(D_unit[np.ix_(core, core)], core_groups),
+            "separation_dense_vs_label_output": separation(D_unit[np.ix_(core, core)], outputs),
+            "nearest_neighbours_all_tasks": nearest_neighbours(D_unit, names, groups),
+        },
         "median_split_half_distance": float(np.median([v["split_half_distance"] for v in tasks_out.values()])),
+        "noise_note": ("split_half_distance is d_sym between the Fisher of two disjoint halves of the images; "
+                       "for small noise d_sym grows with the estimator's variance (1/N), so two independent "
+                       "full-size estimates of one task would be about half of it apart"),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "threads": cfg.threads},
     }
@@ -489,8 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", choices=sorted(CONFIGS), default="small")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
     args = p.parse_args(argv)
-    res = run(args.config, args.results_dir, args.seed)
+    res = run(args.config, args.results_dir, args.seed, args.threads)
     sep = res["separation_2d_vs_semantic"]
     print(json.dumps({"separation": sep, "seconds": res["seconds"]}, indent=1))
     return 0 if all(math.isfinite(v) for v in res["distance_matrix"][0]) else 1
