@@ -406,7 +406,7 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
         },
         "seconds_total": round(total, 1),
         "seconds_by_stage": stage_s,
-        **_cold_run(results_dir / f"reproduce_{cfg.name}.json", computed, total, stage_s),
+        **_cold_run(results_dir / f"reproduce_{cfg.name}.json" if results_dir else None, computed, total, stage_s),
         "computed_this_run": computed,
         "pools": {k: {"images": len(v), "train": int((~v.is_test).sum()), "test": int(v.is_test.sum()),
                       "used": int(len(used.get(k, []))), "domain": v.domain, "source": v.source, "licence": v.licence,
@@ -457,7 +457,7 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
     return result
 
 
-def _cold_run(previous: Path, computed: dict[str, int], total: float, stages: dict[str, float]) -> dict[str, Any]:
+def _cold_run(previous: Path | None, computed: dict[str, int], total: float, stages: dict[str, float]) -> dict[str, Any]:
     """This run's times if it computed every stage, else the last cold run's (from the previous results).
 
     A cached rerun takes seconds; the figure worth reporting is what a fresh machine needs.
@@ -466,7 +466,7 @@ def _cold_run(previous: Path, computed: dict[str, int], total: float, stages: di
     if every <= set(computed):
         return {"seconds_cold_run": round(total, 1), "seconds_by_stage_cold_run": stages}
     try:
-        prev = json.loads(previous.read_text())
+        prev = json.loads(previous.read_text()) if previous is not None else {}
     except (OSError, ValueError):
         return {"seconds_cold_run": None, "seconds_by_stage_cold_run": None}
     if "seconds_cold_run" in prev:
