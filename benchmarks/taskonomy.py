@@ -1,6 +1,6 @@
 """Taskonomy-style tasks sharing one input (TASK2VEC supplement, section 1.1), on a CPU.
 
-    python -m benchmarks.taskonomy --config small   # lite0 (offline ImageNet weights), ~10 min on 2 cores
+    python -m benchmarks.taskonomy --config small --threads 1  # lite0 (offline ImageNet weights), ~8 min
     python -m benchmarks.taskonomy --config tiny    # random test_efficientnet, seconds (smoke test)
 
 The same Fashion-MNIST images feed every task:
