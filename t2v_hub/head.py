@@ -4,6 +4,13 @@ The backbone is frozen, so its features are computed once and the head is
 trained on them: the cost of head fitting becomes negligible next to one pass of
 the backbone. Sampling follows the supplement: every epoch draws a fixed number of
 samples with replacement, uniformly over classes, from a seeded generator.
+
+Regression (``regression=True``, float ``N x k`` standardised targets): the head
+has ``k`` outputs and is fit with the mean squared error (``nn.MSELoss``, the
+unit-variance Gaussian negative log-likelihood up to scale and a constant), with
+draws uniform over samples (there are no classes to balance); the stats report
+``head_train_r2`` (coefficient of determination on all samples, averaged over the
+``k`` outputs) instead of ``head_train_accuracy``.
 """
 
 from __future__ import annotations
@@ -15,6 +22,14 @@ from .config import HeadConfig
 from .data.sampling import balanced_indices
 
 
+def _r2(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean over output dimensions of 1 - SSE / SST (SST about each dimension's mean)."""
+    pred, target = pred.reshape(target.shape[0], -1).double(), target.reshape(target.shape[0], -1).double()
+    sse = (target - pred).square().sum(0)
+    sst = (target - target.mean(0)).square().sum(0)
+    return float((1.0 - sse / sst).mean())
+
+
 def fit_head(
     head: nn.Module,
     features: torch.Tensor,
@@ -22,20 +37,35 @@ def fit_head(
     config: HeadConfig,
     generator: torch.Generator,
     multilabel: bool = False,
+    regression: bool = False,
 ) -> dict[str, float]:
-    """Train ``head`` in place (it belongs to the probe's private copy); returns final stats."""
+    """Train ``head`` in place (it belongs to the probe's private copy); returns final stats.
+
+    Stats: ``head_final_loss`` (last minibatch) and ``head_train_accuracy``
+    (classification) or ``head_train_r2`` (regression).
+    """
+    if multilabel and regression:
+        raise ValueError("a task is either multi-label or regression, not both")
     params = [p for p in head.parameters()]
     saved = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn: nn.Module = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+    loss_fn: nn.Module
+    if regression:
+        loss_fn = nn.MSELoss()
+    elif multilabel:
+        loss_fn = nn.BCEWithLogitsLoss()
+    else:
+        loss_fn = nn.CrossEntropyLoss()
     features = features.detach().to(torch.float32)
+    if regression:
+        labels = labels.to(torch.float32).reshape(features.shape[0], -1)
     n = features.shape[0]
     last = float("nan")
     try:
         for _ in range(config.epochs):
-            if config.balanced:
+            if config.balanced and not regression:
                 idx = balanced_indices(labels, config.draws_per_epoch, generator)
             else:
                 idx = torch.randint(0, n, (config.draws_per_epoch,), generator=generator)
@@ -50,6 +80,8 @@ def fit_head(
                 last = float(loss.detach())
         with torch.no_grad():
             logits = head(features)
+            if regression:
+                return {"head_final_loss": last, "head_train_r2": _r2(logits, labels)}
             if multilabel:
                 acc = float(((logits > 0) == labels.bool()).float().mean())
             else:

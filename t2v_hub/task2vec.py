@@ -3,6 +3,14 @@
 ``embed`` is the one call the CLI, the hub commands, ``recommend`` and AutoML
 users go through. Every random choice is drawn from generators seeded by ``seed``
 so the same inputs give bit-identical embeddings on the CPU.
+
+Regression tasks (label kind ``"regression"``: a float label column, or lists of
+``k`` floats, standardised per dimension by the data layer) run the same pipeline
+with a ``k``-output head fit by mean squared error, and the Fisher of a
+unit-variance Gaussian likelihood (``likelihood="gaussian"``): ``montecarlo``
+draws targets ``y = f(x) + N(0, 1)`` from the head's outputs, ``empirical`` uses
+the standardised targets, ``batch`` works as for classification; ``variational``
+has no Gaussian loss and refuses regression tasks.
 """
 
 from __future__ import annotations
@@ -27,25 +35,55 @@ from .probes import Probe, create_probe
 
 
 class TensorTask:
-    """A task given as preprocessed tensors (images already normalised for the probe)."""
+    """A task given as preprocessed tensors (images already normalised for the probe).
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, metadata: dict[str, Any] | None = None) -> None:
+    ``label_kind="regression"``: ``labels`` are float targets, ``(N,)`` or ``(N, k)``,
+    standardised here per dimension (raw values kept in ``raw_labels``, means/stds in
+    ``metadata``); otherwise int64 class ids ``(N,)`` or a multi-hot ``(N, C)``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        metadata: dict[str, Any] | None = None,
+        label_kind: str | None = None,
+    ) -> None:
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{images.shape[0]} images but {labels.shape[0]} labels; pass one label per image")
         if images.shape[0] == 0:
             raise DataError("the task has no samples; pass a non-empty dataset")
+        if label_kind not in (None, "single", "multi", "regression"):
+            raise DataError(f"label_kind must be 'single', 'multi' or 'regression', got {label_kind!r}")
+        self.raw_labels: torch.Tensor | None = None
+        target_meta: dict[str, Any] = {}
+        if label_kind == "regression":
+            from .data.columns import standardize
+
+            raw = labels.detach().to(torch.float64).reshape(labels.shape[0], -1)
+            bad = (~torch.isfinite(raw)).any(1).nonzero().flatten().tolist()
+            if bad:
+                raise DataError(f"row {bad[0]}: regression target {raw[bad[0]].tolist()} is not finite; drop that row")
+            labels, mean, std = standardize(raw, "labels")
+            self.raw_labels = raw
+            target_meta = {"target_dim": int(raw.shape[1]), "target_mean": json.dumps(mean),
+                           "target_std": json.dumps(std)}
         self.images, self.labels = images, labels
-        self.label_kind = "multi" if labels.dim() > 1 else "single"
-        self.num_classes = int(labels.shape[1]) if labels.dim() > 1 else int(labels.max()) + 1
+        self.label_kind = label_kind or ("multi" if labels.dim() > 1 else "single")
         self.num_samples = int(images.shape[0])
-        present = int((labels.sum(0) > 0).sum()) if labels.dim() > 1 else int(torch.unique(labels).numel())
-        if present < 2:
-            raise DataError(f"the task has {present} class; TASK2VEC needs at least 2 classes with samples")
+        if self.label_kind == "regression":
+            self.num_classes = int(labels.shape[1])
+        else:
+            self.num_classes = int(labels.shape[1]) if labels.dim() > 1 else int(labels.max()) + 1
+            present = int((labels.sum(0) > 0).sum()) if labels.dim() > 1 else int(torch.unique(labels).numel())
+            if present < 2:
+                raise DataError(f"the task has {present} class; TASK2VEC needs at least 2 classes with samples")
         fp = hashlib.sha256(images.contiguous().numpy().tobytes() + labels.contiguous().numpy().tobytes()).hexdigest()
         self.metadata: dict[str, Any] = {"dataset_id": "<tensors>", "fingerprint": fp[:16], **(metadata or {})}
         self.metadata.setdefault("num_classes", self.num_classes)
         self.metadata.setdefault("num_samples", self.num_samples)
         self.metadata.setdefault("label_kind", self.label_kind)
+        self.metadata.update(target_meta)
 
     def tensors(self, transform_cfg: dict[str, Any], **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images, self.labels
@@ -113,14 +151,22 @@ def _load(dataset: Any, *, max_samples: int | None, seed: int, data_options: dic
         if max_samples <= 0:
             raise DataError(f"--max-samples must be positive, got {max_samples}")
         # Shuffle before truncating: the first N rows of a dataset are rarely a fair sample.
-        if max_samples < task.num_classes:
+        regression = task.label_kind == "regression"
+        if regression and max_samples < 2:
+            raise DataError(f"--max-samples {max_samples} is below 2; a regression task needs at least 2 samples")
+        if not regression and max_samples < task.num_classes:
             raise DataError(
                 f"--max-samples {max_samples} is below the number of classes ({task.num_classes}); "
                 "use at least one sample per class"
             )
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(task.num_samples, generator=g)[:max_samples]
-        task = TensorTask(task.images[idx], task.labels[idx], {**task.metadata, "num_samples": len(idx)})
+        if regression:
+            assert task.raw_labels is not None  # standardised again over the kept samples
+            task = TensorTask(task.images[idx], task.raw_labels[idx], {**task.metadata, "num_samples": len(idx)},
+                              label_kind="regression")
+        else:
+            task = TensorTask(task.images[idx], task.labels[idx], {**task.metadata, "num_samples": len(idx)})
     return task
 
 
@@ -137,6 +183,7 @@ def _montecarlo_shard_invariant(
     multilabel: bool,
     options: dict[str, Any],
     quiet: bool = True,
+    regression: bool = False,
 ):
     """True-Fisher estimate whose label draws do not depend on how samples are sharded.
 
@@ -145,13 +192,17 @@ def _montecarlo_shard_invariant(
     samples are drawn up front from one seeded generator; each draw then runs the
     per-sample estimator with those labels. One process or eight, the same samples
     get the same labels, and the reduced sums equal the single-process result.
+    Regression draws are ``y = f + N(0, 1)`` (``sample_labels(..., "gaussian")``,
+    ``(mc_samples, N, k)``), with ``options["likelihood"] == "gaussian"``.
     """
-    from .fisher import estimate
+    from .fisher import estimate, sample_labels
     from .fisher.result import FisherResult
 
     with torch.no_grad():
         logits = p.logits_from_features(feats.to(dev)).float().cpu()
-    if multilabel:
+    if regression:
+        draws = sample_labels(logits, mc_samples, generator, "gaussian")
+    elif multilabel:
         draws = torch.bernoulli(torch.sigmoid(logits)[None].expand(mc_samples, -1, -1).contiguous(), generator=generator)
     else:
         draws = torch.multinomial(torch.softmax(logits, 1), mc_samples, replacement=True, generator=generator).t()
@@ -173,6 +224,19 @@ def _montecarlo_shard_invariant(
     config = {**config, "method": "montecarlo", "mc_samples": mc_samples,
               "label_sampling": "pipeline: all labels drawn up front from head(features) with the seeded generator"}
     return FisherResult.from_sums(sums, len(shard), "montecarlo", config)
+
+
+def _with_outputs(p: Probe, outputs: int) -> Probe:
+    """``p`` with its head reset to ``outputs`` outputs, zero-initialised and frozen like create_probe's."""
+    p.adapter.reset_head(p.model, outputs)
+    for m in p.head().modules():
+        if isinstance(m, nn.Linear):
+            nn.init.zeros_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for q in p.model.parameters():
+        q.requires_grad_(False)
+    return Probe(p.model, p.config, outputs, p.data_config)
 
 
 def cache_key(task_meta: dict[str, Any], probe: Probe, config: EmbedConfig) -> str | None:
@@ -208,12 +272,18 @@ def embed(
     stats: dict[str, Any] | None = None,
     **data_options: Any,
 ) -> Task2VecEmbedding:
-    """Embed a classification task with TASK2VEC.
+    """Embed a classification or regression task with TASK2VEC.
 
     ``dataset`` is anything the data layer accepts (hub id, local folder or files,
     a ``datasets`` object), a ``(images, labels)`` tensor pair already preprocessed
     for the probe, or a :class:`TensorTask`. ``data_options`` go to
     :func:`t2v_hub.data.load_task` (split, config, revision, columns...).
+
+    Regression targets (a float label column, or ``TensorTask(..., label_kind=
+    "regression")``) use a ``k``-output head fit by MSE on the standardised targets
+    and the unit-variance Gaussian Fisher; metadata records ``label_kind="regression"``,
+    ``num_classes`` = k, ``head_train_r2`` and the targets' means/stds. The
+    ``variational`` method refuses them (:class:`FisherError`).
     """
     if method not in C.FISHER_METHODS:
         raise FisherError(f"unknown method {method!r}; choose one of {', '.join(C.FISHER_METHODS)}")
@@ -229,14 +299,26 @@ def embed(
 
     _log("loading data...", quiet)
     task = _load(dataset, max_samples=max_samples, seed=seed, data_options=data_options)
-    multilabel = getattr(task, "label_kind", "single") == "multi"
+    label_kind = getattr(task, "label_kind", "single")
+    multilabel = label_kind == "multi"
+    regression = label_kind == "regression"
+    if regression and method == "variational":
+        raise FisherError(
+            "the variational estimator has no Gaussian likelihood for regression targets;"
+            " use --method montecarlo, empirical or batch"
+        )
     num_classes = int(task.num_classes)
     if isinstance(probe, Probe):
         if probe.num_classes != num_classes:
             raise DataError(f"probe has {probe.num_classes} classes but the task has {num_classes}")
         p = Probe(__import__("copy").deepcopy(probe.model), probe.config, num_classes, dict(probe.data_config))
     else:
-        p = create_probe(probe, num_classes, include_norm=include_norm, input_size=input_size, pretrained=pretrained)
+        # create_probe wants 2+ classes; a regression head may have one output: rebuild it below.
+        p = create_probe(
+            probe, max(num_classes, 2), include_norm=include_norm, input_size=input_size, pretrained=pretrained
+        )
+        if p.num_classes != num_classes:
+            p = _with_outputs(p, num_classes)
     p.to(dev)
 
     key = cache_key(task.metadata, p, config) if cache else None
@@ -263,7 +345,9 @@ def embed(
     # Each process embeds its shard; every process then fits the same head on all features.
     feats = gather_rows(_batched_features(p, images[shard], batch_size, dev, quiet), dist)
     g_head = torch.Generator().manual_seed(seed)
-    head_stats = fit_head(p.head(), feats.to(dev), labels.to(dev), head_cfg, g_head, multilabel=multilabel)
+    head_stats = fit_head(
+        p.head(), feats.to(dev), labels.to(dev), head_cfg, g_head, multilabel=multilabel, regression=regression
+    )
     t_fisher = time.perf_counter()
 
     _log(f"Fisher ({method}) over {n} images...", quiet)
@@ -273,10 +357,13 @@ def embed(
     options = dict(fisher_cfg.options)
     if multilabel:
         options["likelihood"] = "bernoulli"
-    labels_f = labels.float() if multilabel else labels
+    elif regression:
+        options["likelihood"] = "gaussian"
+    labels_f = labels.float() if multilabel or regression else labels
     if method == "montecarlo":
         result = _montecarlo_shard_invariant(
-            p, feats, images, shard, mc_samples, g_fisher, batch_size, autocast_dtype, dev, multilabel, options, quiet
+            p, feats, images, shard, mc_samples, g_fisher, batch_size, autocast_dtype, dev, multilabel, options, quiet,
+            regression=regression,
         )
     else:
         result = estimate(
@@ -309,11 +396,11 @@ def embed(
         mc_samples=mc_samples,
         num_samples=result.num_samples,
         num_classes=num_classes,
-        label_kind="multi" if multilabel else "single",
+        label_kind=label_kind if regression else ("multi" if multilabel else "single"),
         seed=seed,
         max_samples=max_samples,
         **{k: v for k, v in meta.items() if k not in {"num_classes", "num_samples", "seed", "label_kind"}},
-        head_train_accuracy=round(head_stats["head_train_accuracy"], 6),
+        **{k: round(v, 6) for k, v in head_stats.items() if k in ("head_train_accuracy", "head_train_r2")},
         seconds_features_and_head=round(t_fisher - t_feat, 3),
         seconds_total=round(seconds, 3),
     )

@@ -6,11 +6,21 @@ Detection goes by the ``datasets`` feature type, never by column name:
 ``ClassLabel``, exactly one integer/bool/string column is taken as the label;
 without an ``Image``, exactly one string column holding image file names. Any
 ambiguity is an error that lists the columns, never a guess.
+
+Regression: a float ``Value`` column, or a list of floats with the same length
+``k`` in every row, is a regression target (label kind ``"regression"``) when it
+is the only candidate (no ClassLabel, no integer/string column) or is named by
+``label_column``. Its values are encoded as an ``N x k`` matrix and standardised
+per output dimension over the samples used (:func:`standardize`), because the
+Fisher treats each output as the mean of a unit-variance Gaussian. NaN, inf and
+missing targets are refused naming the first bad row; a constant target is
+refused (it carries no task).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,20 +101,27 @@ def find_image_column(features: Mapping[str, Any], override: str | None, sample:
 
 @dataclass(frozen=True)
 class LabelSpec:
-    """How to read the label column: ``kind`` is classlabel, int or str; ``multi`` for lists."""
+    """How to read the label column.
+
+    ``kind`` is classlabel, int, str or float (a regression target); ``multi`` for
+    lists (multi-label classes, or a vector of ``k`` regression targets).
+    """
 
     column: str
     kind: str
     multi: bool
     names: tuple[str, ...] | None = None  # ClassLabel names; None: derived from the values
+    length: int | None = None  # float lists: the declared fixed length, if any
 
     @property
     def label_kind(self) -> str:
+        if self.kind == "float":
+            return "regression"
         return "multi" if self.multi else "single"
 
 
 def _spec_for(name: str, f: Any) -> LabelSpec | None:
-    """LabelSpec for a usable label feature, None if the type cannot be a class label."""
+    """LabelSpec for a usable label feature (class labels or float targets), None otherwise."""
     multi = isinstance(f, (List, LargeList))
     inner = f.feature if multi else f
     if isinstance(inner, ClassLabel):
@@ -113,14 +130,10 @@ def _spec_for(name: str, f: Any) -> LabelSpec | None:
         return LabelSpec(name, "int", multi)
     if isinstance(inner, Value) and inner.dtype in _STR:
         return LabelSpec(name, "str", multi)
+    if isinstance(inner, Value) and inner.dtype in _FLOAT:
+        length = getattr(f, "length", -1) if multi else None
+        return LabelSpec(name, "float", multi, None, length if length is not None and length > 0 else None)
     return None
-
-
-def _regression_error(name: str, f: Any) -> DataError:
-    return DataError(
-        f"label column {name!r} holds {describe({name: f})} values: TASK2VEC here needs classification labels"
-        " (ClassLabel, integers or strings), not regression targets; bin them into classes first"
-    )
 
 
 def _is_float(f: Any) -> bool:
@@ -131,16 +144,16 @@ def _is_float(f: Any) -> bool:
 def find_label_column(
     features: Mapping[str, Any], override: str | None, image_column: str, sample: Mapping[str, Any]
 ) -> LabelSpec:
-    """The label column: ``override``, else the one ClassLabel (or list of), else the one int/str column."""
+    """The label column: ``override``, else the one ClassLabel (or list of), else the one int/str
+    column, else the one float (or list of floats) column as a regression target."""
     if override is not None:
         if override not in features:
             raise DataError(f"label_column {override!r} not found; columns: {describe(features)}")
         spec = _spec_for(override, features[override])
         if spec is None:
-            if _is_float(features[override]):
-                raise _regression_error(override, features[override])
             raise DataError(
-                f"label_column {override!r} has type {describe({override: features[override]})}; expected class labels"
+                f"label_column {override!r} has type {describe({override: features[override]})};"
+                " expected class labels or float regression targets"
             )
         return spec
     rest = {n: f for n, f in features.items() if n != image_column}
@@ -155,15 +168,22 @@ def find_label_column(
         s
         for n, f in rest.items()
         if (s := _spec_for(n, f)) is not None
+        and s.kind in ("int", "str")
         and not s.multi
         and not (s.kind == "str" and _looks_like_path(sample.get(n)))
     ]
     if len(plain) == 1:
         return plain[0]
-    floats = [n for n, f in rest.items() if _is_float(f)]
+    # No class label at all: the one float (or list of floats) column is a regression target.
+    floats = [s for n, f in rest.items() if _is_float(f) and (s := _spec_for(n, f)) is not None]
     if not plain and len(floats) == 1:
-        raise _regression_error(floats[0], rest[floats[0]])
-    what = "several candidate label columns" if plain else "no label column (ClassLabel, integer or string)"
+        return floats[0]
+    if plain:
+        what = "several candidate label columns"
+    elif floats:
+        what = f"several candidate regression target columns ({', '.join(s.column for s in floats)})"
+    else:
+        what = "no label column (ClassLabel, integer, string or float target)"
     raise DataError(f"{what}; columns: {describe(features)}; pass label_column=")
 
 
@@ -171,8 +191,44 @@ def _bad_label(row: int, value: Any, why: str) -> DataError:
     return DataError(f"row {row}: label {value!r} {why}; fix or drop that row (Dataset.filter) first")
 
 
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and not isinstance(x, (str, bytes)) and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _validate_targets(spec: LabelSpec, values: Sequence[Any], rows: Sequence[int]) -> None:
+    """Regression targets: finite numbers, lists of one length; the first bad row is named."""
+
+    def bad(row: int, value: Any, why: str) -> DataError:
+        return DataError(
+            f"row {row}: regression target {value!r} of column {spec.column!r} {why};"
+            " fix or drop that row (Dataset.filter) first"
+        )
+
+    k = spec.length
+    for row, v in zip(rows, values, strict=True):
+        if spec.multi:
+            if not isinstance(v, (list, tuple)):
+                raise bad(row, v, "is missing" if v is None else "is not a list")
+            if not v:
+                raise bad(row, v, "is an empty list")
+            if not all(_finite(x) for x in v):
+                raise bad(row, v, "holds a value that is not a finite number (NaN, inf or missing)")
+            if k is None:
+                k = len(v)
+            elif len(v) != k:
+                raise bad(row, v, f"has {len(v)} values where earlier rows have {k}; every row needs {k}")
+        elif not _finite(v):
+            raise bad(row, v, "is missing" if v is None else "is not a finite number")
+
+
 def validate_labels(spec: LabelSpec, values: Sequence[Any], rows: Sequence[int]) -> None:
-    """Refuse None labels and ClassLabel ids out of range, naming the first bad row."""
+    """Refuse None labels and ClassLabel ids out of range (non-finite regression targets), naming the first bad row."""
+    if spec.kind == "float":
+        _validate_targets(spec, values, rows)
+        return
     n = len(spec.names) if spec.names is not None else None
     for row, v in zip(rows, values, strict=True):
         items = v if spec.multi else [v]
@@ -189,7 +245,16 @@ def validate_labels(spec: LabelSpec, values: Sequence[Any], rows: Sequence[int])
 
 
 def class_names(spec: LabelSpec, values: Sequence[Any]) -> list[str]:
-    """ClassLabel names, or the sorted distinct values (as strings) of ``values``."""
+    """ClassLabel names, or the sorted distinct values (as strings) of ``values``.
+
+    Regression: one name per output dimension, ``column`` (scalar targets) or
+    ``column[i]`` (lists of ``k`` floats; ``values`` already validated).
+    """
+    if spec.kind == "float":
+        if not spec.multi:
+            return [spec.column]
+        k = spec.length or (len(values[0]) if len(values) else 0)
+        return [f"{spec.column}[{i}]" for i in range(k)]
     if spec.names is not None:
         return list(spec.names)
     flat = {x for v in values for x in v} if spec.multi else set(values)
@@ -197,7 +262,13 @@ def class_names(spec: LabelSpec, values: Sequence[Any]) -> list[str]:
 
 
 def encode(spec: LabelSpec, values: Sequence[Any], names: list[str]) -> torch.Tensor:
-    """int64 class ids (single) or a float multi-hot N x C matrix (multi)."""
+    """int64 class ids (single), a float multi-hot N x C matrix (multi), or for regression
+    the raw float64 N x k targets (standardise them with :func:`standardize`)."""
+    if spec.kind == "float":
+        raw = torch.tensor(
+            [[float(x) for x in v] if spec.multi else [float(v)] for v in values], dtype=torch.float64
+        )
+        return raw.reshape(len(values), len(names))
     if spec.names is not None:
         ids: list[list[int]] | list[int] = (
             [[int(x) for x in v] for v in values] if spec.multi else [int(v) for v in values]
@@ -212,6 +283,37 @@ def encode(spec: LabelSpec, values: Sequence[Any], names: list[str]) -> torch.Te
         if row:
             out[i, torch.tensor(row, dtype=torch.int64)] = 1.0
     return out
+
+
+def standardize(raw: torch.Tensor, column: str) -> tuple[torch.Tensor, list[float], list[float]]:
+    """Regression targets ``raw`` (N x k) -> (float32 standardised targets, means, stds).
+
+    Each output dimension has its mean subtracted and is divided by its standard
+    deviation (population, over these N samples): the Gaussian likelihood of the
+    Fisher has unit variance, so the targets must be on that scale. A target that
+    is constant over the samples (in any dimension) carries no task and is refused,
+    as are fewer than 2 samples.
+    """
+    n = int(raw.shape[0])
+    if n < 2:
+        raise DataError(f"regression target {column!r} has {n} sample; TASK2VEC needs at least 2 samples")
+    raw = raw.to(torch.float64).reshape(n, -1)
+    constant = (raw.max(0).values == raw.min(0).values).nonzero().flatten().tolist()
+    if constant:
+        j = constant[0]
+        where = f" (dimension {j})" if raw.shape[1] > 1 else ""
+        raise DataError(
+            f"regression target {column!r}{where} is constant ({float(raw[0, j])!r}) over the {n} samples used:"
+            " a constant target carries no task"
+        )
+    mean = raw.mean(0)
+    std = raw.std(0, correction=0)
+    if not bool(torch.isfinite(std).all() and (std > 0).all()):
+        raise DataError(
+            f"regression target {column!r} has values too large to standardise; rescale them first"
+        )
+    z = ((raw - mean) / std).to(torch.float32)
+    return z, [float(m) for m in mean], [float(s) for s in std]
 
 
 def present_classes(labels: torch.Tensor) -> int:

@@ -5,6 +5,12 @@ Selection happens on labels only (cheap): rows are shuffled with the seed
 first N), and the chosen row ids are sorted so that reads stay sequential.
 Images are decoded once per transform config into a uint8 cache the first
 time ``tensors``/``loader`` asks for them.
+
+Regression targets (a float column, or fixed-length lists of floats; see
+:mod:`.columns`) give ``label_kind="regression"`` and float32 ``N x k`` labels,
+standardised per dimension over the samples used (again after bad images are
+dropped); the means and standard deviations are kept in ``metadata``
+(``target_mean``/``target_std``, JSON lists, and ``target_dim`` = k).
 """
 
 from __future__ import annotations
@@ -90,10 +96,12 @@ def _as_list(batch: list[Decoded]) -> list[Decoded]:
 
 
 class TaskData:
-    """A classification task: labels, class names, provenance, and its images on demand.
+    """A classification or regression task: labels, class names, provenance, and its images on demand.
 
-    ``labels`` is int64 (N) for single-label tasks and float32 multi-hot (N x C)
-    for multi-label ones; ``metadata`` holds str/int provenance (dataset id,
+    ``labels`` is int64 (N) for single-label tasks, float32 multi-hot (N x C)
+    for multi-label ones, and float32 standardised targets (N x k) for regression
+    ones (``num_classes`` is then k, the number of outputs, and ``class_names``
+    names the outputs); ``metadata`` holds str/int provenance (dataset id,
     revision, split, fingerprint, columns, label names JSON, bad-image count,
     seed). Rows dropped as bad images (on_bad_image="skip") leave ``labels``,
     ``num_samples`` and ``metadata`` once the images have been decoded.
@@ -112,8 +120,10 @@ class TaskData:
         seed: int,
         base_dir: str | None = None,
         token: Any = None,
+        raw_targets: torch.Tensor | None = None,
     ) -> None:
         self._refs = refs
+        self._raw_targets = raw_targets  # regression: unstandardised float64 N x k
         self._keys = keys  # row ids in the source split (streaming: position in the read order)
         self.labels = labels
         self.class_names = class_names
@@ -247,8 +257,15 @@ class TaskData:
         if not bool(keep.any()):
             raise DataError(f"all {len(bad)} images failed to decode; nothing is left of the task")
         self._keys = self._keys[keep.numpy()]
-        self.labels = self.labels[keep]
-        _check_classes(self.labels, f"after dropping {n_bad} bad images")
+        if self._raw_targets is not None:
+            # Standardise again over the samples that are left.
+            self._raw_targets = self._raw_targets[keep]
+            column = str(self.metadata.get("label_column"))
+            self.labels, mean, std = C.standardize(self._raw_targets, column)
+            self.metadata.update(target_mean=json.dumps(mean), target_std=json.dumps(std))
+        else:
+            self.labels = self.labels[keep]
+            _check_classes(self.labels, f"after dropping {n_bad} bad images")
         self.metadata["num_bad_images"] = n_bad
         self.metadata["num_samples"] = self.num_samples
         return cache[keep]
@@ -286,7 +303,7 @@ def load_task(
     on_bad_image: str = "fail",
     token: str | bool | None = None,
 ) -> TaskData:
-    """Load one split of a labelled image dataset as a classification task.
+    """Load one split of a labelled image dataset as a classification or regression task.
 
     ``source``: a Hub dataset id, a class-per-folder image tree (optionally with
     train/test/... split folders), a ``save_to_disk`` folder, a parquet, arrow,
@@ -301,6 +318,11 @@ def load_task(
     the whole split (over the rows read when streaming), recorded in
     ``metadata["label_names"]``. Images are not touched here: bad ones surface
     in :meth:`TaskData.tensors`.
+
+    Regression targets (float column, or lists of ``k`` floats): label kind
+    "regression", labels float32 ``N x k`` standardised over the selected samples
+    (means/stds in ``metadata["target_mean"]``/``["target_std"]``); a constant or
+    non-finite target is a :class:`DataError`; at least 2 samples are needed.
     """
     if on_bad_image not in ON_BAD_IMAGE:
         raise DataError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
@@ -311,7 +333,18 @@ def load_task(
     r = resolve(source, split=split, config=config, revision=revision, streaming=streaming, token=token)
     select = _select_stream if isinstance(r.dataset, IterableDataset) else _select_table
     refs, keys, spec, names, labels, fingerprint = select(r, image_column, label_column, max_samples, seed)
-    _check_classes(labels, "in the selected samples")
+    raw_targets: torch.Tensor | None = None
+    target_meta: dict[str, str | int] = {}
+    if spec.label_kind == "regression":
+        raw_targets = labels
+        labels, mean, std = C.standardize(raw_targets, spec.column)
+        target_meta = {
+            "target_dim": len(names),
+            "target_mean": json.dumps(mean),
+            "target_std": json.dumps(std),
+        }
+    else:
+        _check_classes(labels, "in the selected samples")
     metadata: dict[str, str | int] = {
         "dataset_id": r.dataset_id,
         "split": r.split,
@@ -324,6 +357,7 @@ def load_task(
         "label_names": C.names_json(names),
         "num_bad_images": 0,
         "seed": int(seed),
+        **target_meta,
     }
     if r.revision:
         metadata["dataset_revision"] = r.revision
@@ -340,6 +374,7 @@ def load_task(
         seed=seed,
         base_dir=r.base_dir,
         token=token,
+        raw_targets=raw_targets,
     )
 
 
@@ -363,7 +398,8 @@ def _select_table(
     values = ds.select_columns([spec.column]).with_format("arrow")[:].column(spec.column).to_pylist()
     C.validate_labels(spec, values, range(n))
     names = C.class_names(spec, values)
-    _check_label_space(names, r)
+    if spec.label_kind != "regression":
+        _check_label_space(names, r)
     if max_samples is not None and spec.label_kind == "single":
         present = len(set(values))
         if max_samples < present:
@@ -420,7 +456,8 @@ def _select_stream(
         raise _empty(r)
     C.validate_labels(spec, values, range(len(values)))
     names = C.class_names(spec, values)
-    _check_label_space(names, r)
+    if spec.label_kind != "regression":
+        _check_label_space(names, r)
     labels = C.encode(spec, values, names)
     fingerprint = r.fingerprint or _content_fingerprint(refs, values)
     return _ListRefs(refs, img), np.arange(len(refs)), spec, names, labels, fingerprint
