@@ -244,7 +244,9 @@ def cache_key(task_meta: dict[str, Any], probe: Probe, config: EmbedConfig) -> s
     if not fp:
         return None
     payload = json.dumps(
-        {"data": {k: str(task_meta.get(k)) for k in ("dataset_id", "split", "fingerprint", "dataset_revision")},
+        # All of the task's metadata, not just its identity: the same dataset read with another
+        # label column, config or --on-bad-image is another task and must not hit this entry.
+        {"data": {k: str(v) for k, v in sorted(task_meta.items())},
          "probe": probe.config.weights_sha256, "layout": probe.layout.hash(), "config": config.to_dict()},
         sort_keys=True, default=str,
     )

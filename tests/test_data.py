@@ -216,13 +216,13 @@ def test_multilabel_sequence_of_classlabel():
     assert td.tensors(CFG, progress=False)[1].shape == (3, 3)
 
 
-def test_float_labels_are_refused_as_regression():
+def test_float_labels_are_regression_targets():
+    td = load_task(mem_dataset([0.5, 1.5], features=Features({"image": Image(), "label": Value("float32")})))
+    assert td.label_kind == "regression" and td.labels.tolist() == [[-1.0], [1.0]]
     feats = Features({"image": Image(), "score": Value("float32")})
-    with pytest.raises(DataError, match="needs classification labels"):
-        load_task(mem_dataset([0.5, 1.5], features=Features({"image": Image(), "label": Value("float32")})))
-    with pytest.raises(DataError, match="'score'.*regression"):
+    with pytest.raises(DataError, match="'score' is constant.*carries no task"):
         load_task(
-            Dataset.from_dict({"image": [img_bytes()] * 2, "score": [0.1, 0.2]}, features=feats),
+            Dataset.from_dict({"image": [img_bytes()] * 2, "score": [0.1, 0.1]}, features=feats),
             label_column="score",
         )
 

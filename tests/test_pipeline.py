@@ -152,6 +152,26 @@ def test_cache_returns_identical_embedding(imagefolder: Path, tmp_path: Path, mo
     assert torch.equal(a.vector, b.vector)
 
 
+def test_cache_tells_label_columns_apart(tmp_path: Path, monkeypatch) -> None:
+    # Regression: the key held only the dataset's identity, so the same dataset read with
+    # another label column returned the first column's cached embedding.
+    import datasets
+
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray((rng.random((16, 16, 3)) * 255).astype("uint8")) for _ in range(12)]
+    ds = datasets.Dataset.from_dict(
+        {"image": imgs, "shape": [i % 2 for i in range(12)], "colour": [i % 3 for i in range(12)]},
+        features=datasets.Features({"image": datasets.Image(), "shape": datasets.Value("int64"),
+                                    "colour": datasets.Value("int64")}),
+    )
+    stats: dict = {}
+    a = embed(ds, PROBE, input_size=32, cache=True, label_column="shape")
+    b = embed(ds, PROBE, input_size=32, cache=True, label_column="colour", stats=stats)
+    assert not stats["cached"] and a.metadata["label_column"] == "shape" and b.metadata["label_column"] == "colour"
+    assert not torch.equal(a.vector, b.vector)
+
+
 def test_include_norm_adds_norm_scales() -> None:
     e = embed(tensors(), "test_resnet", input_size=32, include_norm=True)
     plain = embed(tensors(), "test_resnet", input_size=32)

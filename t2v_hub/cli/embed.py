@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         "split": m.get("split"),
         "num_samples": int(m.get("num_samples", 0)),
         "num_classes": int(m.get("num_classes", 0)),
+        "label_kind": m.get("label_kind", "single"),
         "probe": emb.probe,
         "method": emb.method,
         "dim": emb.dim,
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         line = (
             f"{summary['dataset']} [{summary['split']}]: {summary['num_samples']} samples, "
-            f"{summary['num_classes']} classes, probe {emb.probe}, {emb.method}, dim {emb.dim}, "
+            f"{summary['num_classes']} {'outputs (regression)' if summary['label_kind'] == 'regression' else 'classes'}, "
+            f"probe {emb.probe}, {emb.method}, dim {emb.dim}, "
             f"{summary['seconds']:.1f}s{' (cached)' if summary['cached'] else ''} -> {args.out}"
         )
         print(line)
