@@ -194,3 +194,29 @@ def test_cli_train_and_eval(tmp_path: Path, capsys) -> None:
     (tmp_path / "errors.json").write_text(json.dumps(data))
     assert main(["selector", "train", *common[2:], "--errors", str(tmp_path / "errors.json"), "--out", str(out)]) == 2
     assert "task-5" in capsys.readouterr().err
+
+
+def test_cli_eval_exclude_self_never_learns_from_own_task_cells(tmp_path: Path, capsys) -> None:
+    X, F, t0, errors, _, _ = synthetic(T=8, E=4, d=16, seed=5)
+    _write_inputs(tmp_path, X, F, t0, errors)
+    for j, f in enumerate(F):  # expert j was trained on task-j
+        Task2VecEmbedding.create(f, dataset_id=f"task-{j}", **COMPAT).save(tmp_path / "experts" / f"org--m{j}.safetensors")
+    results = []
+    for own in (0.0, 0.9):  # the own-task cells' values must not matter with --exclude-self
+        e = errors.clone()
+        e[torch.arange(4), torch.arange(4)] = own
+        _write_inputs_errors(tmp_path / "errors.csv", e)
+        assert main(["selector", "eval", "--errors", str(tmp_path / "errors.csv"), "--tasks", str(tmp_path / "tasks"),
+                     "--experts", str(tmp_path / "experts"), "--trivial", str(tmp_path / "t0.safetensors"),
+                     "--epochs", "10", "--exclude-self", "--format", "json"]) == 0
+        results.append(json.loads(capsys.readouterr().out)["results"])
+    for name in ("MODEL2VEC (leave-one-out)", "mean error on other tasks", "d_sym"):
+        assert results[0][name] == results[1][name], name
+
+
+def _write_inputs_errors(path: Path, errors: torch.Tensor) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["task", *[f"org/m{j}" for j in range(errors.shape[1])]])
+        for i, row in enumerate(errors.tolist()):
+            w.writerow([f"task-{i}", *[f"{v:.6f}" for v in row]])

@@ -177,19 +177,23 @@ def _eval(args: argparse.Namespace) -> int:
     if len(em.task_ids) < 2:
         raise SelectorError("leave-one-out needs at least two tasks")
     exclude = d["exclude"] if args.exclude_self else None
+    # What the learned baselines may learn from: with --exclude-self, not the cells of an
+    # expert on its own task either (they would teach "pick the expert trained on this
+    # task", which the evaluation never allows), as in benchmarks/reproduce.py.
+    train_errors = em.errors.masked_fill(exclude, float("nan")) if exclude is not None else em.errors
     sym = cdist(X, F)  # (T, E)
     asym = sym - args.alpha * cdist(F, t0[None])[:, 0][None, :]
     results: dict[str, dict[str, float]] = {"chance (expected)": chance_baseline(em.errors, exclude)}
     results["d_sym"] = evaluate_selection(em.errors, sym, exclude)
     results[f"d_asym (alpha={args.alpha})"] = evaluate_selection(em.errors, asym, exclude)
-    results["mean error on other tasks"] = evaluate_selection(em.errors, loo_mean_error_scores(em.errors), exclude)
+    results["mean error on other tasks"] = evaluate_selection(em.errors, loo_mean_error_scores(train_errors), exclude)
     if args.static:
         if args.static not in em.expert_ids:
             raise SelectorError(f"--static {args.static!r} is not an expert of the error matrix")
         results[f"always {args.static}"] = evaluate_selection(
             em.errors, static_scores(em.errors, em.expert_ids.index(args.static)), exclude)
     hint(f"leave-one-out MODEL2VEC over {len(em.task_ids)} tasks...")
-    scores = loo_model2vec(X, F, em.errors, t0, _config(args))
+    scores = loo_model2vec(X, F, train_errors, t0, _config(args))
     results["MODEL2VEC (leave-one-out)"] = evaluate_selection(em.errors, scores, exclude)
     if args.format == "json":
         print_json({"tasks": len(em.task_ids), "experts": len(em.expert_ids), "results": results,
