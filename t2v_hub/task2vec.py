@@ -239,6 +239,23 @@ def _with_outputs(p: Probe, outputs: int) -> Probe:
     return Probe(p.model, p.config, outputs, p.data_config)
 
 
+def _warn_if_unconverged(config: dict[str, Any]) -> None:
+    """Say so when the variational precisions were still moving at the end (see fisher/variational.py)."""
+    import warnings
+
+    from .fisher.variational import UNCONVERGED_FRACTION
+
+    late = config.get("late_change_fraction")
+    if late is not None and late > UNCONVERGED_FRACTION:
+        warnings.warn(
+            f"variational Fisher not converged: {100 * late:.0f}% of the log-precision change came in the last "
+            f"10% of {config.get('steps_done')} steps; pass fisher_options={{'steps': N}} (CLI: --fisher-steps) "
+            "with a larger N",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def cache_key(task_meta: dict[str, Any], probe: Probe, config: EmbedConfig) -> str | None:
     fp = task_meta.get("fingerprint") or task_meta.get("dataset_revision")
     if not fp:
@@ -374,6 +391,8 @@ def embed(
             params=p.measured_params(), mc_samples=mc_samples, generator=g_fisher,
             autocast_dtype=autocast_dtype, device=dev, **options,
         )
+    if method == "variational":
+        _warn_if_unconverged(result.config)
     if dist.enabled:
         from .fisher.result import FisherResult
 

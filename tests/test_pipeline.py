@@ -72,6 +72,7 @@ def test_embedding_reflects_the_task() -> None:
     assert d_sym(a, a2) < d_sym(a, b)
 
 
+@pytest.mark.filterwarnings("ignore:variational Fisher not converged")  # a few steps on purpose
 @pytest.mark.parametrize("method", ["batch", "variational"])
 def test_other_estimators_run_through_the_pipeline(method: str) -> None:
     opts = {"epochs": 1} if method == "variational" else {}
@@ -79,6 +80,7 @@ def test_other_estimators_run_through_the_pipeline(method: str) -> None:
     assert e.method == method and torch.isfinite(e.vector).all() and e.vector.abs().sum() > 0
 
 
+@pytest.mark.filterwarnings("ignore:variational Fisher not converged")  # a few steps on purpose
 def test_variational_makes_every_requested_pass_through_the_pipeline() -> None:
     # Regression: the pipeline once handed the estimator a one-shot generator, so
     # it stopped after the first pass whatever epochs/steps said.
@@ -189,3 +191,15 @@ def test_multilabel_tasks_use_a_bernoulli_likelihood(method: str) -> None:
     assert e.metadata["label_kind"] == "multi" and e.metadata["num_classes"] == "4"
     assert e.config("method_config")["likelihood"] == "bernoulli"
     assert torch.isfinite(e.vector).all() and e.norm > 0
+
+
+def test_cli_variational_steps_and_one_line_convergence_warning(imagefolder: Path, tmp_path: Path, capsys) -> None:
+    common = ["--dataset", str(imagefolder), "--probe", PROBE, "--no-pretrained", "--input-size", "32", "--quiet",
+              "--method", "variational"]
+    out = tmp_path / "v.safetensors"
+    assert main(["embed", *common, "--fisher-steps", "3", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert Task2VecEmbedding.load(out).config("method_config")["steps_done"] == 3
+    assert "warning: variational Fisher not converged" in err and "return embed(" not in err
+    assert main(["embed", *common[:-2], "--fisher-steps", "3", "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "--fisher-steps" in capsys.readouterr().err and not (tmp_path / "m.safetensors").exists()

@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from t2v_hub.errors import FisherError
-from t2v_hub.fisher.variational import estimate_variational
+from t2v_hub.fisher.variational import UNCONVERGED_FRACTION, estimate_variational
 from t2v_hub.probes.layout import filter_parameter_names
 
 BETA_CF = 1e-2  # closed-form tests: Λ ~ 10..1e4, well conditioned in fp32
@@ -147,6 +147,18 @@ def test_closed_form_linear(learn_prior: bool) -> None:
     assert est.shape == model[0].weight.shape
     assert torch.allclose(est.mean(dim=1), 0.5 * BETA_CF * (prec - lam2))
     assert ((est.mean(dim=1) - h).abs() / h).max() < 2 * CF_TOL
+    # Converged: almost none of L's change happened over the last 10% of the steps.
+    assert res.config["log_prec_change"] > 0.5 and res.config["late_change_fraction"] < UNCONVERGED_FRACTION
+
+
+def test_unconverged_run_is_reported_and_the_pipeline_warns() -> None:
+    model, x, t, loss = _closed_form_case("linear")
+    res = _run_cf(model, x, t, loss, steps=20, average_last=0.0)
+    assert res.config["late_change_fraction"] > UNCONVERGED_FRACTION  # still drifting at lr per step
+    from t2v_hub.task2vec import _warn_if_unconverged
+
+    with pytest.warns(RuntimeWarning, match="not converged.*steps"):
+        _warn_if_unconverged(res.config)
 
 
 def test_closed_form_learned_prior_is_stationary() -> None:

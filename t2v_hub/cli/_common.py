@@ -40,6 +40,9 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--max-samples", type=int, default=None, help="use at most N samples (shuffled first)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--mc-samples", type=int, default=1, help="labels drawn per input (montecarlo)")
+    g.add_argument("--fisher-steps", type=int, default=None, metavar="N",
+                   help="variational: optimisation steps (default: 2 passes over the data; a warning says "
+                        "when that was not enough)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--input-size", type=int, default=None, help="override the probe's input resolution")
     g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not with --method variational)")
@@ -65,7 +68,11 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]):
+    from ..errors import FisherError
     from ..task2vec import embed
+
+    if getattr(args, "fisher_steps", None) is not None and (args.method != "variational" or args.fisher_steps < 1):
+        raise FisherError("--fisher-steps takes a positive step count and applies to --method variational only")
 
     return embed(
         args.dataset,
@@ -81,6 +88,7 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
         device=args.device,
         autocast_dtype=autocast_dtype(args.mixed_precision),
         cache=not args.no_cache,
+        fisher_options={"steps": args.fisher_steps} if getattr(args, "fisher_steps", None) else None,
         quiet=quiet,
         stats=stats,
         **{k: v for k, v in data_options(args).items() if v not in (None, False)},

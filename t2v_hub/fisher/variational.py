@@ -77,8 +77,12 @@ Caveats
 * Convergence: ``L`` moves at most ~``lr`` per Adam step (less when gradients are noisy).
   With β = 1e-7 the optimum ``2H̄/β`` can lie several log-units above the initial precision
   (5-7 on tiny random CNNs), i.e. many hundreds of steps at lr 1e-2; a run that stops
-  earlier reports a Fisher still biased towards its initialisation. Check
-  ``config["steps_done"]`` or pass ``steps=``.
+  earlier reports a Fisher still biased towards its initialisation. The result says so:
+  ``config["log_prec_change"]`` is the mean |L_end - L_init| and
+  ``config["late_change_fraction"]`` the share of it that happened over the last 10% of
+  the steps (when the step count is known): near 0 when L has settled, near 0.1 or more
+  while it is still drifting at a constant rate. :func:`t2v_hub.embed` warns above
+  ``UNCONVERGED_FRACTION``; pass ``steps=`` to run longer.
 * The expansion assumes the first-order term averages out. A ReLU right after a noisy
   output breaks this near its kink (``E[relu(o + σε)] − relu(o)`` is O(σ), not O(σ²)), so
   on layers with many pre-activations near 0 the estimate also measures that: on a small
@@ -154,19 +158,25 @@ def _bernoulli_nll(logits: Tensor, targets: Tensor) -> Tensor:
     return nll.reshape(nll.shape[0], -1).sum(dim=1).mean()
 
 
+UNCONVERGED_FRACTION = 0.05  # late_change_fraction above which the estimate is reported as unconverged
+
+
+def _total_steps(loader: Iterable[Any], epochs: int, steps: int | None) -> int | None:
+    if steps is not None:
+        return steps
+    try:
+        return epochs * len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def _averaging_start(loader: Iterable[Any], epochs: int, steps: int | None, fraction: float) -> int | None:
     """Index of the first averaged step, or None when averaging is off."""
     if fraction <= 0:
         return None
-    if steps is not None:
-        total = steps
-    else:
-        try:
-            total = epochs * len(loader)  # type: ignore[arg-type]
-        except TypeError:
-            raise FisherError(
-                "average_last needs the number of steps: pass steps= or a sized loader."
-            ) from None
+    total = _total_steps(loader, epochs, steps)
+    if total is None:
+        raise FisherError("average_last needs the number of steps: pass steps= or a sized loader.")
     return max(total - max(math.ceil(fraction * total), 1), 0)
 
 
@@ -299,6 +309,11 @@ def estimate_variational(
     var_sum = [torch.zeros_like(layer.log_prec, requires_grad=False) for layer in layers]
     prior_sum = [torch.zeros_like(layer.log_prior, requires_grad=False) for layer in layers]
     averaged = 0
+    # Convergence diagnostic: L at the start and at 90% of the steps (when the count is known).
+    total_steps = _total_steps(loader, epochs, steps)
+    late_mark = max(int(0.9 * total_steps), 0) if total_steps else None
+    l_init = [layer.log_prec.detach().clone() for layer in layers]
+    l_late: list[Tensor] | None = [t.clone() for t in l_init] if late_mark == 0 else None
     try:
         for epoch, batch in _batches(loader, epochs, steps):
             if not isinstance(batch, tuple | list) or len(batch) < 2:
@@ -327,6 +342,8 @@ def estimate_variational(
                         "used directly, e.g. nn.MultiheadAttention); exclude them from params."
                     )
             steps_done += 1
+            if late_mark is not None and steps_done == late_mark:
+                l_late = [layer.log_prec.detach().clone() for layer in layers]
             if avg_from is not None and steps_done > avg_from:
                 with torch.no_grad():
                     for i, layer in enumerate(layers):
@@ -339,6 +356,11 @@ def estimate_variational(
         for h in handles:
             h.remove()
 
+    l_end = torch.cat([layer.log_prec.detach().flatten() for layer in layers])
+    change = float((l_end - torch.cat([t.flatten() for t in l_init])).abs().mean()) if layers else 0.0
+    late = None
+    if l_late is not None and change > 0:
+        late = float((l_end - torch.cat([t.flatten() for t in l_late])).abs().mean()) / change
     per_param: dict[str, Tensor] = {}
     extras: dict[str, Tensor] = {}
     for i, layer in enumerate(layers):
@@ -360,6 +382,8 @@ def estimate_variational(
         "epochs": epochs,
         "steps": steps,
         "steps_done": steps_done,
+        "log_prec_change": change,
+        "late_change_fraction": late,
         "learn_prior": learn_prior,
         "train_head": bool(head_params),
         "input_var_floor": input_var_floor,
