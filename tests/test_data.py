@@ -81,7 +81,7 @@ def test_imagefolder_labels_tensors_and_fingerprint(tmp_path):
     assert td.class_names == ["ant", "zebra"] and td.num_classes == 2 and td.label_kind == "single"
     assert td.labels.tolist() == [0, 0, 0, 1, 1, 1]
     m = td.metadata
-    assert m["dataset_id"] == root and m["split"] == "train" and m["image_column"] == "image"
+    assert m["dataset_id"] == "local:" + os.path.basename(root) and m["split"] == "train" and m["image_column"] == "image"
     assert json.loads(str(m["label_names"])) == ["ant", "zebra"] and m["num_samples"] == 6
     assert all(isinstance(v, (str, int)) for v in m.values())
     x, y = td.tensors(CFG, progress=False)

@@ -286,4 +286,4 @@ def test_cli_recommend_embeds_the_dataset(local_hub: LocalHub, tmp_path: Path, m
                  str(tmp_path / "t0.safetensors"), "--quiet", "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["target"]["probe"] == "test_efficientnet" and len(out["recommendations"]) == 3
-    assert out["target"]["dataset_id"] == str(root)
+    assert out["target"]["dataset_id"] == f"local:{root.name}"

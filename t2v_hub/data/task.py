@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,6 +91,16 @@ class _DecodeSet(torch.utils.data.Dataset):
                 out.append((pos, None, msg, isinstance(e, ImageTooLargeError)))
         return out
 
+
+def public_dataset_id(dataset_id: str) -> str:
+    """The id recorded in embeddings (and so in model cards): ``local:<name>`` for a local path.
+
+    Embeddings travel to public hubs; an absolute path says nothing there and shows the
+    owner's directory layout. The fingerprint already identifies the data.
+    """
+    if dataset_id.startswith("<") or not os.path.exists(dataset_id):
+        return dataset_id  # a hub id or an in-memory object
+    return "local:" + (os.path.basename(os.path.normpath(dataset_id)) or dataset_id)
 
 def _as_list(batch: list[Decoded]) -> list[Decoded]:
     return batch
@@ -346,7 +357,7 @@ def load_task(
     else:
         _check_classes(labels, "in the selected samples")
     metadata: dict[str, str | int] = {
-        "dataset_id": r.dataset_id,
+        "dataset_id": public_dataset_id(r.dataset_id),
         "split": r.split,
         "fingerprint": fingerprint,
         "image_column": refs.column,
