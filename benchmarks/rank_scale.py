@@ -212,10 +212,10 @@ def _markdown(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         )
     big = [r for r in runs if r.get("n") == max(x["n"] for x in runs) and "rank_s_best" in r]
     if big:
-        lines += ["", f"Targets at n = {big[0]['n']:,}: rank in under 1 s once loaded; peak memory within 1.2x of "
+        lines += ["", f"Targets at n = {big[0]['n']:,}: rank in under 1 s once loaded (median of the runs); peak memory within 1.2x of "
                   "the matrix ((peak - baseline) / matrix <= 1.2)."]
         for r in big:
-            t_ok = "met" if r["rank_s_best"] < 1.0 else "NOT met"
+            t_ok = "met" if r["rank_s_median"] < 1.0 else "NOT met"  # the typical run, not the luckiest
             m_ok = "met" if r["extra_over_matrix"] <= 1.2 else "NOT met"
             lines.append(f"- {r['dtype']}, {r.get('backend', 'torch')} kernel, {r['threads']} thread(s): time {t_ok} (best {r['rank_s_best']:.2f} s, "
                          f"median {r['rank_s_median']:.2f} s, {r['cpu_s_median']:.2f} CPU s); memory {m_ok} "
