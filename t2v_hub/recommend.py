@@ -169,23 +169,48 @@ def rank_experts(
     d_task = sym_to_target(F[rows], target.vector) if selector is not None else biased_sym[rows]
     d_triv = sym_to_target(F[rows], t0) if selector is not None else index.to_trivial[rows]
     prob = torch.softmax(-selector.gamma * scores.double(), 0) if selector is not None else None
+    return build_recommendations(
+        top, scores, d_task, d_triv, a, offset, seen if selector is not None else None, prob,
+        [ex.repo_id for ex in ok], [ex.task for ex in ok], [ex.url for ex in ok], name_for,
+    )
+
+
+def build_recommendations(
+    top: Sequence[int],
+    scores: torch.Tensor,
+    d_task: torch.Tensor,
+    d_triv: torch.Tensor,
+    alpha: float,
+    offset: torch.Tensor,
+    seen: torch.Tensor | None,
+    prob: torch.Tensor | None,
+    ids: Sequence[str],
+    tasks: Sequence[str],
+    urls: Sequence[str],
+    name_for: Callable[[str], str] | None = None,
+) -> list[Recommendation]:
+    """Recommendations for rows ``top`` (best first); ``d_task``/``d_triv`` are for those rows only.
+
+    ``seen`` is None without a selector (no bias); otherwise whether each row's expert
+    was seen in training. Shared by :func:`rank_experts` and the expert index.
+    """
     name = name_for or (lambda r: f"hf-hub:{r}")
     out = []
     for rank, (j, dt, dz) in enumerate(zip(top, d_task.tolist(), d_triv.tolist(), strict=True), start=1):
-        ex, dist = ok[j], dt - a * dz
+        dist = dt - alpha * dz
         explain = {
             "d_sym_to_task": dt,
             "d_sym_to_trivial": dz,
-            "alpha": a,
-            "trivial_term": -a * dz,
+            "alpha": alpha,
+            "trivial_term": -alpha * dz,
             # Without a selector there is no bias: say 0 exactly, not float32-vs-float64 rounding.
-            "bias": float(scores[j]) - dist if selector is not None else 0.0,
+            "bias": float(scores[j]) - dist if seen is not None else 0.0,
             "offset": float(offset[j]),
-            "seen_in_training": bool(seen[j]) if selector is not None else None,
+            "seen_in_training": bool(seen[j]) if seen is not None else None,
         }
         out.append(Recommendation(
-            rank=rank, name=name(ex.repo_id), repo_id=ex.repo_id, score=float(scores[j]), distance=dist,
-            probability=float(prob[j]) if prob is not None else None, task=ex.task, url=ex.url, explain=explain,
+            rank=rank, name=name(ids[j]), repo_id=ids[j], score=float(scores[j]), distance=dist,
+            probability=float(prob[j]) if prob is not None else None, task=tasks[j], url=urls[j], explain=explain,
         ))
     return out
 
@@ -245,6 +270,7 @@ def embed_target(dataset: Any, plan: EmbedPlan, **embed_kwargs: Any) -> Task2Vec
 __all__ = [
     "EmbedPlan",
     "Recommendation",
+    "build_recommendations",
     "choose_probe",
     "embed_target",
     "partition_experts",

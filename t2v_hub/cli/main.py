@@ -23,6 +23,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("attach", "t2v_hub.cli.attach"),
     ("experts", "t2v_hub.cli.experts"),
     ("recommend", "t2v_hub.cli.recommend"),
+    ("index", "t2v_hub.cli.index"),
     ("selector", "t2v_hub.cli.selector"),
     ("matrix", "t2v_hub.cli.matrix"),
     ("plugins", "t2v_hub.cli.plugins"),

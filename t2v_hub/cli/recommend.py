@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.set_defaults(method=None, include_norm=None)
     g = p.add_argument_group("ranking")
     g.add_argument("--hub", default="hf", help="hf, a Hub-compatible URL, or a local hub folder (default: hf)")
+    g.add_argument("--index", default=None, metavar="DIR",
+                   help="rank from an expert index built by `t2v-hub index` (memory-mapped; for large hubs)")
     g.add_argument("--top-k", type=int, default=5, help="how many experts to show (default %(default)s)")
     g.add_argument("--selector", default=None, help="MODEL2VEC selector: a file, or a hub repo holding selector.safetensors")
     g.add_argument("--filter", action="extend", nargs="+", default=[], metavar="TAG", help="only experts with these tags")
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _target(args: argparse.Namespace, experts: list[Any]) -> Any:
+def _target(args: argparse.Namespace, experts: list[Any] | None, plan: Any = None) -> Any:
     from ..embedding import Task2VecEmbedding
     from ..recommend import choose_probe, embed_target
     from ._common import data_options
@@ -46,7 +48,7 @@ def _target(args: argparse.Namespace, experts: list[Any]) -> Any:
     path = Path(args.dataset)
     if path.suffix == ".safetensors" and path.is_file():
         return Task2VecEmbedding.load(path)
-    plan = choose_probe(experts, args.probe, args.method)
+    plan = plan or choose_probe(experts or [], args.probe, args.method)
     if not args.quiet:
         hint(f"embedding {args.dataset} with {plan.probe} ({plan.method}), shared by {plan.count} expert(s)...")
     options = {k: v for k, v in data_options(args).items() if v not in (None, False)}
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise RecommendError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.index:
+        return _run_index(args)
     hub = get_hub(args.hub)
     experts, skipped = list_experts(hub, filter=args.filter or None)
     _report_skipped(skipped, "skipped (missing or unusable embedding)")
@@ -102,6 +106,40 @@ def run(args: argparse.Namespace) -> int:
         })
         return 0
     _print_table(recs, selector is not None, args.explain)
+    return 0
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from ..embedding import Task2VecEmbedding
+    from ..errors import RecommendError
+    from ..expert_index import load_index, rank_index
+    from ..hub import get_hub
+    from ..selector import load_selector
+
+    index = load_index(args.index)
+    plan = index.plan()
+    if (args.probe and args.probe != plan.probe) or (args.method and args.method != plan.method):
+        raise RecommendError(f"the index holds {plan.probe} ({plan.method}) embeddings; drop --probe/--method "
+                             "or build an index for the ones you want")
+    if not args.quiet:
+        hint(f"embedding {args.dataset} with {plan.probe} ({plan.method}) for {index.size} indexed expert(s)...")
+    target = _target(args, None, plan)
+    selector = load_selector(args.selector, get_hub(args.hub)) if args.selector else None
+    trivial = Task2VecEmbedding.load(args.trivial) if args.trivial else None
+    notes: list[str] = []
+    recs = rank_index(target, index, alpha=args.alpha, selector=selector, trivial=trivial, top_k=args.top_k,
+                      notes=notes)
+    for n in notes:
+        hint(f"note: {n}")
+    if args.format == "json":
+        print_json({
+            "target": {k: target.metadata.get(k) for k in ("dataset_id", "probe", "method", "num_samples")},
+            "index": args.index, "selector": args.selector, "num_ranked": index.size, "skipped": [],
+            "notes": notes, "recommendations": [r.to_dict() for r in recs],
+        })
+    else:
+        _print_table(recs, selector is not None, args.explain)
+    index.close()
     return 0
 
 

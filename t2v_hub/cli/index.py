@@ -1,0 +1,78 @@
+"""`t2v-hub index`: store a hub's expert embeddings as one memory-mapped matrix.
+
+One listing of the hub (models tagged `task2vec` and every --filter tag), each
+embedding fetched and checked as `t2v-hub experts` does, then written as
+safetensors shards of --shard-rows rows (float32, or bfloat16 to halve the size)
+with the ids, tasks and card URLs, and every expert's distance to the trivial
+task. `t2v-hub recommend --index DIR` then ranks from the mapped shards without
+holding a second copy of the matrix. The folder is written elsewhere and renamed
+into place: an interrupted build leaves no half index.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import hint, print_json
+from .attach import add_hub_args
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..expert_index import DEFAULT_SHARD_ROWS
+
+    p = sub.add_parser("index", help="build a memory-mapped index of a hub's experts", description=__doc__)
+    p.add_argument("--out", required=True, help="index folder to write")
+    p.add_argument("--filter", action="append", default=[], metavar="TAG", help="also require this tag (repeatable)")
+    p.add_argument("--probe", default=None, help="embedding space to index (default: the one most experts share)")
+    p.add_argument("--method", default=None, help="Fisher method to index (default: the most common)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="storage type of the matrix")
+    p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="experts per shard file")
+    p.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
+    p.add_argument("--force", action="store_true", help="replace an existing index folder")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    add_hub_args(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..expert_index import build_index
+    from ..hub import get_hub, list_experts
+    from ..recommend import choose_probe
+
+    hub = get_hub(args.hub, endpoint=args.endpoint, token=args.token)
+    experts, skipped = list_experts(hub, filter=args.filter or None)
+    for repo_id, why in skipped:
+        hint(f"skipped {repo_id}: {why}")
+    plan = choose_probe(experts, args.probe, args.method)
+    chosen = [
+        ex for ex in experts
+        if ex.embedding.probe == plan.probe and (ex.embedding.method or "montecarlo") == plan.method
+    ]
+    # One embedding space per index: the most common input size / norm setting of that probe.
+    ref = next(ex.embedding for ex in chosen)
+    same, other = [], []
+    for ex in chosen:
+        try:
+            ref.check_compatible(ex.embedding)
+            same.append(ex)
+        except Exception:  # noqa: BLE001 - any incompatibility means: another space
+            other.append(ex)
+    if other:
+        hint(f"{len(other)} expert(s) of {plan.probe} ({plan.method}) in another embedding space left out: "
+             + ", ".join(ex.repo_id for ex in other[:5]))
+    left = len(experts) - len(chosen)
+    if left:
+        hint(f"{left} expert(s) of other probes/methods left out (index them with --probe/--method)")
+    from ..embedding import Task2VecEmbedding
+
+    trivial = Task2VecEmbedding.load(args.trivial) if args.trivial else None
+    out = build_index(same, args.out, dtype=args.dtype, shard_rows=args.shard_rows, trivial=trivial,
+                      overwrite=args.force)
+    summary = {"index": str(out), "experts": len(same), "probe": plan.probe, "method": plan.method,
+               "dtype": args.dtype, "shards": -(-len(same) // args.shard_rows)}
+    if args.format == "json":
+        print_json(summary)
+    else:
+        print(f"{out}: {summary['experts']} experts ({plan.probe}, {plan.method}), {summary['shards']} shard(s), "
+              f"{args.dtype}")
+    return 0

@@ -1,0 +1,310 @@
+"""A memory-mapped index of expert embeddings, for hubs too large to hold twice in memory.
+
+``recommend`` against a hub downloads every expert's embedding and stacks them: with
+100k experts of 21,008 filters that is 8 GB of objects plus an 8 GB stacked copy. An
+index stores the matrix once, in safetensors shards, and ranking maps them
+(``mmap``, read-only, zero copy): only the pages the kernel touches are read, the OS
+may drop them again, and memory beyond the shards is one score per expert.
+
+Layout of an index folder (written to a temporary folder, then renamed into place)::
+
+    t2v_index.json                       ids, tasks, card URLs, the embedding space, shard list
+    experts-00000.safetensors ...        tensor "embeddings": (rows, dim), float32 or bfloat16
+    trivial.safetensors                  tensor "d_sym_to_trivial": (n,), and t0 itself
+
+``t2v-hub index --hub H --out DIR`` builds one; ``t2v-hub recommend --index DIR`` ranks
+from it, with or without a MODEL2VEC selector (only the experts the selector was
+trained on need their biased rows, which are gathered; every other row is scored in
+place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import shutil
+import struct
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .constants import ASYM_ALPHA
+from .embedding import COMPAT_FIELDS, OPTIONAL_COMPAT_FIELDS, Task2VecEmbedding
+from .errors import IncompatibleEmbeddingError, RecommendError
+from .ranking_kernel import sym_to_target
+from .recommend import EmbedPlan, Recommendation, build_recommendations
+from .selector import Model2Vec, vector_digest
+
+INDEX_FILE = "t2v_index.json"
+INDEX_VERSION = 1
+DEFAULT_SHARD_ROWS = 8192
+_DTYPES = {"float32": (torch.float32, "F32", 4), "bfloat16": (torch.bfloat16, "BF16", 2)}
+
+
+@dataclass
+class ExpertIndex:
+    """Expert ids, tasks and URLs, and the memory-mapped embedding shards."""
+
+    root: Path
+    ids: list[str]
+    tasks: list[str]
+    urls: list[str]
+    space: dict[str, str]  # the embedding metadata that decides comparability
+    shards: list[torch.Tensor]  # (rows, dim) views of the mapped files
+    to_trivial: torch.Tensor  # (n,) d_sym(expert, t0) for the stored t0
+    trivial: torch.Tensor  # the t0 the column was computed with
+    _maps: list[mmap.mmap] = field(default_factory=list, repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def plan(self) -> EmbedPlan:
+        """How to embed a target so it is comparable with these experts."""
+        size = json.loads(self.space["input_size"]) if self.space.get("input_size") else None
+        return EmbedPlan(self.space["probe"], self.space["method"], int(size[-1]) if size else None,
+                         self.space.get("include_norm") == "true", self.size)
+
+    def check_compatible(self, target: Task2VecEmbedding) -> None:
+        for f in COMPAT_FIELDS + OPTIONAL_COMPAT_FIELDS:
+            a, b = target.metadata.get(f, ""), self.space.get(f, "")
+            if f in OPTIONAL_COMPAT_FIELDS and (not a or not b):
+                continue
+            if a != b:
+                raise IncompatibleEmbeddingError(
+                    f"target and index differ in {f}: {a!r} vs {b!r}; embed the target with the index's {f}"
+                )
+
+    def rows(self, positions: Sequence[int]) -> torch.Tensor:
+        """The embeddings at ``positions`` (a float32 copy of those rows only)."""
+        out, starts = [], [0]
+        for s in self.shards:
+            starts.append(starts[-1] + s.shape[0])
+        for p in positions:
+            k = max(i for i in range(len(self.shards)) if starts[i] <= p)
+            out.append(self.shards[k][p - starts[k]].float())
+        return torch.stack(out) if out else torch.zeros(0, self.shards[0].shape[1] if self.shards else 0)
+
+    def sym_to(self, target: torch.Tensor) -> torch.Tensor:
+        """d_sym(expert, target) for every expert, shard by shard (no copy of the matrix)."""
+        return torch.cat([sym_to_target(s, target) for s in self.shards]) if self.shards else torch.zeros(0)
+
+    def close(self) -> None:
+        self.shards.clear()
+        for m in self._maps:
+            with contextlib.suppress(BufferError):  # a tensor view is still alive: it closes with it
+                m.close()
+        self._maps.clear()
+
+
+# -- building ---------------------------------------------------------------------------------
+
+
+def _space(e: Task2VecEmbedding) -> dict[str, str]:
+    return {f: e.metadata[f] for f in COMPAT_FIELDS + OPTIONAL_COMPAT_FIELDS if e.metadata.get(f)}
+
+
+def _shard_bytes(rows: torch.Tensor, dtype_name: str) -> bytes:
+    from safetensors.torch import save
+
+    return save({"embeddings": rows.to(_DTYPES[dtype_name][0]).contiguous()})
+
+
+def build_index(
+    experts: Sequence[Any],
+    out: str | os.PathLike[str],
+    *,
+    dtype: str = "float32",
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    trivial: Task2VecEmbedding | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an index of ``experts`` (``t2v_hub.hub.Expert``-like, one embedding space) to ``out``.
+
+    Experts must all be comparable (pass the ones :func:`t2v_hub.hub.list_experts` gives
+    for one probe and method). ``trivial`` defaults to the probe's t0 (computed once, cached).
+    """
+    if dtype not in _DTYPES:
+        raise RecommendError(f"index dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    if shard_rows < 1:
+        raise RecommendError(f"shard_rows must be at least 1, got {shard_rows}")
+    if not experts:
+        raise RecommendError("no experts to index; check --hub, --filter and --probe")
+    first = experts[0].embedding
+    for ex in experts[1:]:
+        try:
+            first.check_compatible(ex.embedding)
+        except IncompatibleEmbeddingError as exc:
+            raise RecommendError(f"{ex.repo_id} is not comparable with {experts[0].repo_id} ({exc}); "
+                                 "index one probe and method at a time (--probe/--method)") from exc
+    dest = Path(out)
+    if dest.exists() and not overwrite:
+        raise RecommendError(f"{dest} exists; pass --force to replace it")
+    if trivial is None:
+        from .task2vec import trivial_for
+
+        trivial = trivial_for(first)
+    first.check_compatible(trivial)
+    t0 = trivial.vector.float()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        shards, to_trivial = [], []
+        for i, start in enumerate(range(0, len(experts), shard_rows)):
+            rows = torch.stack([ex.embedding.vector.float() for ex in experts[start : start + shard_rows]])
+            name = f"experts-{i:05d}.safetensors"
+            (tmp / name).write_bytes(_shard_bytes(rows, dtype))
+            shards.append({"file": name, "rows": int(rows.shape[0])})
+            # Distances to t0 from the stored (possibly rounded) rows, as ranking will see them.
+            to_trivial.append(sym_to_target(rows.to(_DTYPES[dtype][0]), t0))
+        from safetensors.torch import save
+
+        (tmp / "trivial.safetensors").write_bytes(save({"d_sym_to_trivial": torch.cat(to_trivial), "t0": t0}))
+        meta = {
+            "format_version": INDEX_VERSION, "dtype": dtype, "dim": int(t0.numel()), "space": _space(first),
+            "ids": [ex.repo_id for ex in experts], "tasks": [ex.task or "" for ex in experts],
+            "urls": [ex.url or "" for ex in experts], "shards": shards, "trivial_digest": vector_digest(t0),
+        }
+        (tmp / INDEX_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)  # the index appears whole or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def _map_shard(path: Path, rows: int, dim: int, dtype_name: str) -> tuple[torch.Tensor, mmap.mmap]:
+    torch_dtype, st_dtype, itemsize = _DTYPES[dtype_name]
+    bad = f"index shard {path} is damaged or not from this index; rebuild the index (t2v-hub index --force)"
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise RecommendError(f"index shard {path} is missing; rebuild the index (t2v-hub index --force)") from exc
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 8:
+            raise RecommendError(bad)
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > min(size - 8, 1 << 20):
+            raise RecommendError(bad)
+        try:
+            info = json.loads(fh.read(n))["embeddings"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecommendError(bad) from exc
+        begin, end = info.get("data_offsets", [0, 0])
+        if info.get("dtype") != st_dtype or info.get("shape") != [rows, dim] or end - begin != rows * dim * itemsize \
+                or 8 + n + end > size:
+            raise RecommendError(bad)
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable buffer": we only ever read it
+        t = torch.frombuffer(mm, dtype=torch_dtype, count=rows * dim, offset=8 + n + begin)
+    return t.view(rows, dim), mm
+
+
+def load_index(path: str | os.PathLike[str]) -> ExpertIndex:
+    """Open an index folder; the shards are memory-mapped, not read."""
+    root = Path(path)
+    try:
+        meta = json.loads((root / INDEX_FILE).read_text())
+    except FileNotFoundError as exc:
+        raise RecommendError(f"{root} is not an expert index (no {INDEX_FILE}); build one with `t2v-hub index`") from exc
+    except ValueError as exc:
+        raise RecommendError(f"{root / INDEX_FILE} is not valid JSON; rebuild the index") from exc
+    if meta.get("format_version") != INDEX_VERSION or meta.get("dtype") not in _DTYPES:
+        raise RecommendError(f"{root} holds an index of another format; rebuild it with this t2v-hub")
+    n, dim = len(meta["ids"]), int(meta["dim"])
+    if sum(s["rows"] for s in meta["shards"]) != n or not (len(meta["tasks"]) == len(meta["urls"]) == n):
+        raise RecommendError(f"{root / INDEX_FILE} is inconsistent (row counts); rebuild the index")
+    from safetensors.torch import load_file
+
+    try:
+        triv = load_file(str(root / "trivial.safetensors"))
+    except Exception as exc:
+        raise RecommendError(f"{root}/trivial.safetensors is missing or damaged; rebuild the index") from exc
+    if triv["d_sym_to_trivial"].shape != (n,) or triv["t0"].shape != (dim,):
+        raise RecommendError(f"{root}/trivial.safetensors does not match the index; rebuild it")
+    shards, maps = [], []
+    for s in meta["shards"]:
+        t, mm = _map_shard(root / s["file"], int(s["rows"]), dim, meta["dtype"])
+        shards.append(t)
+        maps.append(mm)
+    return ExpertIndex(root, list(meta["ids"]), list(meta["tasks"]), list(meta["urls"]), dict(meta["space"]),
+                       shards, triv["d_sym_to_trivial"], triv["t0"], maps)
+
+
+# -- ranking ----------------------------------------------------------------------------------
+
+
+def rank_index(
+    target: Task2VecEmbedding,
+    index: ExpertIndex,
+    *,
+    alpha: float | None = None,
+    selector: Model2Vec | None = None,
+    trivial: Task2VecEmbedding | torch.Tensor | None = None,
+    top_k: int = 5,
+    name_for: Callable[[str], str] | None = None,
+    notes: list[str] | None = None,
+) -> list[Recommendation]:
+    """Like :func:`t2v_hub.recommend.rank_experts`, over an index: the same scores and order."""
+    from .recommend import _resolve_trivial
+
+    notes = notes if notes is not None else []
+    if top_k < 1:
+        raise RecommendError(f"top_k must be at least 1, got {top_k}")
+    if index.size == 0:
+        raise RecommendError(f"the index {index.root} holds no experts")
+    index.check_compatible(target)
+    if selector is not None:
+        selector.check_compatible(target)
+    a = float(alpha if alpha is not None else (selector.alpha if selector is not None else ASYM_ALPHA))
+    if selector is not None and abs(a - selector.alpha) > 1e-12:
+        notes.append(f"alpha={a} differs from the selector's training alpha={selector.alpha}")
+    t0 = _resolve_trivial(target, trivial if trivial is not None else index.trivial, selector, notes)
+    d_task = index.sym_to(target.vector)
+    same_t0 = vector_digest(t0) == vector_digest(index.trivial)
+    d_triv = index.to_trivial if same_t0 else index.sym_to(t0)
+    scores = d_task - a * d_triv
+    offset = torch.zeros(index.size)
+    seen = torch.zeros(index.size, dtype=torch.bool)
+    prob = None
+    if selector is not None:
+        # Only the experts the selector was trained on have a bias: gather and rescore those rows.
+        known = set(selector.expert_ids)
+        pos = [i for i, r in enumerate(index.ids) if r in known]
+        if not pos:
+            raise RecommendError(
+                f"the selector was trained for a different expert set (e.g. {', '.join(selector.expert_ids[:3])}); "
+                f"none of the index's {index.size} experts is among them. Train one on these experts"
+            )
+        m, off, _, sel_notes = selector.apply([index.ids[i] for i in pos], index.rows(pos))
+        notes.extend(n for n in sel_notes if "unseen" not in n)
+        if len(pos) < index.size:
+            notes.append(f"{index.size - len(pos)} expert(s) unseen in training ranked with no learned bias (b_j = 0)")
+        rows = torch.tensor(pos, dtype=torch.long)
+        scores[rows] = sym_to_target(m, target.vector) - a * sym_to_target(m, t0) + off
+        offset[rows], seen[rows] = off, True
+        prob = torch.softmax(-selector.gamma * scores.double(), 0)
+    k = min(top_k, index.size)
+    top = sorted(torch.topk(scores, k, largest=False).indices.tolist(), key=lambda j: (float(scores[j]), j))
+    rows = torch.tensor(top, dtype=torch.long)
+    return build_recommendations(
+        top, scores, d_task[rows], d_triv[rows], a, offset, seen if selector is not None else None, prob,
+        index.ids, index.tasks, index.urls, name_for,
+    )
+
+
+__all__ = ["INDEX_FILE", "ExpertIndex", "build_index", "load_index", "rank_index"]
