@@ -28,7 +28,7 @@ import shutil
 import struct
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,6 @@ def build_index(
     Experts must all be comparable (pass the ones :func:`t2v_hub.hub.list_experts` gives
     for one probe and method). ``trivial`` defaults to the probe's t0 (computed once, cached).
     """
-    if dtype not in _DTYPES:
-        raise RecommendError(f"index dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
     if shard_rows < 1:
         raise RecommendError(f"shard_rows must be at least 1, got {shard_rows}")
     if not experts:
@@ -144,35 +142,66 @@ def build_index(
         except IncompatibleEmbeddingError as exc:
             raise RecommendError(f"{ex.repo_id} is not comparable with {experts[0].repo_id} ({exc}); "
                                  "index one probe and method at a time (--probe/--method)") from exc
-    dest = Path(out)
-    if dest.exists() and not overwrite:
-        raise RecommendError(f"{dest} exists; pass --force to replace it")
     if trivial is None:
         from .task2vec import trivial_for
 
         trivial = trivial_for(first)
     first.check_compatible(trivial)
-    t0 = trivial.vector.float()
+
+    def blocks() -> Iterator[torch.Tensor]:
+        for start in range(0, len(experts), shard_rows):
+            yield torch.stack([ex.embedding.vector.float() for ex in experts[start : start + shard_rows]])
+
+    return write_index(
+        out, _space(first), [ex.repo_id for ex in experts], [ex.task or "" for ex in experts],
+        [ex.url or "" for ex in experts], blocks(), trivial.vector, dtype=dtype, overwrite=overwrite,
+    )
+
+
+def write_index(
+    out: str | os.PathLike[str],
+    space: dict[str, str],
+    ids: Sequence[str],
+    tasks: Sequence[str],
+    urls: Sequence[str],
+    blocks: Iterable[torch.Tensor],
+    trivial: torch.Tensor,
+    *,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
+    """Write an index from row blocks (one shard each), holding one block in memory at a time."""
+    if dtype not in _DTYPES:
+        raise RecommendError(f"index dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    dest = Path(out)
+    if dest.exists() and not overwrite:
+        raise RecommendError(f"{dest} exists; pass --force to replace it")
+    t0 = trivial.float().reshape(-1)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        shards, to_trivial = [], []
-        for i, start in enumerate(range(0, len(experts), shard_rows)):
-            rows = torch.stack([ex.embedding.vector.float() for ex in experts[start : start + shard_rows]])
+        shards, to_trivial, total = [], [], 0
+        for i, rows in enumerate(blocks):
+            if rows.dim() != 2 or rows.shape[1] != t0.numel():
+                raise RecommendError(f"row block {i} has shape {tuple(rows.shape)}; expected (rows, {t0.numel()})")
             name = f"experts-{i:05d}.safetensors"
-            (tmp / name).write_bytes(_shard_bytes(rows, dtype))
+            stored = rows.to(_DTYPES[dtype][0]).contiguous()
+            (tmp / name).write_bytes(_shard_bytes(stored, dtype))
             shards.append({"file": name, "rows": int(rows.shape[0])})
+            total += int(rows.shape[0])
             # Distances to t0 from the stored (possibly rounded) rows, as ranking will see them.
-            to_trivial.append(sym_to_target(rows.to(_DTYPES[dtype][0]), t0))
+            to_trivial.append(sym_to_target(stored, t0))
+        if not (total == len(ids) == len(tasks) == len(urls)):
+            raise RecommendError(f"{total} rows for {len(ids)} ids, {len(tasks)} tasks, {len(urls)} urls")
         from safetensors.torch import save
 
         (tmp / "trivial.safetensors").write_bytes(save({"d_sym_to_trivial": torch.cat(to_trivial), "t0": t0}))
         meta = {
-            "format_version": INDEX_VERSION, "dtype": dtype, "dim": int(t0.numel()), "space": _space(first),
-            "ids": [ex.repo_id for ex in experts], "tasks": [ex.task or "" for ex in experts],
-            "urls": [ex.url or "" for ex in experts], "shards": shards, "trivial_digest": vector_digest(t0),
+            "format_version": INDEX_VERSION, "dtype": dtype, "dim": int(t0.numel()), "space": dict(space),
+            "ids": list(ids), "tasks": list(tasks), "urls": list(urls), "shards": shards,
+            "trivial_digest": vector_digest(t0),
         }
-        (tmp / INDEX_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        (tmp / INDEX_FILE).write_text(json.dumps(meta) + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)  # the index appears whole or not at all
@@ -307,4 +336,4 @@ def rank_index(
     )
 
 
-__all__ = ["INDEX_FILE", "ExpertIndex", "build_index", "load_index", "rank_index"]
+__all__ = ["INDEX_FILE", "ExpertIndex", "build_index", "load_index", "rank_index", "write_index"]
