@@ -302,7 +302,9 @@ def rank_index(
     a = float(alpha if alpha is not None else (selector.alpha if selector is not None else ASYM_ALPHA))
     if selector is not None and abs(a - selector.alpha) > 1e-12:
         notes.append(f"alpha={a} differs from the selector's training alpha={selector.alpha}")
-    t0 = _resolve_trivial(target, trivial if trivial is not None else index.trivial, selector, notes)
+    # Default t0: the selector's (its biases were trained against it), else the one stored at build time.
+    default = None if selector is not None else index.trivial
+    t0 = _resolve_trivial(target, trivial if trivial is not None else default, selector, notes)
     d_task = index.sym_to(target.vector)
     same_t0 = vector_digest(t0) == vector_digest(index.trivial)
     d_triv = index.to_trivial if same_t0 else index.sym_to(t0)
