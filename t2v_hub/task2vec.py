@@ -385,6 +385,18 @@ def embed(
             regression=regression,
         )
     else:
+        if method == "variational":
+            init = options.pop("init", "reference")
+            if init not in ("reference", "laplace"):
+                raise FisherError(f"variational init must be 'reference' or 'laplace', got {init!r}")
+            if init == "laplace":
+                # Warm start at the quadratic model's optimum, from the montecarlo Fisher of the
+                # same images (one extra per-sample pass; see fisher/variational.py).
+                mc = _montecarlo_shard_invariant(
+                    p, feats, images, shard, mc_samples, torch.Generator().manual_seed(seed + 2), batch_size,
+                    autocast_dtype, dev, multilabel, {k: v for k, v in options.items() if k == "likelihood"}, quiet,
+                )
+                options["init_hessian"] = mc.per_param
         result = estimate(
             p.model, _tensor_loader(images[shard], labels_f[shard], batch_size, None if quiet else f"Fisher {method}"),
             method,
@@ -413,6 +425,7 @@ def embed(
         input_size=list(p.data_config["input_size"]),
         method=method,
         method_config=result.config,
+        fisher_options=dict(fisher_cfg.options),  # as asked (method_config: as run)
         head_config=asdict(head_cfg),
         mc_samples=mc_samples,
         num_samples=result.num_samples,

@@ -201,5 +201,10 @@ def test_cli_variational_steps_and_one_line_convergence_warning(imagefolder: Pat
     err = capsys.readouterr().err
     assert Task2VecEmbedding.load(out).config("method_config")["steps_done"] == 3
     assert "warning: variational Fisher not converged" in err and "return embed(" not in err
+    warm = tmp_path / "w.safetensors"
+    assert main(["embed", *common, "--fisher-steps", "3", "--variational-init", "laplace", "--out", str(warm)]) == 0
+    cfg = Task2VecEmbedding.load(warm).config("method_config")
+    assert cfg["init"].startswith("hessian") and Task2VecEmbedding.load(warm).config("fisher_options")["init"] == "laplace"
+    capsys.readouterr()
     assert main(["embed", *common[:-2], "--fisher-steps", "3", "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "--fisher-steps" in capsys.readouterr().err and not (tmp_path / "m.safetensors").exists()

@@ -151,6 +151,25 @@ def test_closed_form_linear(learn_prior: bool) -> None:
     assert res.config["log_prec_change"] > 0.5 and res.config["late_change_fraction"] < UNCONVERGED_FRACTION
 
 
+def test_warm_start_from_the_exact_hessian_starts_at_the_optimum() -> None:
+    # Started at Λ = 2H̄/β + λ² with the exact H̄ of a quadratic loss, the optimisation is
+    # already at its stationary point: a few steps leave it there (a 1000-step cold start
+    # is what the closed-form test needs).
+    model, x, t, loss = _closed_form_case("linear")
+    h = _exact_filter_hessian(model, x, t, loss)
+    w = model[0].weight
+    # A small lr: Adam steps ~lr even on pure noise, so at the optimum it jitters by ~lr·√steps.
+    res = _run_cf(model, x, t, loss, steps=10, lr=3e-3, average_last=0.5, prior_precision=10.0, learn_prior=False,
+                  init_hessian={"0.weight": h[:, None].expand_as(w)})
+    expected = 2.0 * h / BETA_CF + 10.0
+    assert ((res.extras["precision/0.weight"] - expected).abs() / expected).max() < CF_TOL
+    assert res.config["init"].startswith("hessian")
+    cold = _run_cf(model, x, t, loss, steps=10, lr=3e-3, average_last=0.5, prior_precision=10.0, learn_prior=False)
+    assert ((cold.extras["precision/0.weight"] - expected).abs() / expected).max() > 5 * CF_TOL  # not by luck
+    with pytest.raises(FisherError, match="no entry for"):
+        _run_cf(model, x, t, loss, steps=1, init_hessian={"other": h})
+
+
 def test_unconverged_run_is_reported_and_the_pipeline_warns() -> None:
     model, x, t, loss = _closed_form_case("linear")
     res = _run_cf(model, x, t, loss, steps=20, average_last=0.0)
