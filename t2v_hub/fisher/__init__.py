@@ -25,7 +25,8 @@ from torch import nn
 from ..constants import DEFAULT_FISHER_METHOD, FISHER_METHODS
 from ..errors import FisherError
 from .batch import estimate_batch
-from .persample import estimate_persample, sample_labels
+from .likelihoods import sample_labels
+from .persample import estimate_persample
 from .result import FisherResult
 
 __all__ = ["FISHER_METHODS", "FisherResult", "estimate", "sample_labels"]

@@ -27,20 +27,18 @@ import torch
 from torch import nn
 
 from ..errors import FisherError
-from .persample import (
-    LIKELIHOODS,
+from .common import (
     autocast_ctx,
     check_options,
     check_positive,
-    draw_targets,
     iter_batches,
-    loss_sum,
     parse_dtype,
     requires_grad_only,
     resolve_device,
     resolve_params,
     warn_if_training,
 )
+from .likelihoods import LIKELIHOODS, draw_targets, loss_sum
 from .result import FisherResult
 
 BATCH_OPTIONS = ("labels", "likelihood", "max_samples")

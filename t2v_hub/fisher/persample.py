@@ -31,25 +31,31 @@ squaring, which is what the per-sample gradient of a shared weight is.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FisherError
-from ..probes.layout import filter_parameter_names
+from .common import (
+    autocast_ctx,
+    check_options,
+    check_positive,
+    iter_batches,
+    parse_dtype,
+    requires_grad_only,
+    resolve_device,
+    resolve_params,
+    warn_if_training,
+)
 from .conv import CONV_BACKENDS, ConvSpec, conv_persample, conv_spec, conv_sq_sum
+from .likelihoods import LIKELIHOODS, draw_targets, loss_sum
 from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, default_chunk_bytes, linear_persample, linear_sq_sum
 from .norm import is_norm, norm_persample, norm_sq_sum
 from .result import FisherResult
 
-LIKELIHOODS = ("categorical", "bernoulli", "gaussian")
 PERSAMPLE_OPTIONS = ("conv_backend", "likelihood", "max_samples", "pairwise_max_positions")
 
 _LINEAR_FORWARDS = {nn.Linear.forward}
@@ -59,225 +65,6 @@ try:  # timm's Linear only adds a torchscript cast; its forward is a plain F.lin
     _LINEAR_FORWARDS.add(_TimmLinear.forward)
 except ImportError:  # pragma: no cover
     pass
-
-
-# ----------------------------------------------------------------------------- helpers shared with batch.py
-
-
-def check_options(options: dict[str, Any], allowed: Iterable[str], method: str) -> None:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise FisherError(f"unknown option(s) {unknown} for method {method!r}; valid: {sorted(allowed)}")
-
-
-def parse_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
-    """``autocast_dtype`` as a dtype: accepts torch dtypes and 'bf16'/'bfloat16'/'fp16'/'float16'."""
-    if value is None or isinstance(value, torch.dtype):
-        if value not in (None, torch.bfloat16, torch.float16):
-            raise FisherError(f"autocast_dtype must be bfloat16 or float16, got {value}")
-        return value
-    table = {
-        "bf16": torch.bfloat16,
-        "bfloat16": torch.bfloat16,
-        "fp16": torch.float16,
-        "float16": torch.float16,
-    }
-    if str(value).lower() not in table:
-        raise FisherError(f"autocast_dtype must be one of {sorted(table)}, got {value!r}")
-    return table[str(value).lower()]
-
-
-def check_positive(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FisherError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def resolve_params(model: nn.Module, params: list[str] | None) -> list[tuple[str, nn.Module, nn.Parameter]]:
-    """(name, owning module, parameter) for each measured weight; FisherError names bad ones."""
-    if isinstance(params, str):
-        raise FisherError("params must be a list of parameter names, not a single string")
-    names = filter_parameter_names(model) if params is None else list(params)
-    modules = dict(model.named_modules())
-    all_params = dict(model.named_parameters())
-    out = []
-    for name in dict.fromkeys(names):  # de-duplicate, keep order
-        if name not in all_params:
-            raise FisherError(f"parameter {name!r} is not a parameter of {type(model).__name__}")
-        mod_name, _, attr = name.rpartition(".")
-        module = modules.get(mod_name)
-        if attr != "weight" or module is None or getattr(module, "weight", None) is not all_params[name]:
-            raise FisherError(
-                f"parameter {name!r} is not the weight of a Conv/Linear/norm module; only Conv1d/2d/3d, "
-                "Linear and norm-scale weights are supported (no biases or raw parameters)"
-            )
-        if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and not is_norm(module):
-            raise FisherError(
-                f"parameter {name!r} belongs to {type(module).__name__}, not a Conv or Linear layer"
-            )
-        out.append((name, module, all_params[name]))
-    return out
-
-
-def resolve_device(model: nn.Module, device: torch.device | str | None) -> tuple[nn.Module, torch.device]:
-    """The model to run and where. A different ``device`` runs on a deep copy: never ``.to`` the caller's model."""
-    first = next(model.parameters(), None)
-    here = first.device if first is not None else torch.device("cpu")
-    if device is None:
-        return model, here
-    target = torch.device(device)
-    if target.type == "cuda" and target.index is None:
-        target = torch.device("cuda", torch.cuda.current_device())
-    if target == here:
-        return model, here
-    return copy.deepcopy(model).to(target), target
-
-
-def autocast_ctx(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return (
-        torch.autocast(device_type=device.type, dtype=dtype)
-        if dtype is not None
-        else contextlib.nullcontext()
-    )
-
-
-@contextlib.contextmanager
-def requires_grad_only(model: nn.Module, trainable: Iterable[nn.Parameter]) -> Iterator[None]:
-    """Temporarily set ``requires_grad`` True on ``trainable`` and False elsewhere; always restored."""
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    keep = {id(p) for p in trainable}
-    try:
-        for p, _ in saved:
-            p.requires_grad_(id(p) in keep)
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-
-
-def warn_if_training(model: nn.Module) -> None:
-    if any(
-        m.training for m in model.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout))
-    ):
-        warnings.warn(
-            "the probe has BatchNorm/Dropout layers in train mode: samples then interact (batch statistics) "
-            "or are randomly perturbed, and the running statistics may change. Call model.eval() first.",
-            stacklevel=3,
-        )
-
-
-def iter_batches(
-    loader: Iterable[Any], device: torch.device, max_samples: int | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(x, y) on ``device``, truncated to ``max_samples`` in total (exactly, mid-batch if needed)."""
-    seen = 0
-    for batch in loader:
-        if isinstance(batch, torch.Tensor):
-            x, y = batch, None
-        elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-            x, y = batch[0], (batch[1] if len(batch) > 1 else None)
-        else:
-            raise FisherError(f"loader must yield (x, y) tensor pairs, got {type(batch).__name__}")
-        if max_samples is not None:
-            if seen >= max_samples:
-                break
-            x = x[: max_samples - seen]
-            y = y[: x.shape[0]] if isinstance(y, torch.Tensor) else y
-        if x.shape[0] == 0:
-            continue
-        seen += x.shape[0]
-        yield (
-            x.to(device, non_blocking=True),
-            (y.to(device, non_blocking=True) if isinstance(y, torch.Tensor) else y),
-        )
-
-
-def sample_labels(
-    logits: torch.Tensor,
-    mc_samples: int = 1,
-    generator: torch.Generator | None = None,
-    likelihood: str = "categorical",
-) -> torch.Tensor:
-    """Targets drawn from the model's predictive distribution, one leading axis of ``mc_samples``.
-
-    * ``categorical``: logits ``(B, C)`` -> ``(S, B)`` int64 class ids; dense logits
-      ``(B, C, *spatial)`` (a pixel-wise softmax over dim 1) -> ``(S, B, *spatial)``, one
-      independent class per pixel.
-    * ``bernoulli``: ``(B, C)`` logits -> ``(S, B, C)`` {0,1} floats.
-    * ``gaussian``: outputs of any shape are the means of unit-variance Gaussians ->
-      ``(S, *shape)`` floats ``f + N(0, 1)``.
-
-    Sampling happens on the generator's device (CPU when ``generator`` is None, then with
-    torch's global RNG), in fp32, from detached logits -- so the draws depend only on
-    the generator state and the logits, and the estimators and tests can reproduce them.
-    """
-    where = generator.device if generator is not None else torch.device("cpu")
-    lg = logits.detach().to(where, torch.float32)
-    if likelihood == "categorical":
-        if lg.dim() < 2:
-            raise FisherError(f"categorical likelihood needs logits shaped (B, C, ...), got {tuple(lg.shape)}")
-        # Class axis last, one row per (sample, pixel); for (B, C) logits this is the plain
-        # row-wise draw, so classification draws are unchanged by the dense case.
-        rows = lg.movedim(1, -1).reshape(-1, lg.shape[1])
-        ids = torch.multinomial(torch.softmax(rows, dim=-1), mc_samples, replacement=True, generator=generator)
-        return ids.t().reshape(mc_samples, lg.shape[0], *lg.shape[2:]).contiguous()
-    if likelihood == "bernoulli":
-        probs = torch.sigmoid(lg).expand(mc_samples, *lg.shape)
-        return torch.bernoulli(probs, generator=generator)
-    if likelihood == "gaussian":
-        noise = torch.randn((mc_samples, *lg.shape), generator=generator, device=where, dtype=torch.float32)
-        return lg.unsqueeze(0) + noise
-    raise FisherError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-
-
-def loss_sum(logits: torch.Tensor, target: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """Sum over the batch of each sample's negative log-likelihood (fp32, or fp64 for fp64 models).
-
-    A sample's NLL of a dense output is the sum over its pixels (the pixels are independent
-    given the input), so the Fisher is that of the joint pixel-wise model. The Gaussian NLL
-    drops the constant ``log(2 pi) / 2``, which has no gradient.
-    """
-    if logits.dtype != torch.float64:
-        logits = logits.float()  # autocast logits (bf16/fp16) are upcast before the log-softmax
-    if likelihood == "bernoulli":
-        return F.binary_cross_entropy_with_logits(
-            logits, target.to(logits.device, logits.dtype), reduction="sum"
-        )
-    if likelihood == "gaussian":
-        return 0.5 * (target.to(logits.device, logits.dtype) - logits).square().sum()
-    return F.cross_entropy(logits, target.to(logits.device), reduction="sum")
-
-
-def draw_targets(
-    logits: torch.Tensor,
-    y: torch.Tensor | None,
-    labels: str,
-    mc_samples: int,
-    generator: torch.Generator | None,
-    likelihood: str,
-) -> torch.Tensor:
-    """Targets for each draw, leading axis ``S`` (see :func:`sample_labels`); dataset labels give one draw."""
-    if labels == "sampled":
-        return sample_labels(logits, mc_samples, generator, likelihood)
-    if y is None:
-        raise FisherError("dataset labels requested (empirical Fisher) but the loader yields no labels")
-    if likelihood in ("bernoulli", "gaussian"):
-        if y.shape != logits.shape or not y.dtype.is_floating_point:
-            raise FisherError(
-                f"{likelihood} likelihood needs float y shaped like the outputs {tuple(logits.shape)}, "
-                f"got {y.dtype} {tuple(y.shape)}"
-            )
-        return y.unsqueeze(0)
-    want = (logits.shape[0], *logits.shape[2:])
-    if y.dtype.is_floating_point or y.dtype == torch.bool or tuple(y.shape) != want:
-        kind = "1-D int64 tensor of class ids" if logits.dim() == 2 else "int64 tensor of per-pixel class ids"
-        raise FisherError(
-            f"categorical likelihood needs y as a {kind} shaped {want} for logits {tuple(logits.shape)}, "
-            f"got {y.dtype} {tuple(y.shape)}"
-        )
-    return y.unsqueeze(0)
 
 
 # ----------------------------------------------------------------------------- hooks
