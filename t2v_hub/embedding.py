@@ -41,6 +41,20 @@ def _versions() -> dict[str, str]:
     return {"t2v_hub_version": __version__, "torch_version": torch.__version__, "timm_version": timm.__version__}
 
 
+def first_space_difference(a: Mapping[str, str], b: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """The first embedding-space field where metadata ``a`` and ``b`` differ, with both values.
+
+    ``COMPAT_FIELDS`` must agree; ``OPTIONAL_COMPAT_FIELDS`` only where both record them.
+    """
+    for f in COMPAT_FIELDS + OPTIONAL_COMPAT_FIELDS:
+        x, y = a.get(f, ""), b.get(f, "")
+        if f in OPTIONAL_COMPAT_FIELDS and (not x or not y):
+            continue
+        if x != y:
+            return f, x, y
+    return None
+
+
 @dataclass
 class Task2VecEmbedding:
     """A TASK2VEC embedding: ``vector`` (fp32, one entry per probe filter) and ``metadata``."""
@@ -95,14 +109,12 @@ class Task2VecEmbedding:
 
     def check_compatible(self, other: Task2VecEmbedding) -> None:
         """Raise :class:`IncompatibleEmbeddingError` naming the first field that differs."""
-        for f in COMPAT_FIELDS + OPTIONAL_COMPAT_FIELDS:
-            a, b = self.metadata.get(f, ""), other.metadata.get(f, "")
-            if f in OPTIONAL_COMPAT_FIELDS and (not a or not b):
-                continue
-            if a != b:
-                raise IncompatibleEmbeddingError(
-                    f"embeddings differ in {f}: {a!r} vs {b!r}; recompute one of them with the other's {f}"
-                )
+        diff = first_space_difference(self.metadata, other.metadata)
+        if diff is not None:
+            f, a, b = diff
+            raise IncompatibleEmbeddingError(
+                f"embeddings differ in {f}: {a!r} vs {b!r}; recompute one of them with the other's {f}"
+            )
 
     # -- serialisation --------------------------------------------------------------
     def to_bytes(self) -> bytes:

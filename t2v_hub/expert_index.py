@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from .constants import ASYM_ALPHA
-from .embedding import COMPAT_FIELDS, OPTIONAL_COMPAT_FIELDS, Task2VecEmbedding
+from .embedding import COMPAT_FIELDS, OPTIONAL_COMPAT_FIELDS, Task2VecEmbedding, first_space_difference
 from .errors import IncompatibleEmbeddingError, RecommendError
 from .ranking_kernel import sym_to_target
 from .recommend import EmbedPlan, Recommendation, build_recommendations
@@ -73,14 +73,12 @@ class ExpertIndex:
                          self.space.get("include_norm") == "true", self.size)
 
     def check_compatible(self, target: Task2VecEmbedding) -> None:
-        for f in COMPAT_FIELDS + OPTIONAL_COMPAT_FIELDS:
-            a, b = target.metadata.get(f, ""), self.space.get(f, "")
-            if f in OPTIONAL_COMPAT_FIELDS and (not a or not b):
-                continue
-            if a != b:
-                raise IncompatibleEmbeddingError(
-                    f"target and index differ in {f}: {a!r} vs {b!r}; embed the target with the index's {f}"
-                )
+        diff = first_space_difference(target.metadata, self.space)
+        if diff is not None:
+            f, a, b = diff
+            raise IncompatibleEmbeddingError(
+                f"target and index differ in {f}: {a!r} vs {b!r}; embed the target with the index's {f}"
+            )
 
     def rows(self, positions: Sequence[int]) -> torch.Tensor:
         """The embeddings at ``positions`` (a float32 copy of those rows only)."""
