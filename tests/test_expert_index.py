@@ -129,3 +129,17 @@ def test_cli_index_then_recommend(setup: dict[str, Any], tmp_path: Path, capsys)
     assert "--force" in capsys.readouterr().err
     assert main(["recommend", "--dataset", "x", "--index", str(tmp_path / "nope")]) == 2
     assert "not an expert index" in capsys.readouterr().err
+
+
+def test_rank_backbones_from_an_index_matches_the_hub(setup: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    from t2v_hub.automl import rank_backbones
+
+    idx = build_index(_experts(setup), tmp_path / "idx", shard_rows=4, trivial=setup["trivial"])
+    hub = str(setup["hub"].root)
+    for cands in (None, ["org/expert-3", "org/expert-1", "org/missing"]):
+        a = rank_backbones(setup["target"], cands, hub=hub, index=idx, trivial=setup["trivial"], top_k=3)
+        b = rank_backbones(setup["target"], cands, hub=hub, trivial=setup["trivial"], top_k=3)
+        assert [(r.rank, r.repo_id, r.name) for r in a] == [(r.rank, r.repo_id, r.name) for r in b]
+        assert [r.score for r in a] == pytest.approx([r.score for r in b], abs=1e-5)
+    with pytest.raises(RecommendError, match="not resnet18"):
+        rank_backbones(setup["target"], hub=hub, index=idx, probe="resnet18")
