@@ -35,11 +35,10 @@ from typing import Any
 
 import torch
 
-from .constants import ASYM_ALPHA
 from .embedding import COMPAT_FIELDS, OPTIONAL_COMPAT_FIELDS, Task2VecEmbedding, first_space_difference
 from .errors import IncompatibleEmbeddingError, RecommendError
 from .ranking_kernel import sym_to_target
-from .recommend import EmbedPlan, Recommendation, build_recommendations
+from .recommend import EmbedPlan, Recommendation, build_recommendations, resolve_alpha, top_rows
 from .selector import Model2Vec, vector_digest
 
 INDEX_FILE = "t2v_index.json"
@@ -297,9 +296,7 @@ def rank_index(
     index.check_compatible(target)
     if selector is not None:
         selector.check_compatible(target)
-    a = float(alpha if alpha is not None else (selector.alpha if selector is not None else ASYM_ALPHA))
-    if selector is not None and abs(a - selector.alpha) > 1e-12:
-        notes.append(f"alpha={a} differs from the selector's training alpha={selector.alpha}")
+    a = resolve_alpha(alpha, selector, notes)
     # Default t0: the selector's (its biases were trained against it), else the one stored at build time.
     default = None if selector is not None else index.trivial
     t0 = _resolve_trivial(target, trivial if trivial is not None else default, selector, notes)
@@ -327,8 +324,7 @@ def rank_index(
         scores[rows] = sym_to_target(m, target.vector) - a * sym_to_target(m, t0) + off
         offset[rows], seen[rows] = off, True
         prob = torch.softmax(-selector.gamma * scores.double(), 0)
-    k = min(top_k, index.size)
-    top = sorted(torch.topk(scores, k, largest=False).indices.tolist(), key=lambda j: (float(scores[j]), j))
+    top = top_rows(scores, top_k)
     rows = torch.tensor(top, dtype=torch.long)
     return build_recommendations(
         top, scores, d_task[rows], d_triv[rows], a, offset, seen if selector is not None else None, prob,

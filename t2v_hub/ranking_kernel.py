@@ -65,17 +65,13 @@ BACKENDS = ("auto", "torch", "numba")
 @functools.cache
 def _numba_kernels() -> tuple[Callable, Callable] | None:
     """The compiled row-sum loops (float32 and bfloat16-as-uint16 rows), or None without numba."""
-    try:
-        import numba
-        import numpy as np
-    except ImportError:
+    from ._numba import jit as numba_jit
+
+    jit = numba_jit()
+    if jit is None:
         return None
-    # error_model="numpy": no zero-division check per element, which would stop LLVM from
-    # vectorising the loop; fastmath lets it reassociate the two sums across SIMD lanes.
-    # Only reassociation/contraction: no "nnan"/"ninf"/"arcp" (the approximate reciprocal
-    # flushes the tiny guard to zero and turns 0/0 filters into NaN).
-    jit = numba.njit(fastmath={"reassoc", "contract", "nsz"}, nogil=True, cache=True, error_model="numpy",
-                     boundscheck=False)
+    import numpy as np
+
     tiny = np.float32(np.finfo(np.float32).tiny)  # smallest *normal* float32: never flushed
 
     @jit

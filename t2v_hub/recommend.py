@@ -112,6 +112,21 @@ def _resolve_trivial(
     return t0
 
 
+def resolve_alpha(alpha: float | None, selector: Model2Vec | None, notes: list[str]) -> float:
+    """``alpha``, else the selector's (so scores match its training), else ``ASYM_ALPHA``."""
+    a = float(alpha if alpha is not None else (selector.alpha if selector is not None else ASYM_ALPHA))
+    if selector is not None and abs(a - selector.alpha) > 1e-12:
+        notes.append(f"alpha={a} differs from the selector's training alpha={selector.alpha}")
+    return a
+
+
+def top_rows(scores: torch.Tensor, top_k: int) -> list[int]:
+    """The ``top_k`` lowest scores' rows, best first."""
+    k = min(top_k, scores.numel())
+    # Sort by (score, position) so equal scores keep the listing order: reproducible output.
+    return sorted(torch.topk(scores, k, largest=False).indices.tolist(), key=lambda j: (float(scores[j]), j))
+
+
 def rank_experts(
     target: Task2VecEmbedding,
     experts: Sequence[ExpertLike],
@@ -147,9 +162,7 @@ def rank_experts(
         logger.info("%d expert(s) left out as incompatible", len(skipped))
     if selector is not None:
         selector.check_compatible(target)
-    a = float(alpha if alpha is not None else (selector.alpha if selector is not None else ASYM_ALPHA))
-    if selector is not None and abs(a - selector.alpha) > 1e-12:
-        notes.append(f"alpha={a} differs from the selector's training alpha={selector.alpha}")
+    a = resolve_alpha(alpha, selector, notes)
     t0 = _resolve_trivial(target, trivial, selector, notes)
     ids = [ex.repo_id for ex in ok]
     F = torch.stack([ex.embedding.vector for ex in ok])
@@ -161,9 +174,7 @@ def rank_experts(
     index = ExpertMatrix(M, t0, dtype=dtype)
     biased_sym = index.d_sym(target.vector)
     scores = biased_sym - a * index.to_trivial + offset
-    k = min(top_k, len(ok))
-    # Sort by (score, position) so equal scores keep the listing order: reproducible output.
-    top = sorted(torch.topk(scores, k, largest=False).indices.tolist(), key=lambda j: (float(scores[j]), j))
+    top = top_rows(scores, top_k)
     rows = torch.tensor(top, dtype=torch.long)
     # Unbiased distances for the chosen rows only (with a selector they differ from M's).
     d_task = sym_to_target(F[rows], target.vector) if selector is not None else biased_sym[rows]

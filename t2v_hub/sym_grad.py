@@ -27,15 +27,12 @@ import torch
 
 @functools.cache
 def _kernels() -> tuple[Callable, Callable] | None:
-    try:
-        import numba
-        import numpy as np
-    except ImportError:
+    from ._numba import jit as numba_jit
+
+    jit = numba_jit()
+    if jit is None:
         return None
-    # As in ranking_kernel: no per-element zero-division checks (they stop vectorisation),
-    # reassociation allowed, no approximate reciprocals (they flush the tiny guard).
-    jit = numba.njit(fastmath={"reassoc", "contract", "nsz"}, nogil=True, cache=True, error_model="numpy",
-                     boundscheck=False)
+    import numpy as np
 
     # Sums and the gradient are accumulated in float64 whatever the input (21,008-term sums).
     @jit

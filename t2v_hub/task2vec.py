@@ -100,7 +100,7 @@ def _batched_features(
     out = []
     dummy = torch.zeros(images.shape[0])
     with torch.no_grad():
-        for x, _ in _tensor_loader(images, dummy, batch_size, None if quiet else "features"):
+        for x, _ in _TensorBatches(images, dummy, batch_size, None if quiet else "features"):
             out.append(probe.features(x.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out)
 
@@ -133,9 +133,6 @@ class _TensorBatches:
 
     def __len__(self) -> int:
         return (int(self.images.shape[0]) + self.batch_size - 1) // self.batch_size
-
-
-_tensor_loader = _TensorBatches
 
 
 def _load(dataset: Any, *, max_samples: int | None, seed: int, data_options: dict[str, Any]) -> Any:
@@ -211,7 +208,7 @@ def _montecarlo_shard_invariant(
     for k in range(mc_samples):
         r = estimate(
             p.model,
-            _tensor_loader(images[shard], draws[k][shard], batch_size, None if quiet else f"Fisher montecarlo {k + 1}/{mc_samples}"),
+            _TensorBatches(images[shard], draws[k][shard], batch_size, None if quiet else f"Fisher montecarlo {k + 1}/{mc_samples}"),
             "empirical",
             params=p.measured_params(), autocast_dtype=autocast_dtype, device=dev, **options,
         )
@@ -398,7 +395,7 @@ def embed(
                 )
                 options["init_hessian"] = mc.per_param
         result = estimate(
-            p.model, _tensor_loader(images[shard], labels_f[shard], batch_size, None if quiet else f"Fisher {method}"),
+            p.model, _TensorBatches(images[shard], labels_f[shard], batch_size, None if quiet else f"Fisher {method}"),
             method,
             params=p.measured_params(), mc_samples=mc_samples, generator=g_fisher,
             autocast_dtype=autocast_dtype, device=dev, **options,

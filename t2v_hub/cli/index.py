@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..expert_index import build_index
     from ..hub import get_hub, list_experts
-    from ..recommend import choose_probe
+    from ..recommend import choose_probe, partition_experts
 
     hub = get_hub(args.hub, endpoint=args.endpoint, token=args.token)
     experts, skipped = list_experts(hub, filter=args.filter or None)
@@ -48,18 +48,11 @@ def run(args: argparse.Namespace) -> int:
         ex for ex in experts
         if ex.embedding.probe == plan.probe and (ex.embedding.method or "montecarlo") == plan.method
     ]
-    # One embedding space per index: the most common input size / norm setting of that probe.
-    ref = next(ex.embedding for ex in chosen)
-    same, other = [], []
-    for ex in chosen:
-        try:
-            ref.check_compatible(ex.embedding)
-            same.append(ex)
-        except Exception:  # noqa: BLE001 - any incompatibility means: another space
-            other.append(ex)
+    # One embedding space per index: the first expert's (input size, norm setting) of that probe.
+    same, other = partition_experts(chosen[0].embedding, chosen)
     if other:
         hint(f"{len(other)} expert(s) of {plan.probe} ({plan.method}) in another embedding space left out: "
-             + ", ".join(ex.repo_id for ex in other[:5]))
+             + ", ".join(repo_id for repo_id, _ in other[:5]))
     left = len(experts) - len(chosen)
     if left:
         hint(f"{left} expert(s) of other probes/methods left out (index them with --probe/--method)")
