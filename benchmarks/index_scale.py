@@ -45,7 +45,7 @@ def _rss_parts_mb() -> tuple[float, float]:
 
 
 def build(n: int, dtype: str, out: Path) -> float:
-    from t2v_hub.expert_index import write_index
+    from t2v_hub.selection.index import write_index
 
     prof = _profile()
     space = {"probe": "synthetic", "weights_sha256": "0", "layout_hash": "0", "dim": str(DIM), "method": "montecarlo"}
@@ -62,14 +62,14 @@ def build(n: int, dtype: str, out: Path) -> float:
 
 def child(path: str, repeats: int) -> dict[str, Any]:
     from t2v_hub.embedding import Task2VecEmbedding
-    from t2v_hub.expert_index import load_index, rank_index
+    from t2v_hub.selection.index import load_index, rank_index
 
     torch.set_num_threads(1)
     prof = _profile()
     target = Task2VecEmbedding.create(make_rows(10**9, 10**9 + 1, prof)[0], probe="synthetic", weights_sha256="0",
                                       layout_hash="0", method="montecarlo")
     # Warm the kernels on a tiny matrix first, so the baseline holds numba/torch's own memory.
-    from t2v_hub.ranking_kernel import sym_to_target
+    from t2v_hub.selection.kernels.ranking import sym_to_target
 
     sym_to_target(make_rows(0, 4, prof), target.vector)
     anon0, _ = _rss_parts_mb()

@@ -58,8 +58,8 @@ def make_rows(start: int, stop: int, profile: torch.Tensor) -> torch.Tensor:
 
 
 def child(n: int, dtype_name: str, threads: int, repeats: int) -> dict[str, Any]:
-    from t2v_hub.distances import cdist
-    from t2v_hub.ranking_kernel import ExpertMatrix, sym_to_target
+    from t2v_hub.selection.distances import cdist
+    from t2v_hub.selection.kernels.ranking import ExpertMatrix, sym_to_target
 
     torch.set_num_threads(threads)
     dtype = DTYPES[dtype_name]
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         n, dt, th = args.child
         print(json.dumps(child(int(n), dt, int(th), args.repeats)))
         return 0
-    from t2v_hub.ranking_kernel import _numba_kernels
+    from t2v_hub.selection.kernels.ranking import _numba_kernels
 
     backends = args.backends or (["numba", "torch"] if _numba_kernels() is not None else ["torch"])
     runs = []

@@ -267,7 +267,8 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
 
     # -- 6. embeddings ------------------------------------------------------------------------------
     from t2v_hub.embedding import Task2VecEmbedding
-    from t2v_hub.task2vec import TensorTask, embed, trivial_for
+    from t2v_hub.task2vec import TensorTask, embed
+    from t2v_hub.trivial import trivial_for
 
     t0 = time.perf_counter()
     embs: dict[str, dict[str, Task2VecEmbedding]] = {m: {} for m in cfg.embed.methods}
@@ -304,7 +305,7 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
     # -- 6b. estimator noise: the same tasks embedded again with another seed (another subset and
     # other random draws); a usable estimator puts a task much closer to itself than to other tasks.
     t0 = time.perf_counter()
-    from t2v_hub.distances import cdist
+    from t2v_hub.selection.distances import cdist
 
     stability: dict[str, Any] = {}
     stab_tasks = [n for n in task_names[: cfg.stability_tasks]]

@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2v_hub.distances import pdist
 from t2v_hub.fisher import estimate
 from t2v_hub.probes import Probe, create_probe
+from t2v_hub.selection.distances import pdist
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -118,7 +118,7 @@ def estimated_fisher(probe: str, model: nn.Module, inputs: np.ndarray, mc_sample
 
 
 def d_sym_matrix(V: np.ndarray) -> np.ndarray:
-    from t2v_hub.distances import pdist
+    from t2v_hub.selection.distances import pdist
 
     return pdist(torch.tensor(V, dtype=torch.float32)).double().numpy()
 

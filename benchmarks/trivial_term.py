@@ -44,11 +44,11 @@ def _layer_mean(v: torch.Tensor, segments: list[tuple[int, int]]) -> torch.Tenso
 
 
 def main(argv: list[str] | None = None) -> int:
-    from t2v_hub.distances import cdist
     from t2v_hub.embedding import Task2VecEmbedding
     from t2v_hub.probes import create_probe
-    from t2v_hub.selection_metrics import evaluate_selection
-    from t2v_hub.task2vec import trivial_for
+    from t2v_hub.selection.distances import cdist
+    from t2v_hub.selection.metrics import evaluate_selection
+    from t2v_hub.trivial import trivial_for
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="small")

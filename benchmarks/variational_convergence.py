@@ -36,7 +36,7 @@ RUNS = (("montecarlo", "montecarlo", {}),
 
 
 def main(argv: list[str] | None = None) -> int:
-    from t2v_hub.distances import cdist
+    from t2v_hub.selection.distances import cdist
     from t2v_hub.task2vec import embed
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

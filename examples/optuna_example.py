@@ -31,7 +31,7 @@ from sklearn.datasets import load_digits
 
 from t2v_hub.automl import rank_backbones
 from t2v_hub.hub import LocalHub, push_embedding
-from t2v_hub.plugins_registry import get_integration
+from t2v_hub.registry import get_integration
 from t2v_hub.task2vec import embed
 
 PROBE = "test_efficientnet"  # stand-in probe (random init, seeded): see the module docstring

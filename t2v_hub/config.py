@@ -1,11 +1,22 @@
-"""Frozen configuration dataclasses; each is recorded into every embedding's metadata."""
+"""Frozen configuration dataclasses; each is recorded into every embedding's metadata.
+
+An embedding carries the :class:`EmbedConfig` that made it as one JSON entry
+(``embed_config``) of its safetensors metadata, beside the flat fields that cards
+and older files use; :meth:`EmbedConfig.from_metadata` is the one place that reads
+it back (``EmbedConfig.from_metadata(config.to_metadata()) == config``), and falls
+back to the flat fields for files written before the entry existed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from . import constants as C
+
+CONFIG_KEY = "embed_config"
 
 
 @dataclass(frozen=True)
@@ -19,11 +30,16 @@ class HeadConfig:
     """
 
     epochs: int = C.HEAD_EPOCHS
-    lr: float = 1e-3
+    lr: float = C.HEAD_LR
     weight_decay: float = C.HEAD_WEIGHT_DECAY
     draws_per_epoch: int = C.HEAD_DRAWS_PER_EPOCH
-    batch_size: int = 64
+    batch_size: int = C.HEAD_BATCH_SIZE
     balanced: bool = True
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HeadConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,11 @@ class FisherConfig:
     mc_samples: int = 1
     batch_size: int = C.DEFAULT_BATCH_SIZE
     options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FisherConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -46,3 +67,74 @@ class EmbedConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EmbedConfig:
+        known = {f.name for f in fields(cls)} - {"head", "fisher"}
+        return cls(
+            **{k: v for k, v in data.items() if k in known},
+            head=HeadConfig.from_dict(data.get("head") or {}),
+            fisher=FisherConfig.from_dict(data.get("fisher") or {}),
+        )
+
+    def to_metadata(self) -> dict[str, str]:
+        """The metadata entry an embedding carries (sorted JSON: stable bytes and hashes)."""
+        return {CONFIG_KEY: json.dumps(self.to_dict(), sort_keys=True, default=str)}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> EmbedConfig:
+        """The config recorded in an embedding's metadata (flat legacy fields when older)."""
+        if meta.get(CONFIG_KEY):
+            return cls.from_dict(json.loads(meta[CONFIG_KEY]))
+
+        def value(key: str, default: Any) -> Any:
+            raw = meta.get(key)
+            if raw in (None, ""):
+                return default
+            try:
+                return json.loads(raw)
+            except (TypeError, ValueError):
+                return raw
+
+        size = value("input_size", None)
+        return cls(
+            probe=str(meta.get("probe", C.DEFAULT_PROBE)),
+            max_samples=value("max_samples", None),
+            seed=int(value("seed", 0)),
+            include_norm=bool(value("include_norm", False)),
+            input_size=int(size[-1]) if isinstance(size, list) and size else None,
+            head=HeadConfig.from_dict(value("head_config", {}) or {}),
+            fisher=FisherConfig(
+                method=str(meta.get("method") or C.DEFAULT_FISHER_METHOD),
+                mc_samples=int(value("mc_samples", 1)),
+                options=dict(value("fisher_options", {}) or {}),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class EmbeddingSpace:
+    """The settings that decide which space an embedding lives in, typed (see ``space_of``)."""
+
+    probe: str
+    method: str
+    input_size: int | None  # the side of the probe's input as run (metadata ``input_size`` [3, h, w])
+    include_norm: bool
+
+
+def space_of(meta: Mapping[str, str]) -> EmbeddingSpace:
+    """Typed embedding-space settings from metadata (what ``recommend`` must embed a target with)."""
+    try:
+        size = json.loads(meta["input_size"]) if meta.get("input_size") else None
+    except ValueError:
+        size = None
+    try:
+        norm = bool(json.loads(meta.get("include_norm") or "false"))
+    except ValueError:
+        norm = False
+    return EmbeddingSpace(
+        probe=str(meta.get("probe", "")),
+        method=str(meta.get("method") or C.DEFAULT_FISHER_METHOD),
+        input_size=int(size[-1]) if isinstance(size, list) and size else None,
+        include_norm=norm,
+    )

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .fisher.result import FisherResult
 
 
 @dataclass(frozen=True)
@@ -65,3 +69,16 @@ def reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     from accelerate.utils import reduce
 
     return reduce(t.contiguous(), reduction="sum")
+
+
+def reduce_result(result: FisherResult, info: DistInfo) -> FisherResult:
+    """Sum every process's per-parameter Fisher sums and sample counts (exact for per-sample estimators)."""
+    if not info.enabled:
+        return result
+    from .fisher.result import FisherResult
+
+    if result.sums is None:
+        raise ValueError(f"the {result.method} estimator keeps no sums; it cannot be reduced across processes")
+    sums = {k: reduce_sum(v, info) for k, v in result.sums.items()}
+    count = int(reduce_sum(torch.tensor([float(result.num_samples)]), info).item())
+    return FisherResult.from_sums(sums, count, result.method, {**result.config, "world_size": info.world_size})

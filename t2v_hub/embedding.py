@@ -36,7 +36,7 @@ OPTIONAL_COMPAT_FIELDS = ("input_size", "include_norm")
 def _versions() -> dict[str, str]:
     import timm
 
-    from . import __version__
+    from .version import __version__
 
     return {"t2v_hub_version": __version__, "torch_version": torch.__version__, "timm_version": timm.__version__}
 
@@ -203,7 +203,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:
-        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror}; choose a writable --out path") from exc
+        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror}; choose a writable path") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -212,7 +212,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         os.replace(tmp, p)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror}; choose a writable --out path") from exc
+        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror}; choose a writable path") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from t2v_hub import distances as D
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.errors import IncompatibleEmbeddingError
+from t2v_hub.selection import distances as D
 
 
 def naive_d_sym(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> float:

@@ -13,7 +13,7 @@ from t2v_hub.cli.main import main
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.errors import SelectorError
 from t2v_hub.hub import push_embedding
-from t2v_hub.hub.eval_results import eval_results_yaml, read_eval_results
+from t2v_hub.selection.eval_results import eval_results_yaml, read_eval_results
 
 MODEL_INDEX_CARD = """---
 tags: [vision]
@@ -95,7 +95,7 @@ def test_conflicts_range_and_nothing_found_are_refused(local_hub, make_embedding
         ".eval_results/a.yaml": eval_results_yaml({"task-0": 0.9}, task_id="top1"),
         ".eval_results/b.yaml": eval_results_yaml({"task-0": 0.7}, task_id="top5"),
     }, "two tasks of one benchmark", parent_commit=None)
-    with pytest.raises(SelectorError, match="two values for task-0.*--eval-task-id"):
+    with pytest.raises(SelectorError, match="two values for task-0.*task_id="):
         read_eval_results(local_hub)
     assert read_eval_results(local_hub, task_id="top5").matrix.errors.item() == pytest.approx(0.3)
     with pytest.raises(SelectorError, match="outside \\[0, 1\\]"):
@@ -125,7 +125,7 @@ def test_cli_selector_trains_from_eval_results(tmp_path: Path, local_hub, make_e
     summary = json.loads(cap.out)
     assert summary["tasks"] == 3 and summary["experts"] == 3 and summary["skipped_cells"] == 3
     assert "read 3 dataset(s) x 3 expert(s)" in cap.err and "1 cells from model-index" in cap.err
-    from t2v_hub.selector import Model2Vec
+    from t2v_hub.selection.model2vec import Model2Vec
 
     assert Model2Vec.load(out).expert_ids == ["org/m0", "org/m1", "org/m2"]
     # --errors and --eval-results are exclusive; one of them is required.

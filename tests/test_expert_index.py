@@ -13,11 +13,12 @@ import torch
 from test_recommend import COMPAT, lognormal, setup  # noqa: F401 - the fixture is used by name
 
 from t2v_hub.cli.main import main
-from t2v_hub.distances import cdist_asym
 from t2v_hub.errors import IncompatibleEmbeddingError, RecommendError
-from t2v_hub.expert_index import INDEX_FILE, build_index, load_index, rank_index
-from t2v_hub.recommend import rank_experts
-from t2v_hub.selector import SelectorConfig, compat_of, train_model2vec
+from t2v_hub.selection.distances import cdist_asym
+from t2v_hub.selection.index import INDEX_FILE, build_index, load_index, rank_index
+from t2v_hub.selection.model2vec import SelectorConfig, compat_of
+from t2v_hub.selection.scoring import rank_experts
+from t2v_hub.selection.training import train_model2vec
 
 
 def _experts(setup: dict[str, Any]) -> list[Any]:  # noqa: F811
@@ -83,7 +84,7 @@ def test_index_with_selector_matches_rank_experts(setup: dict[str, Any], tmp_pat
 def test_bad_indexes_and_targets_are_refused(setup: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
     experts = _experts(setup)
     out = build_index(experts, tmp_path / "idx", shard_rows=4, trivial=setup["trivial"])
-    with pytest.raises(RecommendError, match="exists; pass --force"):
+    with pytest.raises(RecommendError, match="exists; pass overwrite=True"):
         build_index(experts, out, trivial=setup["trivial"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".idx.")]  # no temporary left behind
     index = load_index(out)

@@ -13,7 +13,8 @@ from PIL import Image
 from t2v_hub.cli.main import main
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.errors import DataError
-from t2v_hub.task2vec import TensorTask, embed, trivial_embedding
+from t2v_hub.task2vec import TensorTask, embed
+from t2v_hub.trivial import trivial_embedding
 
 PROBE = "test_efficientnet"
 
@@ -45,7 +46,7 @@ def test_same_seed_same_bytes_different_seed_close_but_different() -> None:
     c = embed(tensors(), PROBE, seed=1, input_size=32)
     assert a.vector.numpy().tobytes() == b.vector.numpy().tobytes()
     assert not torch.equal(a.vector, c.vector)
-    from t2v_hub.distances import d_sym
+    from t2v_hub.selection.distances import d_sym
 
     assert d_sym(a, c) < 0.5 * d_sym(a, trivial_embedding(PROBE, "montecarlo", input_size=32))
 
@@ -64,7 +65,7 @@ def test_embedding_reflects_the_task() -> None:
     # Same images, informative vs shuffled labels: the tasks must be told apart.
     x, y = tensors(30)
     y_perm = y[torch.randperm(30, generator=torch.Generator().manual_seed(5))]
-    from t2v_hub.distances import d_sym
+    from t2v_hub.selection.distances import d_sym
 
     a = embed((x, y), PROBE, seed=0, input_size=32)
     a2 = embed((x, y), PROBE, seed=1, input_size=32)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from t2v_hub.cli.main import main
-from t2v_hub.distances import cdist_asym, pdist
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.plots import cluster_order, embedding_map, plot_distance_matrix, plot_embedding_map
+from t2v_hub.selection.distances import cdist_asym, pdist
 
 COMPAT = dict(probe="test_efficientnet", weights_sha256="w" * 8, layout_hash="l" * 8, method="montecarlo")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -99,7 +99,7 @@ def test_cli_matrix_bad_inputs(emb_dir: Path, tmp_path: Path, capsys) -> None:
     assert "at least two" in capsys.readouterr().err
     other = tmp_path / "other.safetensors"
     Task2VecEmbedding.create(torch.rand(24), **{**COMPAT, "probe": "resnet18"}).save(other)
-    assert main(["matrix", str(emb_dir), str(other), "--format", "none"]) == 2
+    assert main(["matrix", str(emb_dir), str(other), "--no-print"]) == 2
     assert "probe" in capsys.readouterr().err
     assert main(["matrix", str(emb_dir), "--plot", str(tmp_path / "missing" / "x.png")]) == 2
     assert "does not exist" in capsys.readouterr().err

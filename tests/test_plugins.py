@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from t2v_hub import plugins_registry as reg
+from t2v_hub import registry as reg
 from t2v_hub.cli.main import main
 from t2v_hub.errors import T2VError
 from t2v_hub.probes import adapters
@@ -16,14 +16,48 @@ from t2v_hub.probes import adapters
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     """Empty registries that discover again on first use (restored afterwards)."""
-    monkeypatch.setattr(reg, "_INTEGRATIONS", {})
-    monkeypatch.setattr(reg, "_SOURCES", {})
-    monkeypatch.setattr(reg, "_FAILED", {})
-    monkeypatch.setattr(reg, "_LOADED", False)
-    monkeypatch.setattr(adapters, "_ADAPTERS", {})
-    monkeypatch.setattr(adapters, "_ADAPTER_SOURCES", {})
-    monkeypatch.setattr(adapters, "_PLUGINS_LOADED", False)
+    for r in (reg.INTEGRATIONS, reg.PROBE_ADAPTERS):
+        for attr in ("_items", "_sources", "_failed"):
+            monkeypatch.setattr(r, attr, {})
+        monkeypatch.setattr(r, "_loaded", False)
     monkeypatch.delenv("T2V_HUB_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+
+
+class _LevitLike(adapters.GenericAdapter):
+    family = "levit_like"
+
+
+def _with_probe_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed third-party probe adapter: a fake entry point in the t2v_hub.probes group."""
+    from importlib import metadata
+
+    ep = metadata.EntryPoint("levit_like", f"{__name__}:_LevitLike", "t2v_hub.probes")
+    real = metadata.entry_points
+
+    def fake(**kw: Any) -> Any:
+        eps = list(real(**kw))
+        return [*eps, ep] if kw.get("group") == "t2v_hub.probes" else eps
+
+    monkeypatch.setattr(metadata, "entry_points", fake)
+
+
+def test_duplicate_registration_refused_unless_overwrite(fresh: None) -> None:
+    reg.register_integration("mine", object(), source="a")
+    with pytest.raises(reg.RegistryError, match="already registered.*overwrite=True"):
+        reg.register_integration("mine", object(), source="b")
+    reg.register_integration("mine", 1, source="b", overwrite=True)
+    assert reg.list_integrations()["mine"] == "b" and reg.get_integration("mine") == 1
+    adapters.register_probe_adapter("fam", adapters.GenericAdapter())
+    with pytest.raises(reg.RegistryError, match="probe adapter named 'fam'"):
+        adapters.register_probe_adapter("fam", adapters.GenericAdapter())
+
+
+def test_probe_adapter_plugin_discovered(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_probe_plugin(monkeypatch)
+    assert "levit_like" in adapters.list_probe_adapters()
+    assert isinstance(adapters.get_probe_adapter("levit_like"), _LevitLike)
+    # Families without an adapter get the generic one (timm's common API).
+    assert type(adapters.get_probe_adapter("resnet")) is adapters.GenericAdapter
 
 
 def test_entry_points_discovered(fresh: None) -> None:
@@ -45,10 +79,11 @@ def test_autoload_off_switch(fresh: None, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_cli_plugins_list(fresh: None, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    _with_probe_plugin(monkeypatch)
     assert main(["plugins", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {tuple(line.split()) for line in lines[1:]}
-    assert ("probe-adapter", "resnet", "t2v-hub") in rows and ("probe-adapter", "vision_transformer", "t2v-hub") in rows
+    assert any(r[:2] == ("probe-adapter", "levit_like") for r in rows)
     assert ("integration", "optuna", "t2v-hub") in rows
     assert main(["plugins", "list", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["autoload"] is True

@@ -10,13 +10,15 @@ import pytest
 import torch
 
 from t2v_hub.cli.main import main
-from t2v_hub.distances import cdist, cdist_asym
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.errors import RecommendError, SelectorError
 from t2v_hub.hub import LocalHub, push_embedding
-from t2v_hub.ranking_kernel import ExpertMatrix, sym_to_target
-from t2v_hub.recommend import choose_probe, rank_experts, timm_name
-from t2v_hub.selector import SelectorConfig, compat_of, train_model2vec
+from t2v_hub.selection.distances import cdist, cdist_asym
+from t2v_hub.selection.kernels.ranking import ExpertMatrix, sym_to_target
+from t2v_hub.selection.model2vec import SelectorConfig, compat_of
+from t2v_hub.selection.recommend import choose_probe
+from t2v_hub.selection.scoring import rank_experts, timm_name
+from t2v_hub.selection.training import train_model2vec
 
 COMPAT = dict(probe="test_efficientnet", weights_sha256="w" * 8, layout_hash="l" * 8, method="montecarlo")
 DIM = 48
@@ -91,7 +93,7 @@ def test_kernel_matches_cdist_with_dead_filters_and_extreme_scales(
 
 
 def test_kernel_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    from t2v_hub.ranking_kernel import backend
+    from t2v_hub.selection.kernels.ranking import backend
 
     monkeypatch.setenv("T2V_HUB_RANK_BACKEND", "torch")
     assert backend() == "torch"
@@ -251,7 +253,7 @@ def test_cli_recommend_with_selector_file_and_hub_repo(setup: dict[str, Any], ca
     assert main(["recommend", *setup["args"], "--selector", str(tmp / "x.safetensors")]) == 2
     assert "different expert set" in capsys.readouterr().err
     with pytest.raises(SelectorError, match="not found"):
-        from t2v_hub.selector import load_selector
+        from t2v_hub.selection.model2vec import load_selector
 
         load_selector(tmp / "missing.safetensors")
 

@@ -19,11 +19,12 @@ from PIL import Image as PILImage
 
 from t2v_hub.cli.main import main
 from t2v_hub.data import load_task
-from t2v_hub.distances import d_sym
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.errors import DataError, FisherError
+from t2v_hub.fisher import estimate_montecarlo_presampled
 from t2v_hub.probes import create_probe
-from t2v_hub.task2vec import TensorTask, _montecarlo_shard_invariant, embed
+from t2v_hub.selection.distances import d_sym
+from t2v_hub.task2vec import TensorTask, embed
 
 PROBE = "test_efficientnet"
 
@@ -135,9 +136,9 @@ def test_montecarlo_regression_fisher_equals_a_naive_per_sample_loop() -> None:
     with torch.no_grad():
         feats = p.features(x)
         f = p.logits_from_features(feats).float()
-    result = _montecarlo_shard_invariant(
-        p, feats, x, torch.arange(n), 1, torch.Generator().manual_seed(7), 4, None, torch.device("cpu"),
-        False, {"likelihood": "gaussian"}, regression=True,
+    result = estimate_montecarlo_presampled(
+        p.model, x, p.logits_from_features(feats).detach(), params=p.measured_params(), mc_samples=1,
+        generator=torch.Generator().manual_seed(7), likelihood="gaussian", shard=torch.arange(n), batch_size=4,
     )
     y = f + torch.randn((1, n, k), generator=torch.Generator().manual_seed(7))[0]
     names = p.measured_params()[:6] + p.measured_params()[-3:]
@@ -157,9 +158,9 @@ def test_montecarlo_regression_fisher_equals_a_naive_per_sample_loop() -> None:
         assert acc.abs().sum() > 0
         torch.testing.assert_close(result.per_param[name], acc / n, rtol=1e-4, atol=1e-9)
     # ... and the draws matter: other noise gives another Fisher.
-    other = _montecarlo_shard_invariant(
-        p, feats, x, torch.arange(n), 1, torch.Generator().manual_seed(8), 4, None, torch.device("cpu"),
-        False, {"likelihood": "gaussian"}, regression=True,
+    other = estimate_montecarlo_presampled(
+        p.model, x, p.logits_from_features(feats).detach(), params=p.measured_params(), mc_samples=1,
+        generator=torch.Generator().manual_seed(8), likelihood="gaussian", shard=torch.arange(n), batch_size=4,
     )
     assert not torch.allclose(other.per_param[names[0]], result.per_param[names[0]], rtol=1e-3)
 
@@ -174,10 +175,10 @@ def test_montecarlo_regression_is_shard_invariant() -> None:
         feats = p.features(x)
 
     def run(shard: torch.Tensor):
-        return _montecarlo_shard_invariant(
-            p, feats, x, shard, 2, torch.Generator().manual_seed(5), 4, None, torch.device("cpu"),
-            False, {"likelihood": "gaussian"}, regression=True,
-        ).sums
+        return estimate_montecarlo_presampled(
+        p.model, x, p.logits_from_features(feats).detach(), params=p.measured_params(), mc_samples=2,
+        generator=torch.Generator().manual_seed(5), likelihood="gaussian", shard=shard, batch_size=4,
+    ).sums
 
     whole, first, second = run(torch.arange(6)), run(torch.arange(3)), run(torch.arange(3, 6))
     name = p.measured_params()[0]

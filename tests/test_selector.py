@@ -11,16 +11,17 @@ import pytest
 import torch
 
 from t2v_hub.cli.main import main
-from t2v_hub.distances import cdist_asym
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.errors import SelectorError
-from t2v_hub.selection_metrics import (
+from t2v_hub.selection.distances import cdist_asym
+from t2v_hub.selection.error_matrix import load_error_matrix
+from t2v_hub.selection.metrics import (
     chance_baseline,
     evaluate_selection,
-    load_error_matrix,
     loo_mean_error_scores,
 )
-from t2v_hub.selector import Model2Vec, SelectorConfig, loo_model2vec, soft_labels, train_model2vec
+from t2v_hub.selection.model2vec import Model2Vec, SelectorConfig
+from t2v_hub.selection.training import loo_model2vec, soft_labels, train_model2vec
 
 COMPAT = dict(probe="test_efficientnet", weights_sha256="w" * 8, layout_hash="l" * 8, method="montecarlo")
 

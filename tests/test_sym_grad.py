@@ -7,8 +7,8 @@ import torch
 
 pytest.importorskip("numba")
 
-from t2v_hub.selector import sym_distances  # noqa: E402
-from t2v_hub.sym_grad import sym_distances_fused  # noqa: E402
+from t2v_hub.selection.kernels.sym_grad import sym_distances_fused  # noqa: E402
+from t2v_hub.selection.training import sym_distances  # noqa: E402
 
 
 def _data(dtype: torch.dtype, zero_expert: bool = False):

@@ -122,8 +122,9 @@ def _card(name: str, task: dict[str, Any], stats: dict[str, Any], errors: dict[s
 def build_demo(cfg: Any, pools: dict, embs: dict, gt: dict, task_names: list[str], expert_names: list[str],
                trivial: dict, examples_root: Path, expert_stats: dict[str, Any]) -> dict[str, Any]:
     from t2v_hub.hub import LocalHub, push_embedding
-    from t2v_hub.hub.eval_results import eval_results_yaml
-    from t2v_hub.selector import SelectorConfig, compat_of, train_model2vec
+    from t2v_hub.selection.eval_results import eval_results_yaml
+    from t2v_hub.selection.model2vec import SelectorConfig, compat_of
+    from t2v_hub.selection.training import train_model2vec
 
     from .tasks import ALL_TASKS
 

@@ -1,9 +1,9 @@
 """Selection methods compared on the zoo's ground truth, and their metrics.
 
 Scores are (tasks x experts) matrices, lower = better (LogME is negated). Metrics come
-from :mod:`t2v_hub.selection_metrics` (relative error increase over the best
+from :mod:`t2v_hub.selection.metrics` (relative error increase over the best
 candidate as a ratio of means, as in the paper's Table 1; per-task mean ratio;
-weighted Kendall tau; top-1) and MODEL2VEC from :mod:`t2v_hub.selector`
+weighted Kendall tau; top-1) and MODEL2VEC from :mod:`t2v_hub.selection.model2vec`
 (leave-one-out over tasks). Candidates are the fine-tuned experts; "always the
 ImageNet model" is a baseline measured against the same best candidate, as in the
 paper, where the generic model has no task embedding.
@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from t2v_hub.distances import cdist, cdist_asym
-from t2v_hub.selection_metrics import chance_baseline, evaluate_selection, loo_mean_error_scores
-from t2v_hub.selector import SelectorConfig, loo_model2vec
+from t2v_hub.selection.distances import cdist, cdist_asym
+from t2v_hub.selection.metrics import chance_baseline, evaluate_selection, loo_mean_error_scores
+from t2v_hub.selection.model2vec import SelectorConfig
+from t2v_hub.selection.training import loo_model2vec
 
 
 def _clean(d: dict[str, float]) -> dict[str, float | None]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,45 @@ def autocast_dtype(name: str) -> Any:
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+FORMATS = ("table", "json", "csv")
+
+
+def add_format_arg(p: argparse.ArgumentParser, default: str = "table", what: str = "output") -> None:
+    """The one ``--format`` vocabulary of every command that prints data."""
+    p.add_argument("--format", choices=FORMATS, default=default,
+                   help=f"{what} on stdout: aligned table, JSON or CSV (default %(default)s)")
+
+
+def emit(fmt: str, head: Sequence[str], rows: Sequence[Sequence[Any]], obj: Any = None) -> None:
+    """Print ``rows`` under ``head`` as an aligned table or CSV, or ``obj`` (default: the rows) as JSON."""
+    if fmt == "json":
+        print_json(obj if obj is not None else [dict(zip(head, r, strict=True)) for r in rows])
+        return
+    cells = [[str(c) for c in r] for r in rows]
+    if fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(head)
+        w.writerows(cells)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(head)]
+    out = sys.stdout
+    out.write("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip() + "\n")
+    for r in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def add_hub_args(p: argparse.ArgumentParser, hub_default: str | None = "hf") -> None:
+    g = p.add_argument_group("hub")
+    g.add_argument("--hub", default=hub_default,
+                   help="'hf' (Hugging Face Hub, the default), an http(s):// URL, or a local hub folder")
+    g.add_argument("--endpoint", default=None, help="Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)")
+    g.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`; prefer those)")
+
+
+def add_data_args(p: argparse.ArgumentParser, *, required: bool = True,
+                  dataset_help: str = "hub dataset id, local folder/file (imagefolder, save_to_disk, parquet, csv)") -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", required=True, help="hub dataset id, local folder/file (imagefolder, save_to_disk, parquet, csv)")
+    g.add_argument("--dataset", required=required, help=dataset_help)
     g.add_argument("--split", default=None, help="split to use (default: train, else the only split)")
     g.add_argument("--config", dest="config_name", default=None, help="dataset configuration name")
     g.add_argument("--revision", default=None, help="dataset revision (hub datasets)")
@@ -29,7 +67,6 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-column", default=None, help="override the detected image column")
     g.add_argument("--label-column", default=None, help="override the detected label column")
     g.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail", help="undecodable images: stop or skip")
-    g.add_argument("--num-workers", type=int, default=0, help="decoding worker processes")
 
 
 def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> None:

@@ -13,26 +13,15 @@ import argparse
 
 from ..constants import DEFAULT_PROBE
 from ..errors import T2VError
-from ._common import add_data_args, add_probe_args, hint
-
-
-def add_hub_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("hub")
-    g.add_argument("--hub", default="hf", help="'hf' (Hugging Face Hub), an http(s):// URL, or a local folder")
-    g.add_argument("--endpoint", default=None, help="Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)")
-    g.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`; prefer those)")
+from ._common import add_data_args, add_hub_args, add_probe_args, hint
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("attach", help="attach a task embedding to a model repo", description=__doc__)
     p.add_argument("--model", required=True, help="model repo id, namespace/name")
     p.add_argument("--embedding", default=None, help="embedding file (.safetensors from `t2v-hub embed`)")
-    add_data_args(p)
-    # --dataset and --embedding are alternatives: the data group's --dataset is optional here.
-    for action in p._actions:
-        if action.dest == "dataset":
-            action.required = False
-            action.help = "compute the embedding from this dataset (or pass --embedding)"
+    # --dataset and --embedding are alternatives: --dataset is optional here.
+    add_data_args(p, required=False, dataset_help="compute the embedding from this dataset (or pass --embedding)")
     add_probe_args(p, None)
     p.set_defaults(method=None)  # None = taken from --embedding, montecarlo for --dataset
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
@@ -95,9 +84,9 @@ def _nearest_tasks(hub: object, repo_id: str, emb: object, k: int = 3) -> list[t
     Best effort: the card shows them when available; a hub that cannot be listed
     (permissions, no experts yet) just yields no "nearest" block.
     """
-    from ..distances import cdist
     from ..errors import T2VError as _Err
     from ..hub import list_experts
+    from ..selection.distances import cdist
 
     try:
         experts, _ = list_experts(hub, probe=emb.probe)  # type: ignore[attr-defined]

@@ -8,11 +8,10 @@ With two files prints one number; with more prints the matrix (CSV or JSON).
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..constants import ASYM_ALPHA
 from ..embedding import Task2VecEmbedding
-from ._common import print_json
+from ._common import add_format_arg, emit, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,13 +19,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("embeddings", nargs="+", help="two or more .safetensors embeddings")
     p.add_argument("--asymmetric", action="store_true", help="d_asym(source -> target) instead of d_sym")
     p.add_argument("--alpha", type=float, default=ASYM_ALPHA, help="weight of the trivial-task term (default %(default)s)")
-    p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    add_format_arg(p, what="the distance (two files) or the matrix")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distances import cdist, cdist_asym
     from ..errors import T2VError
+    from ..selection.distances import cdist, cdist_asym
 
     if len(args.embeddings) < 2:
         raise T2VError("distance needs at least two embedding files")
@@ -34,21 +33,19 @@ def run(args: argparse.Namespace) -> int:
     for e in embs[1:]:
         embs[0].check_compatible(e)
     if args.asymmetric:
-        from ..task2vec import trivial_for
+        from ..trivial import trivial_for
 
         t0 = trivial_for(embs[0])
         D = cdist_asym(embs, embs, t0, alpha=args.alpha)
     else:
         D = cdist(embs, embs)
-    if len(embs) == 2 and args.format == "text":
+    if len(embs) == 2 and args.format == "table":
         print(f"{float(D[0, 1]):.6f}")
         return 0
     names = args.embeddings
     if args.format == "json":
         print_json({"names": names, "asymmetric": args.asymmetric, "alpha": args.alpha, "matrix": D.tolist()})
     else:
-        w = sys.stdout
-        w.write("," + ",".join(names) + "\n")
-        for name, row in zip(names, D.tolist(), strict=True):
-            w.write(name + "," + ",".join(f"{v:.6f}" for v in row) + "\n")
+        emit(args.format, ["", *names], [[name, *(f"{v:.6f}" for v in row)] for name, row in zip(names, D.tolist(),
+                                                                                                 strict=True)])
     return 0

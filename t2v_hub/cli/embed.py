@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ..constants import DEFAULT_PROBE
-from ._common import add_data_args, add_probe_args, check_writable, embed_from_args, hint, print_json
+from ._common import (
+    add_data_args,
+    add_format_arg,
+    add_probe_args,
+    check_writable,
+    embed_from_args,
+    emit,
+    hint,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -14,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_probe_args(p, DEFAULT_PROBE)
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="summary format on stdout")
+    add_format_arg(p, what="the summary")
     return p
 
 
@@ -46,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.format == "json":
         print_json(summary)
+    elif args.format == "csv":
+        emit("csv", list(summary), [list(summary.values())])
     else:
         line = (
             f"{summary['dataset']} [{summary['split']}]: {summary['num_samples']} samples, "

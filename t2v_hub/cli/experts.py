@@ -13,8 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from ._common import hint, print_json
-from .attach import add_hub_args
+from ._common import add_format_arg, add_hub_args, emit, hint, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="TAG", help="also require this tag (repeatable)")
     p.add_argument("--probe", default=None, help="only embeddings made with this probe")
     p.add_argument("--method", default=None, help="only embeddings made with this Fisher method")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format on stdout")
+    add_format_arg(p, what="the experts")
     add_hub_args(p)
     return p
 
@@ -51,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.format == "json":
         print_json(rows)
+    elif args.format == "csv":
+        emit("csv", list(rows[0]) if rows else ["repo_id"], [list(r.values()) for r in rows])
     else:
         _print_table(rows)
     for repo_id, reason in skipped:

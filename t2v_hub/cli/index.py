@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import hint, print_json
-from .attach import add_hub_args
+from ._common import add_format_arg, add_hub_args, emit, hint, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..expert_index import DEFAULT_SHARD_ROWS
+    from ..selection.index import DEFAULT_SHARD_ROWS
 
     p = sub.add_parser("index", help="build a memory-mapped index of a hub's experts", description=__doc__)
     p.add_argument("--out", required=True, help="index folder to write")
@@ -29,15 +28,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="experts per shard file")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
     p.add_argument("--force", action="store_true", help="replace an existing index folder")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(p, what="the summary")
     add_hub_args(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..expert_index import build_index
     from ..hub import get_hub, list_experts
-    from ..recommend import choose_probe, partition_experts
+    from ..selection.index import build_index
+    from ..selection.recommend import choose_probe
+    from ..selection.scoring import partition_experts
 
     hub = get_hub(args.hub, endpoint=args.endpoint, token=args.token)
     experts, skipped = list_experts(hub, filter=args.filter or None)
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
                "dtype": args.dtype, "shards": -(-len(same) // args.shard_rows)}
     if args.format == "json":
         print_json(summary)
+    elif args.format == "csv":
+        emit("csv", list(summary), [list(summary.values())])
     else:
         print(f"{out}: {summary['experts']} experts ({plan.probe}, {plan.method}), {summary['shards']} shard(s), "
               f"{args.dtype}")

@@ -31,11 +31,12 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = argparse.ArgumentParser(prog="t2v-hub", description="TASK2VEC task embeddings for model hubs and AutoML.")
     parser.add_argument("--version", action="version", version=f"t2v-hub {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(_parser=parser)
     for _name, module_name in COMMANDS:
         try:
             module = importlib.import_module(module_name)
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         p = module.register(sub)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
@@ -64,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning
             return int(args._run(args) or 0)
     except T2VError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from .flags import to_cli
+
+        print(f"error: {to_cli(str(exc), getattr(args, '_parser', None))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

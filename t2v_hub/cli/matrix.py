@@ -9,11 +9,10 @@ the embeddings' dataset ids (file stems where missing or repeated).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..constants import ASYM_ALPHA
-from ._common import check_writable, hint, print_json
+from ._common import add_format_arg, check_writable, emit, hint, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--asymmetric", action="store_true", help="d_asym(row -> column) instead of d_sym")
     p.add_argument("--alpha", type=float, default=ASYM_ALPHA, help="trivial-task weight (default %(default)s)")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file for --asymmetric")
-    p.add_argument("--format", choices=("csv", "json", "none"), default="csv", help="matrix on stdout")
+    add_format_arg(p, default="csv", what="the matrix")
+    p.add_argument("--no-print", action="store_true", help="print nothing on stdout (only write the plots)")
     p.add_argument("--plot", default=None, metavar="PNG", help="write the clustered heatmap here")
     p.add_argument("--embedding-plot", default=None, metavar="PNG", help="write the 2-D map here")
     p.add_argument("--color-by", default="dataset_id", metavar="FIELD", help="metadata field colouring the map")
@@ -53,9 +53,9 @@ def labels_for(paths: list[Path], metas: list[dict[str, str]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distances import cdist_asym, pdist
     from ..embedding import Task2VecEmbedding, stack
     from ..errors import T2VError
+    from ..selection.distances import cdist_asym, pdist
 
     paths = _files(args.embeddings)
     if len(paths) < 2:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             t0 = Task2VecEmbedding.load(args.trivial)
             embs[0].check_compatible(t0)
         else:
-            from ..task2vec import trivial_for
+            from ..trivial import trivial_for
 
             t0 = trivial_for(embs[0])
         D = cdist_asym(X, X, t0, alpha=args.alpha)
@@ -80,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
         D = pdist(X)
         kind = "d_sym"
     labels = labels_for(paths, [e.metadata for e in embs])
-    if args.format == "json":
+    if args.no_print:
+        pass
+    elif args.format == "json":
         print_json({"labels": labels, "files": [str(p) for p in paths], "asymmetric": args.asymmetric,
                     "alpha": args.alpha if args.asymmetric else None, "matrix": D.tolist()})
-    elif args.format == "csv":
-        w = sys.stdout
-        w.write("," + ",".join(_csv(lb) for lb in labels) + "\n")
-        for lb, row in zip(labels, D.tolist(), strict=True):
-            w.write(_csv(lb) + "," + ",".join(f"{v:.6f}" for v in row) + "\n")
+    else:
+        emit(args.format, ["", *labels], [[lb, *(f"{v:.6f}" for v in row)] for lb, row in zip(labels, D.tolist(),
+                                                                                               strict=True)])
     probe = embs[0].probe
     if args.plot:
         from ..plots import plot_distance_matrix
@@ -106,6 +106,3 @@ def run(args: argparse.Namespace) -> int:
         hint(f"map written to {args.embedding_plot}")
     return 0
 
-
-def _csv(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"' if any(c in s for c in ',"\n') else s

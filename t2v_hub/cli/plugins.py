@@ -9,20 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import hint, print_json
+from ._common import add_format_arg, emit, hint, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list probe adapters and integrations", description=__doc__)
     s = p.add_subparsers(dest="plugins_command", metavar="ACTION")
     ls = s.add_parser("list", help="list registered plugins")
-    ls.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(ls, what="the plugins")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plugins_registry import autoload_disabled, failed_integrations, list_integrations
     from ..probes.adapters import list_probe_adapters
+    from ..registry import autoload_disabled, failed_plugins, list_integrations
 
     if getattr(args, "plugins_command", None) != "list":
         from ..errors import T2VError
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise T2VError("choose an action: `t2v-hub plugins list`")
     rows = [("probe-adapter", n, d) for n, d in list_probe_adapters().items()]
     rows += [("integration", n, d) for n, d in list_integrations().items()]
-    failed = failed_integrations()
+    failed = failed_plugins()
     fmt = getattr(args, "format", "table")
     if fmt == "json":
         print_json({"autoload": not autoload_disabled(),
@@ -39,14 +39,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if autoload_disabled():
         hint("plugin autoload is off (T2V_HUB_DISABLE_PLUGIN_AUTOLOAD): only built-in registrations are shown")
-    head = ("kind", "name", "distribution")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    w = sys.stdout
-    w.write("  ".join(h.ljust(x) for h, x in zip(head, widths, strict=True)).rstrip() + "\n")
-    for r in rows:
-        w.write("  ".join(c.ljust(x) for c, x in zip(r, widths, strict=True)).rstrip() + "\n")
-    if not rows:
-        w.write("(none)\n")
+    emit(fmt, ("kind", "name", "distribution"), rows)
+    if not rows and fmt == "table":
+        sys.stdout.write("(none)\n")
     for name, why in failed.items():
-        hint(f"integration {name!r} failed to load: {why}")
+        kind, _, plugin = name.rpartition(" ")
+        hint(f"{kind} {plugin!r} failed to load: {why}")
     return 0

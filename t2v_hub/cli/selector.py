@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..constants import ASYM_ALPHA, M2V_ALPHA_SOFT, M2V_EPOCHS, M2V_LR, M2V_WEIGHT_DECAY
-from ._common import hint, print_json
+from ._common import add_format_arg, emit, hint, print_json
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -58,18 +58,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t = s.add_parser("train", help="train a selector from an error matrix")
     _add_common(t)
     t.add_argument("--out", default="selector.safetensors", help="selector file to write (default %(default)s)")
-    t.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(t, what="the summary")
     e = s.add_parser("eval", help="leave-one-out evaluation against baselines")
     _add_common(e)
     e.add_argument("--static", default=None, metavar="EXPERT", help="also report 'always pick this expert'")
     e.add_argument("--exclude-self", action="store_true",
                    help="ignore the expert trained on the task itself (same dataset id)")
-    e.add_argument("--format", choices=("table", "json"), default="table")
+    add_format_arg(e, what="the results")
     return p
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from ..selector import SelectorConfig
+    from ..selection.model2vec import SelectorConfig
 
     return SelectorConfig(alpha=args.alpha, alpha_soft=args.alpha_soft, lr=args.lr, weight_decay=args.weight_decay,
                           epochs=args.epochs, batch_size=args.batch_size, bias=args.bias, seed=args.seed)
@@ -79,13 +79,13 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Align the error matrix with the embeddings; report what had to be left out."""
     from ..embedding import Task2VecEmbedding, stack
     from ..errors import SelectorError
-    from ..selection_metrics import load_embedding_source, load_error_matrix
+    from ..selection.error_matrix import load_embedding_source, load_error_matrix
 
     if args.errors:
         em = load_error_matrix(args.errors)
     else:
         from ..hub import get_hub
-        from ..hub.eval_results import read_eval_results
+        from ..selection.eval_results import read_eval_results
 
         report = read_eval_results(get_hub(args.eval_results), metric=args.eval_metric, scale=args.eval_scale,
                                    task_id=args.eval_task_id)
@@ -122,7 +122,7 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     if args.trivial:
         t0 = Task2VecEmbedding.load(args.trivial)
     else:
-        from ..task2vec import trivial_for
+        from ..trivial import trivial_for
 
         t0 = trivial_for(embs[0])
     embs[0].check_compatible(t0)
@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..selector import compat_of, train_model2vec
+    from ..selection.model2vec import compat_of
+    from ..selection.training import train_model2vec
     from ._common import check_writable
 
     check_writable(args.out)
@@ -155,6 +156,8 @@ def _train(args: argparse.Namespace) -> int:
                "probe": sel.compat.get("probe"), "config": asdict(sel.config)}
     if args.format == "json":
         print_json(summary)
+    elif args.format == "csv":
+        emit("csv", list(summary), [list(summary.values())])
     else:
         print(f"selector for {summary['experts']} experts trained on {summary['tasks']} tasks "
               f"(gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}) -> {args.out}")
@@ -162,15 +165,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..distances import cdist
     from ..errors import SelectorError
-    from ..selection_metrics import (
+    from ..selection.distances import cdist
+    from ..selection.metrics import (
         chance_baseline,
         evaluate_selection,
         loo_mean_error_scores,
         static_scores,
     )
-    from ..selector import loo_model2vec
+    from ..selection.training import loo_model2vec
 
     d = _prepare(args)
     em, X, F, t0 = d["em"], d["X"], d["F"], d["t0"].vector
@@ -198,6 +201,10 @@ def _eval(args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json({"tasks": len(em.task_ids), "experts": len(em.expert_ids), "results": results,
                     "config": asdict(_config(args))})
+        return 0
+    if args.format == "csv":
+        cols = ("relative_error_increase", "relative_error_increase_per_task", "weighted_tau", "top1")
+        emit("csv", ("method", *cols), [[name, *(r[c] for c in cols)] for name, r in results.items()])
         return 0
     w = sys.stdout
     w.write(f"{len(em.task_ids)} tasks x {len(em.expert_ids)} experts; mean best error "

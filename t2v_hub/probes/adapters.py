@@ -6,21 +6,15 @@ class (``resnet``, ``efficientnet``, ``vision_transformer``...). Families withou
 adapter use :class:`GenericAdapter`, which relies only on timm's common API
 (``reset_classifier``, ``get_classifier``, ``forward_features``, ``forward_head``).
 Third-party adapters register through the ``t2v_hub.probes`` entry-point group,
-loaded once on first lookup unless T2V_HUB_DISABLE_PLUGIN_AUTOLOAD is set.
+discovered once on first lookup (see :mod:`t2v_hub.registry`).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from importlib import metadata
-
 import torch
 from torch import nn
 
-from ..constants import PROBE_ENTRY_POINT_GROUP
-
-logger = logging.getLogger(__name__)
+from ..registry import PROBE_ADAPTERS
 
 
 class GenericAdapter:
@@ -47,39 +41,15 @@ class GenericAdapter:
         return f"{type(self).__name__}(family={self.family!r})"
 
 
-_ADAPTERS: dict[str, GenericAdapter] = {}
-_ADAPTER_SOURCES: dict[str, str] = {}
-_PLUGINS_LOADED = False
-
-
-def register_probe_adapter(family: str, adapter: GenericAdapter, source: str = "t2v-hub") -> None:
-    _ADAPTERS[family] = adapter
-    _ADAPTER_SOURCES[family] = source
-
-
-def _autoload() -> None:
-    global _PLUGINS_LOADED
-    if _PLUGINS_LOADED:
-        return
-    _PLUGINS_LOADED = True
-    if os.environ.get("T2V_HUB_DISABLE_PLUGIN_AUTOLOAD", "").lower() in {"1", "true", "yes"}:
-        return
-    for ep in metadata.entry_points(group=PROBE_ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-            adapter = cls() if isinstance(cls, type) else cls
-            family = getattr(adapter, "family", ep.name)
-            dist = ep.dist.name if ep.dist is not None else "?"
-            if family not in _ADAPTERS:
-                register_probe_adapter(family, adapter, source=dist)
-        except Exception as exc:  # a broken plugin must not break the core
-            logger.warning("probe adapter plugin %r failed to load: %s", ep.name, exc)
+def register_probe_adapter(family: str, adapter: GenericAdapter, source: str = "t2v-hub", *,
+                           overwrite: bool = False) -> None:
+    """Use ``adapter`` for every model whose class is defined in timm module ``family``."""
+    PROBE_ADAPTERS.register(family, adapter, source=source, overwrite=overwrite)
 
 
 def list_probe_adapters() -> dict[str, str]:
     """family -> distribution that provides it."""
-    _autoload()
-    return dict(sorted(_ADAPTER_SOURCES.items()))
+    return PROBE_ADAPTERS.list()
 
 
 def model_family(model: nn.Module) -> str:
@@ -87,9 +57,9 @@ def model_family(model: nn.Module) -> str:
 
 
 def get_probe_adapter(model_or_family: nn.Module | str) -> GenericAdapter:
-    _autoload()
+    """The family's registered adapter, else the generic one (timm's common API)."""
     family = model_or_family if isinstance(model_or_family, str) else model_family(model_or_family)
-    return _ADAPTERS.get(family, _GENERIC)
+    return PROBE_ADAPTERS.find(family) or _GENERIC
 
 
 _GENERIC = GenericAdapter()

@@ -35,11 +35,19 @@ from typing import Any
 
 import torch
 
-from .embedding import COMPAT_FIELDS, OPTIONAL_COMPAT_FIELDS, Task2VecEmbedding, first_space_difference
-from .errors import IncompatibleEmbeddingError, RecommendError
-from .ranking_kernel import sym_to_target
-from .recommend import EmbedPlan, Recommendation, build_recommendations, resolve_alpha, top_rows
-from .selector import Model2Vec, vector_digest
+from ..config import space_of
+from ..embedding import COMPAT_FIELDS, OPTIONAL_COMPAT_FIELDS, Task2VecEmbedding, first_space_difference
+from ..errors import IncompatibleEmbeddingError, RecommendError
+from .kernels.ranking import sym_to_target
+from .model2vec import Model2Vec, vector_digest
+from .scoring import (
+    EmbedPlan,
+    Recommendation,
+    build_recommendations,
+    resolve_alpha,
+    resolve_trivial,
+    top_rows,
+)
 
 INDEX_FILE = "t2v_index.json"
 INDEX_VERSION = 1
@@ -67,9 +75,8 @@ class ExpertIndex:
 
     def plan(self) -> EmbedPlan:
         """How to embed a target so it is comparable with these experts."""
-        size = json.loads(self.space["input_size"]) if self.space.get("input_size") else None
-        return EmbedPlan(self.space["probe"], self.space["method"], int(size[-1]) if size else None,
-                         self.space.get("include_norm") == "true", self.size)
+        space = space_of(self.space)
+        return EmbedPlan(space.probe, space.method, space.input_size, space.include_norm, self.size)
 
     def check_compatible(self, target: Task2VecEmbedding) -> None:
         diff = first_space_difference(target.metadata, self.space)
@@ -131,16 +138,16 @@ def build_index(
     if shard_rows < 1:
         raise RecommendError(f"shard_rows must be at least 1, got {shard_rows}")
     if not experts:
-        raise RecommendError("no experts to index; check --hub, --filter and --probe")
+        raise RecommendError("no experts to index; check hub=, filter= and probe=")
     first = experts[0].embedding
     for ex in experts[1:]:
         try:
             first.check_compatible(ex.embedding)
         except IncompatibleEmbeddingError as exc:
             raise RecommendError(f"{ex.repo_id} is not comparable with {experts[0].repo_id} ({exc}); "
-                                 "index one probe and method at a time (--probe/--method)") from exc
+                                 "index one probe and method at a time (probe=, method=)") from exc
     if trivial is None:
-        from .task2vec import trivial_for
+        from ..trivial import trivial_for
 
         trivial = trivial_for(first)
     first.check_compatible(trivial)
@@ -172,7 +179,7 @@ def write_index(
         raise RecommendError(f"index dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
     dest = Path(out)
     if dest.exists() and not overwrite:
-        raise RecommendError(f"{dest} exists; pass --force to replace it")
+        raise RecommendError(f"{dest} exists; pass overwrite=True to replace it")
     t0 = trivial.float().reshape(-1)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -213,11 +220,11 @@ def write_index(
 
 def _map_shard(path: Path, rows: int, dim: int, dtype_name: str) -> tuple[torch.Tensor, mmap.mmap]:
     torch_dtype, st_dtype, itemsize = _DTYPES[dtype_name]
-    bad = f"index shard {path} is damaged or not from this index; rebuild the index (t2v-hub index --force)"
+    bad = f"index shard {path} is damaged or not from this index; rebuild the index"
     try:
         fh = path.open("rb")
     except OSError as exc:
-        raise RecommendError(f"index shard {path} is missing; rebuild the index (t2v-hub index --force)") from exc
+        raise RecommendError(f"index shard {path} is missing; rebuild the index") from exc
     with fh:
         size = os.fstat(fh.fileno()).st_size
         if size < 8:
@@ -285,9 +292,7 @@ def rank_index(
     name_for: Callable[[str], str] | None = None,
     notes: list[str] | None = None,
 ) -> list[Recommendation]:
-    """Like :func:`t2v_hub.recommend.rank_experts`, over an index: the same scores and order."""
-    from .recommend import _resolve_trivial
-
+    """Like :func:`t2v_hub.selection.scoring.rank_experts`, over an index: the same scores and order."""
     notes = notes if notes is not None else []
     if top_k < 1:
         raise RecommendError(f"top_k must be at least 1, got {top_k}")
@@ -299,7 +304,7 @@ def rank_index(
     a = resolve_alpha(alpha, selector, notes)
     # Default t0: the selector's (its biases were trained against it), else the one stored at build time.
     default = None if selector is not None else index.trivial
-    t0 = _resolve_trivial(target, trivial if trivial is not None else default, selector, notes)
+    t0 = resolve_trivial(target, trivial if trivial is not None else default, selector, notes)
     d_task = index.sym_to(target.vector)
     same_t0 = vector_digest(t0) == vector_digest(index.trivial)
     d_triv = index.to_trivial if same_t0 else index.sym_to(t0)

@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from .distances import _sym_block
+from ..distances import sym_block
 
 # Rows per chunk are chosen so a chunk holds about this many elements (float32:
 # 1 MiB), small enough to stay in L2 while the handful of passes run over it.
@@ -225,7 +225,7 @@ def _finish(matrix: torch.Tensor, b: torch.Tensor, out: torch.Tensor, sum_r: tor
     if bad.numel():
         for k in range(0, bad.numel(), rows):
             idx = bad[k : k + rows]
-            out[idx] = _sym_block(matrix[idx].to(torch.float32), b[None], 0.0)[:, 0]
+            out[idx] = sym_block(matrix[idx].to(torch.float32), b[None])[:, 0]
 
 
 class ExpertMatrix:

@@ -34,8 +34,8 @@ import torch
 
 from ..constants import TASK2VEC_TAG
 from ..errors import HubError, SelectorError
-from ..selection_metrics import ErrorMatrix
-from .base import Hub, validate_repo_id, validate_repo_path
+from ..hub.base import Hub, validate_repo_id, validate_repo_path
+from .error_matrix import ErrorMatrix
 
 EVAL_RESULTS_DIR = ".eval_results"
 MAX_EVAL_FILE_BYTES = 1 << 20  # eval files are a few lines; a bigger one is not ours to parse
@@ -165,7 +165,7 @@ def read_eval_results(
             if key in cells and cells[key] != value:
                 raise SelectorError(
                     f"{repo_id} reports two values for {dataset} ({cells[key]} and {value}); "
-                    "pass --eval-task-id to choose one task of that benchmark, or fix the repo's results"
+                    "pass task_id= to choose one task of that benchmark, or fix the repo's results"
                 )
             if key not in cells:
                 sources[source] += 1
@@ -173,13 +173,13 @@ def read_eval_results(
     if not cells:
         raise SelectorError(
             "no evaluation results found on the hub's experts (.eval_results/*.yaml or model-index); "
-            "pass an error matrix file with --errors instead"
+            "pass an error matrix file (errors=PATH) instead"
         )
     bad = [(k, v) for k, v in cells.items() if not 0.0 <= v <= 1.0]
     if bad:
         (dataset, repo), v = bad[0]
         raise SelectorError(
-            f"{repo} reports {v:g} on {dataset}, outside [0, 1] after scaling; set --eval-scale or --eval-metric"
+            f"{repo} reports {v:g} on {dataset}, outside [0, 1] after scaling; set scale= or metric="
         )
     if metric == "accuracy":
         cells = {k: 1.0 - v for k, v in cells.items()}

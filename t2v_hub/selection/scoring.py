@@ -1,11 +1,11 @@
-"""Rank experts (hub models carrying a TASK2VEC embedding) for a target task.
+"""Score and rank experts (hub models carrying a TASK2VEC embedding) for a target embedding.
 
-Used by ``t2v-hub recommend`` and by :func:`t2v_hub.automl.rank_backbones`. The
+The in-memory ranking behind :func:`t2v_hub.selection.recommend.recommend`. The
 score of expert j for target t is ``d_asym(F_j -> t) = d_sym(F_j, t) - alpha *
 d_sym(F_j, t0)`` (lower = better) or, with a trained MODEL2VEC selector,
 ``d_asym(m_j -> t) + offset_j`` with the selector's biased ``m_j``. All experts
 are stacked in one matrix and scored in one vectorised pass
-(:mod:`t2v_hub.ranking_kernel`); the per-expert trivial-task term is computed
+(:mod:`t2v_hub.selection.kernels.ranking`); the per-expert trivial-task term is computed
 once per matrix.
 """
 
@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 import torch
 
-from .constants import ASYM_ALPHA, DEFAULT_FISHER_METHOD
-from .embedding import Task2VecEmbedding
-from .errors import IncompatibleEmbeddingError, RecommendError
-from .ranking_kernel import ExpertMatrix, sym_to_target
-from .selector import Model2Vec
+from ..constants import ASYM_ALPHA, DEFAULT_FISHER_METHOD
+from ..embedding import Task2VecEmbedding
+from ..errors import IncompatibleEmbeddingError, RecommendError
+from .kernels.ranking import ExpertMatrix, sym_to_target
+from .model2vec import Model2Vec
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def probes_available(experts: Sequence[ExpertLike]) -> str:
     return ", ".join(f"{p}: {n}" for p, n in counts.most_common()) or "none"
 
 
-def _resolve_trivial(
+def resolve_trivial(
     target: Task2VecEmbedding, trivial: Task2VecEmbedding | torch.Tensor | None, selector: Model2Vec | None,
     notes: list[str],
 ) -> torch.Tensor:
@@ -100,7 +100,7 @@ def _resolve_trivial(
             notes.append("using the selector's trivial embedding (the one its biases were trained against)")
         return selector.trivial
     if trivial is None:
-        from .task2vec import trivial_for
+        from ..trivial import trivial_for
 
         trivial = trivial_for(target)
     if isinstance(trivial, Task2VecEmbedding):
@@ -151,19 +151,19 @@ def rank_experts(
     if top_k < 1:
         raise RecommendError(f"top_k must be at least 1, got {top_k}")
     if not experts:
-        raise RecommendError("no experts to rank: none was found (check --hub and --filter)")
+        raise RecommendError("no experts to rank: none was found (check hub= and filter=)")
     ok, skipped = partition_experts(target, experts)
     if not ok:
         raise RecommendError(
             f"no expert shares the target's embedding space {_label(target)}; experts are available for: "
-            f"{probes_available(experts)}. Embed the dataset with one of those probes (--probe)"
+            f"{probes_available(experts)}. Embed the dataset with one of those probes (probe=)"
         )
     if skipped:
         logger.info("%d expert(s) left out as incompatible", len(skipped))
     if selector is not None:
         selector.check_compatible(target)
     a = resolve_alpha(alpha, selector, notes)
-    t0 = _resolve_trivial(target, trivial, selector, notes)
+    t0 = resolve_trivial(target, trivial, selector, notes)
     ids = [ex.repo_id for ex in ok]
     F = torch.stack([ex.embedding.vector for ex in ok])
     if selector is not None:
@@ -226,9 +226,6 @@ def build_recommendations(
     return out
 
 
-# -- choosing the probe and embedding the target ------------------------------------------------
-
-
 @dataclass(frozen=True)
 class EmbedPlan:
     """How to embed a dataset so it is comparable with the experts."""
@@ -240,52 +237,16 @@ class EmbedPlan:
     count: int  # experts embedded this way
 
 
-def _input_size(e: Task2VecEmbedding) -> int | None:
-    try:
-        size = e.config("input_size") if "input_size" in e.metadata else None
-    except (KeyError, ValueError):
-        return None
-    return int(size[-1]) if isinstance(size, list) and size else None
-
-
-def choose_probe(experts: Sequence[ExpertLike], probe: str | None = None, method: str | None = None) -> EmbedPlan:
-    """The embedding settings most experts share (restricted to ``probe``/``method`` if given)."""
-    if not experts:
-        raise RecommendError("no experts found: nothing to choose a probe from (check --hub and --filter)")
-    pool = [ex for ex in experts if (probe is None or ex.embedding.probe == probe)
-            and (method is None or (ex.embedding.method or DEFAULT_FISHER_METHOD) == method)]
-    if not pool:
-        want = " ".join(x for x in (probe, method) if x)
-        raise RecommendError(
-            f"no expert has an embedding for {want}; experts are available for: {probes_available(experts)}"
-        )
-    keys = Counter(
-        (ex.embedding.probe, ex.embedding.method or DEFAULT_FISHER_METHOD, _input_size(ex.embedding),
-         ex.embedding.metadata.get("include_norm", "false") == "true")
-        for ex in pool
-    )
-    # Most common first; ties broken by name so the choice does not depend on listing order.
-    (p, m, size, norm), n = min(keys.items(), key=lambda kv: (-kv[1], str(kv[0])))
-    return EmbedPlan(p, m, size, norm, n)
-
-
-def embed_target(dataset: Any, plan: EmbedPlan, **embed_kwargs: Any) -> Task2VecEmbedding:
-    """Embed ``dataset`` as ``plan`` says; explicit ``embed_kwargs`` win (cached by default)."""
-    from .task2vec import embed
-
-    kwargs: dict[str, Any] = {"input_size": plan.input_size, "include_norm": plan.include_norm, "cache": True}
-    kwargs.update({k: v for k, v in embed_kwargs.items() if v is not None})
-    return embed(dataset, plan.probe, plan.method, **kwargs)
-
-
 __all__ = [
     "EmbedPlan",
+    "ExpertLike",
     "Recommendation",
     "build_recommendations",
-    "choose_probe",
-    "embed_target",
     "partition_experts",
     "probes_available",
     "rank_experts",
+    "resolve_alpha",
+    "resolve_trivial",
     "timm_name",
+    "top_rows",
 ]

@@ -1,4 +1,4 @@
-"""MODEL2VEC expert selection (supplement 4.3): learn a bias per expert from an error matrix.
+"""MODEL2VEC selectors (supplement 4.3): the artifact, applying it, loading it (training: ``training.py``).
 
 Without training data, experts are ranked by ``d_asym(expert -> target)``. With
 an error matrix (tasks x experts: the test error of a classifier trained for
@@ -40,8 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,33 +48,14 @@ from typing import Any
 
 import torch
 
-from . import constants as C
-from .embedding import COMPAT_FIELDS, Task2VecEmbedding, atomic_write_bytes
-from .errors import SelectorError
+from .. import constants as C
+from ..embedding import COMPAT_FIELDS, Task2VecEmbedding, atomic_write_bytes
+from ..errors import SelectorError
 
 SELECTOR_FORMAT = "t2v-hub-selector"
 SELECTOR_FILE = "selector.safetensors"
 BIAS_KINDS = ("both", "filter", "scalar", "none")
 # (tasks x experts x dim) elements per differentiable distance chunk: bounds memory.
-_TRAIN_CHUNK_ELEMENTS = 1 << 22
-# Below this many elements per step, training runs single-threaded: with tensors this
-# small, OpenMP fork/join costs more than it saves (measured 5-9x slower with 2 threads
-# on a shared 2-core machine).
-_SINGLE_THREAD_BELOW = 1 << 20
-
-
-@contextmanager
-def _threads(numel: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if numel >= _SINGLE_THREAD_BELOW or before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 @dataclass(frozen=True)
 class SelectorConfig:
@@ -100,60 +80,6 @@ class SelectorConfig:
     def from_dict(cls, data: dict[str, Any]) -> SelectorConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-# -- distances with gradients ---------------------------------------------------------------
-
-
-def sym_distances(experts: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-    """Differentiable d_sym, shape (tasks, experts). Same conventions as distances.cdist.
-
-    With numba (and constant CPU ``tasks``) a fused kernel with a hand-written gradient
-    (:mod:`t2v_hub.sym_grad`, ~30x faster, no (tasks x experts x dim) temporaries);
-    ``T2V_HUB_RANK_BACKEND=torch`` forces the autograd version below.
-    """
-    if _fused_ok(experts, tasks):
-        from .sym_grad import sym_distances_fused
-
-        return sym_distances_fused(experts, tasks)
-    s = tasks[:, None, :] + experts[None, :, :]
-    inv = torch.where(s > 0, 1.0 / s.clamp_min(1e-38), torch.zeros((), dtype=s.dtype))
-    u = experts[None] * inv
-    v = tasks[:, None] * inv
-    # sqrt of the clamped product: an all-zero expert gets d = 1 and a zero gradient, not NaN.
-    cos = (u * v).sum(-1) / ((u * u).sum(-1) * (v * v).sum(-1)).clamp_min(torch.finfo(s.dtype).tiny).sqrt()
-    return (1.0 - cos).clamp(0.0, 2.0)
-
-
-def _fused_ok(experts: torch.Tensor, tasks: torch.Tensor) -> bool:
-    from .ranking_kernel import backend
-    from .sym_grad import available
-
-    return (
-        available() and backend() == "numba" and not tasks.requires_grad and experts.device.type == "cpu"
-        and tasks.device.type == "cpu" and experts.dtype in (torch.float32, torch.float64)
-    )
-
-
-def soft_labels(errors: torch.Tensor, alpha_soft: float = C.M2V_ALPHA_SOFT) -> torch.Tensor:
-    """``softmax(-alpha_soft * (e - mean e) / std e)`` per task over its known (finite) errors.
-
-    std is the population std (ddof=0). Unknown cells get probability 0; a task whose
-    known errors are all equal gets uniform labels over them; a task with no known
-    error gets an all-zero row (the caller decides whether that is an error).
-    """
-    e = errors.to(torch.float64)
-    known = torch.isfinite(e)
-    cnt = known.sum(1, keepdim=True).clamp_min(1)
-    filled = torch.where(known, e, torch.zeros((), dtype=e.dtype))
-    mean = filled.sum(1, keepdim=True) / cnt
-    var = (torch.where(known, e - mean, torch.zeros((), dtype=e.dtype)) ** 2).sum(1, keepdim=True) / cnt
-    std = var.sqrt()
-    z = torch.where(std > 0, (filled - mean) / std.clamp_min(1e-300), torch.zeros((), dtype=e.dtype))
-    logits = torch.where(known, -alpha_soft * z, torch.full((), -torch.inf, dtype=e.dtype))
-    p = torch.softmax(logits, dim=1)
-    return torch.nan_to_num(p, nan=0.0).to(torch.float32)
-
 
 # -- the trained selector ---------------------------------------------------------------------
 
@@ -239,15 +165,17 @@ class Model2Vec:
 
     def scores(self, targets: torch.Tensor, expert_ids: Sequence[str], vectors: torch.Tensor) -> torch.Tensor:
         """Selector scores (lower = better), shape (T, E'): d_asym(m_j -> t_i) + offset_j."""
+        from .training import asym_distances
+
         m, offset, _, _ = self.apply(expert_ids, vectors)
         with torch.no_grad():
-            return _asym(m, targets.reshape(-1, m.shape[-1]), self.trivial, self.alpha) + offset
+            return asym_distances(m, targets.reshape(-1, m.shape[-1]), self.trivial, self.alpha) + offset
 
     # -- artifact -----------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         from safetensors.torch import save as st_save
 
-        from . import __version__
+        from ..version import __version__
 
         tensors = {"offset": self.offset.contiguous(), "log_gamma": torch.tensor([self.log_gamma]),
                    "trivial": self.trivial.contiguous()}
@@ -311,159 +239,10 @@ class Model2Vec:
         return cls.from_bytes(p.read_bytes(), source=str(p))
 
 
-# -- training ---------------------------------------------------------------------------------
-
-
-def _asym(m: torch.Tensor, tasks: torch.Tensor, trivial: torch.Tensor, alpha: float) -> torch.Tensor:
-    """d_asym(m_j -> t_i), shape (T, E), chunked over tasks (inference; training chunks itself)."""
-    to_trivial = sym_distances(m, trivial[None])[0]  # (E,)
-    rows = max(1, _TRAIN_CHUNK_ELEMENTS // max(1, m.shape[0] * m.shape[1]))
-    parts = [sym_distances(m, tasks[i : i + rows]) for i in range(0, tasks.shape[0], rows)]
-    return torch.cat(parts) - alpha * to_trivial
-
-
-def _masked_ce(d: torch.Tensor, labels: torch.Tensor, known: torch.Tensor, log_gamma: torch.Tensor) -> torch.Tensor:
-    logits = torch.where(known, -log_gamma.exp() * d, torch.full((), -torch.inf))
-    logp = torch.log_softmax(logits, dim=1)
-    return -(labels * torch.where(known, logp, torch.zeros(()))).sum()
-
-
-def train_model2vec(
-    tasks: torch.Tensor,
-    experts: torch.Tensor,
-    errors: torch.Tensor,
-    trivial: torch.Tensor,
-    config: SelectorConfig | None = None,
-    *,
-    expert_ids: Sequence[str] | None = None,
-    compat: dict[str, str] | None = None,
-    task_ids: Sequence[str] | None = None,
-) -> Model2Vec:
-    """Fit MODEL2VEC on ``errors`` (T, E; NaN = unknown) for task embeddings (T, dim)
-    and expert embeddings (E, dim). Deterministic for fixed inputs and ``config.seed``."""
-    cfg = config or SelectorConfig()
-    X, F = tasks.to(torch.float32), experts.to(torch.float32)
-    t0 = torch.as_tensor(trivial, dtype=torch.float32).reshape(-1)
-    T, E = errors.shape
-    if X.shape[0] != T or F.shape[0] != E or X.shape[1] != F.shape[1] or t0.numel() != F.shape[1]:
-        raise SelectorError(
-            f"shapes disagree: errors {tuple(errors.shape)}, tasks {tuple(X.shape)}, experts {tuple(F.shape)}, "
-            f"trivial {t0.numel()}"
-        )
-    ids = list(expert_ids) if expert_ids is not None else [str(j) for j in range(E)]
-    known = torch.isfinite(errors)
-    empty = (~known.any(1)).nonzero().flatten().tolist()
-    if empty:
-        names = [task_ids[i] if task_ids is not None else str(i) for i in empty]
-        raise SelectorError(f"task(s) with no known error for any expert: {', '.join(names[:5])}; "
-                            "remove them from the error matrix or fill in their errors")
-    labels = soft_labels(errors, cfg.alpha_soft)
-    use_scale, use_offset = cfg.bias in ("both", "filter"), cfg.bias in ("both", "scalar")
-    log_scale = torch.zeros_like(F, requires_grad=use_scale)
-    offset = torch.zeros(E, requires_grad=use_offset)
-    with torch.no_grad():
-        d0 = _asym(F, X, t0, cfg.alpha)
-        spread = _masked_std(d0, known).mean().clamp_min(1e-6)
-    log_gamma = (-spread.log()).clone().requires_grad_(True)
-    decayed = [p for p, on in ((log_scale, use_scale), (offset, use_offset)) if on]
-    groups: list[dict[str, Any]] = [{"params": [log_gamma], "weight_decay": 0.0}]
-    if decayed:
-        groups.append({"params": decayed, "weight_decay": cfg.weight_decay})
-    opt = torch.optim.Adam(groups, lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    bs = cfg.batch_size or T
-    with _threads(min(bs, T) * E * F.shape[1]):
-        losses = _fit(opt, X, F, t0, labels, known, log_scale, offset, log_gamma, cfg, gen, use_scale)
-    info = {
-        "num_tasks": T,
-        "num_experts": E,
-        "known_cells": int(known.sum()),
-        "skipped_cells": int((~known).sum()),
-        "single_expert_tasks": int((known.sum(1) == 1).sum()),
-        "initial_gamma": float(spread.reciprocal()),
-        "final_loss": losses[-1] if losses else None,
-        "task_ids": list(task_ids) if task_ids is not None else None,
-    }
-    return Model2Vec(
-        expert_ids=ids,
-        log_scale=log_scale.detach().clone() if use_scale else None,
-        offset=offset.detach().clone(),
-        log_gamma=float(log_gamma.detach()),
-        trivial=t0.clone(),
-        config=cfg,
-        compat=dict(compat or {}),
-        expert_digests=[vector_digest(v) for v in F],
-        info=info,
-    )
-
-
-def _fit(
-    opt: torch.optim.Optimizer, X: torch.Tensor, F: torch.Tensor, t0: torch.Tensor, labels: torch.Tensor,
-    known: torch.Tensor, log_scale: torch.Tensor, offset: torch.Tensor, log_gamma: torch.Tensor,
-    cfg: SelectorConfig, gen: torch.Generator, use_scale: bool,
-) -> list[float]:
-    """The epochs of Adam; returns the mean loss of each epoch."""
-    T = X.shape[0]
-    bs = cfg.batch_size or T
-    rows = max(1, _TRAIN_CHUNK_ELEMENTS // max(1, F.shape[0] * F.shape[1]))
-    losses: list[float] = []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(T, generator=gen) if bs < T else torch.arange(T)
-        total = 0.0
-        for s in range(0, T, bs):
-            idx = order[s : s + bs]
-            opt.zero_grad()
-            # The loss is a sum over tasks: backward chunk by chunk so that only one
-            # chunk's (tasks x experts x dim) graph is alive at a time.
-            for c in range(0, idx.numel(), rows):
-                sub = idx[c : c + rows]
-                m = F * log_scale.exp() if use_scale else F
-                to_trivial = sym_distances(m, t0[None])[0]
-                d = sym_distances(m, X[sub]) - cfg.alpha * to_trivial + offset
-                loss = _masked_ce(d, labels[sub], known[sub], log_gamma) / idx.numel()
-                loss.backward()
-                total += loss.detach().item() * idx.numel()
-            opt.step()
-        losses.append(total / T)
-    return losses
-
-
-def _masked_std(d: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    cnt = known.sum(1).clamp_min(1)
-    z = torch.where(known, d, torch.zeros(()))
-    mean = z.sum(1) / cnt
-    var = (torch.where(known, d - mean[:, None], torch.zeros(())) ** 2).sum(1) / cnt
-    return var.sqrt()
-
-
-def loo_model2vec(
-    task_embs: torch.Tensor | Sequence[Task2VecEmbedding],
-    expert_embs: torch.Tensor | Sequence[Task2VecEmbedding],
-    errors: torch.Tensor,
-    trivial: torch.Tensor | Task2VecEmbedding,
-    config: SelectorConfig | None = None,
-) -> torch.Tensor:
-    """Leave-one-out MODEL2VEC scores (T, E), lower = better: row i comes from a
-    selector trained on every other task's errors (row i's errors are never seen)."""
-    X, F = _as_matrix(task_embs), _as_matrix(expert_embs)
-    t0 = trivial.vector if isinstance(trivial, Task2VecEmbedding) else torch.as_tensor(trivial, dtype=torch.float32)
-    T = X.shape[0]
-    known_rows = torch.isfinite(errors).any(1)
-    out = torch.full(errors.shape, float("nan"))
-    for i in range(T):
-        train = known_rows.clone()
-        train[i] = False
-        if not bool(train.any()):
-            raise SelectorError("leave-one-out needs at least two tasks with known errors")
-        sel = train_model2vec(X[train], F, errors[train], t0, config)
-        out[i] = sel.scores(X[i], sel.expert_ids, F)[0]
-    return out
-
-
 def _as_matrix(xs: torch.Tensor | Sequence[Task2VecEmbedding]) -> torch.Tensor:
     if isinstance(xs, torch.Tensor):
         return xs.to(torch.float32)
-    from .embedding import stack
+    from ..embedding import stack
 
     return stack(list(xs))
 
@@ -481,7 +260,7 @@ def load_selector(spec: str | os.PathLike[str] | Model2Vec, hub: Any = None) -> 
         return Model2Vec.load(p)
     if hub is None or p.suffix == ".safetensors":
         raise SelectorError(f"selector {str(spec)!r} not found: pass a selector file or a hub repo id holding {SELECTOR_FILE}")
-    from .hub.base import HubFileNotFoundError, validate_repo_id
+    from ..hub.base import HubFileNotFoundError, validate_repo_id
 
     repo_id = validate_repo_id(str(spec))
     try:
@@ -494,9 +273,7 @@ def load_selector(spec: str | os.PathLike[str] | Model2Vec, hub: Any = None) -> 
 __all__ = [
     "Model2Vec",
     "SelectorConfig",
+    "compat_of",
     "load_selector",
-    "loo_model2vec",
-    "soft_labels",
-    "sym_distances",
-    "train_model2vec",
+    "vector_digest",
 ]

@@ -1,1 +1,0 @@
-"""Probe adapters per timm family."""

@@ -1,0 +1,198 @@
+"""The one recommend flow: list experts -> choose the probe -> embed the target -> rank.
+
+:func:`recommend` is what ``t2v-hub recommend``, :func:`t2v_hub.rank_backbones`
+(the AutoML pre-step) and the expert-index path all go through, so the CLI and the
+Python API cannot drift apart. Ranking itself is :mod:`.scoring` (in memory) or
+:mod:`.index` (memory-mapped); this module decides which, and how to embed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from ..config import space_of
+from ..constants import DEFAULT_FISHER_METHOD
+from ..embedding import Task2VecEmbedding
+from ..errors import RecommendError
+from .model2vec import Model2Vec, load_selector
+from .scoring import (
+    EmbedPlan,
+    ExpertLike,
+    Recommendation,
+    partition_experts,
+    probes_available,
+    rank_experts,
+    timm_name,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def choose_probe(experts: Sequence[ExpertLike], probe: str | None = None, method: str | None = None) -> EmbedPlan:
+    """The embedding settings most experts share (restricted to ``probe``/``method`` if given)."""
+    if not experts:
+        raise RecommendError("no experts found: nothing to choose a probe from (check hub and filter)")
+    pool = [ex for ex in experts if (probe is None or ex.embedding.probe == probe)
+            and (method is None or (ex.embedding.method or DEFAULT_FISHER_METHOD) == method)]
+    if not pool:
+        want = " ".join(x for x in (probe, method) if x)
+        raise RecommendError(
+            f"no expert has an embedding for {want}; experts are available for: {probes_available(experts)}"
+        )
+    keys = Counter(
+        (s.probe, s.method, s.input_size, s.include_norm) for s in (space_of(ex.embedding.metadata) for ex in pool)
+    )
+    # Most common first; ties broken by name so the choice does not depend on listing order.
+    (p, m, size, norm), n = min(keys.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return EmbedPlan(p, m, size, norm, n)
+
+
+def embed_target(dataset: Any, plan: EmbedPlan, **embed_kwargs: Any) -> Task2VecEmbedding:
+    """Embed ``dataset`` as ``plan`` says; explicit ``embed_kwargs`` win (cached by default)."""
+    from ..task2vec import embed
+
+    kwargs: dict[str, Any] = {"input_size": plan.input_size, "include_norm": plan.include_norm, "cache": True}
+    kwargs.update({k: v for k, v in embed_kwargs.items() if v is not None})
+    return embed(dataset, plan.probe, plan.method, **kwargs)
+
+
+@dataclass
+class RecommendResult:
+    """The ranking and everything a person or a program should know about how it was made."""
+
+    recommendations: list[Recommendation]
+    target: Task2VecEmbedding
+    source: str  # the hub's or the index's description
+    num_ranked: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # no usable embedding
+    incompatible: list[tuple[str, str]] = field(default_factory=list)  # another embedding space
+    notes: list[str] = field(default_factory=list)
+
+
+def _target(dataset: Any, plan: EmbedPlan, on_embed: Callable[[EmbedPlan], None] | None,
+            embed_kwargs: dict[str, Any]) -> Task2VecEmbedding:
+    if isinstance(dataset, Task2VecEmbedding):
+        return dataset
+    if on_embed is not None:
+        on_embed(plan)
+    embed_kwargs.setdefault("quiet", True)
+    return embed_target(dataset, plan, **embed_kwargs)
+
+
+def _only_candidates(experts: list[Any], candidates: Iterable[str], source: str, notes: list[str]) -> list[Any]:
+    wanted = list(dict.fromkeys(candidates))
+    have = {ex.repo_id for ex in experts}
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        notes.append(f"{len(missing)} candidate(s) carry no usable embedding and are not ranked: "
+                     + ", ".join(missing[:5]))
+    kept = [ex for ex in experts if ex.repo_id in set(wanted)]
+    if not kept:
+        raise RecommendError(f"none of the {len(wanted)} candidates has a usable TASK2VEC embedding on {source}; "
+                             "attach embeddings first")
+    return kept
+
+
+def recommend(
+    dataset: Any,
+    *,
+    hub: Any = "hf",
+    index: Any = None,
+    candidates: Iterable[str] | None = None,
+    top_k: int = 5,
+    probe: str | None = None,
+    method: str | None = None,
+    alpha: float | None = None,
+    selector: str | Model2Vec | None = None,
+    trivial: Task2VecEmbedding | torch.Tensor | None = None,
+    filter: list[str] | None = None,
+    on_embed: Callable[[EmbedPlan], None] | None = None,
+    **embed_kwargs: Any,
+) -> RecommendResult:
+    """Rank the hub's experts (or only ``candidates``, repo ids) for ``dataset``, best first.
+
+    ``dataset`` is anything :func:`t2v_hub.embed` accepts, or a computed
+    :class:`Task2VecEmbedding`. ``hub`` is a spec for :func:`t2v_hub.hub.get_hub`
+    ("hf", a URL, a folder) or a hub object; with ``index`` (a folder from
+    ``t2v-hub index`` or a loaded :class:`~t2v_hub.selection.index.ExpertIndex`) the
+    experts come from the memory-mapped index instead and ``hub`` only resolves a
+    selector repo and local weights. The probe, method and input size default to what
+    most experts were embedded with; ``on_embed(plan)`` is called before embedding
+    (progress); ``embed_kwargs`` (max_samples, seed, device, ...) go to ``embed``.
+    """
+    from ..hub import get_hub
+
+    if top_k < 1:
+        raise RecommendError(f"top_k must be at least 1, got {top_k}")
+    hub_obj = get_hub(hub) if isinstance(hub, str) else hub
+    sel = load_selector(selector, hub_obj) if selector is not None and not isinstance(selector, Model2Vec) else selector
+    name_for = lambda r: timm_name(r, hub_obj)  # noqa: E731
+    if index is not None:
+        return _recommend_from_index(dataset, index, candidates, top_k, probe, method, alpha, sel, trivial,
+                                     name_for, on_embed, embed_kwargs)
+    from ..hub import list_experts
+
+    source = getattr(hub_obj, "description", "the hub")
+    experts, skipped = list_experts(hub_obj, filter=filter)
+    for repo_id, reason in skipped:
+        logger.info("skipped %s: %s", repo_id, reason)
+    notes: list[str] = []
+    if candidates is not None:
+        experts = _only_candidates(experts, candidates, source, notes)
+    if not experts:
+        tags = ", ".join(["task2vec", *(filter or [])])
+        raise RecommendError(f"no experts found on {source} with tags {tags}; "
+                             "attach embeddings with `t2v-hub attach` or change the tag filter")
+    target = _target(dataset, choose_probe(experts, probe, method), on_embed, embed_kwargs)
+    compatible, incompatible = partition_experts(target, experts)
+    recs = rank_experts(target, experts, alpha=alpha, selector=sel, trivial=trivial, top_k=top_k,
+                        name_for=name_for, notes=notes)
+    return RecommendResult(recs, target, source, len(compatible), skipped, incompatible if compatible else [], notes)
+
+
+def _recommend_from_index(
+    dataset: Any, index: Any, candidates: Iterable[str] | None, top_k: int, probe: str | None,
+    method: str | None, alpha: float | None, sel: Model2Vec | None,
+    trivial: Task2VecEmbedding | torch.Tensor | None, name_for: Callable[[str], str],
+    on_embed: Callable[[EmbedPlan], None] | None, embed_kwargs: dict[str, Any],
+) -> RecommendResult:
+    from .index import ExpertIndex, load_index, rank_index
+
+    idx = index if isinstance(index, ExpertIndex) else load_index(index)
+    plan = idx.plan()
+    if (probe and probe != plan.probe) or (method and method != plan.method):
+        raise RecommendError(f"the index holds {plan.probe} ({plan.method}) embeddings, not {probe or plan.probe} "
+                             f"({method or plan.method}); drop probe/method or build an index for the ones you want")
+    target = _target(dataset, plan, on_embed, embed_kwargs)
+    notes: list[str] = []
+    try:
+        if candidates is None:
+            recs = rank_index(target, idx, alpha=alpha, selector=sel, trivial=trivial, top_k=top_k,
+                              name_for=name_for, notes=notes)
+            return RecommendResult(recs, target, str(idx.root), idx.size, notes=notes)
+        wanted = set(candidates)
+        missing = sorted(wanted - set(idx.ids))
+        if missing:
+            notes.append(f"{len(missing)} candidate(s) are not in the index and are not ranked: "
+                         + ", ".join(missing[:5]))
+        # Scores do not depend on which experts are ranked with them (probabilities do: renormalised).
+        ranked = [r for r in rank_index(target, idx, alpha=alpha, selector=sel, trivial=trivial, top_k=idx.size,
+                                        name_for=name_for, notes=notes) if r.repo_id in wanted]
+        if not ranked:
+            raise RecommendError(f"none of the {len(wanted)} candidates is in the index {idx.root}")
+        total = sum(r.probability for r in ranked) if sel is not None else None
+        recs = [replace(r, rank=i, probability=(r.probability / total) if total else r.probability)
+                for i, r in enumerate(ranked[:top_k], start=1)]
+        return RecommendResult(recs, target, str(idx.root), len(ranked), notes=notes)
+    finally:
+        if not isinstance(index, ExpertIndex):
+            idx.close()
+
+
+__all__ = ["RecommendResult", "choose_probe", "embed_target", "recommend"]

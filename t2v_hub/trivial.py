@@ -1,0 +1,76 @@
+"""The trivial embedding ``t0``: the probe's Fisher for a task that carries no information.
+
+d_asym subtracts an expert's distance to it (see :mod:`t2v_hub.selection.distances`).
+It depends only on the probe, its weights, the layout and the method, so it is
+computed once per (probe, weights, layout, method) and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import constants as C
+from .config import HeadConfig, space_of
+from .data.tensors import TensorTask
+from .embedding import Task2VecEmbedding
+from .probes import create_probe
+
+
+def trivial_embedding(
+    probe: str = C.DEFAULT_PROBE,
+    method: str = C.DEFAULT_FISHER_METHOD,
+    *,
+    num_samples: int = 64,
+    input_size: int | None = None,
+    include_norm: bool = False,
+    pretrained: bool | None = None,
+    cache: bool = True,
+    seed: int = 0,
+) -> Task2VecEmbedding:
+    """The probe's embedding of a task that carries no information (``t0``).
+
+    Definition: seeded standard-normal images in the probe's normalised input space,
+    two classes, labels drawn uniformly at random independently of the images, run
+    through the *same* pipeline and estimator as real tasks. Nothing about the
+    labels can be learned, so this is the Fisher a probe shows for "no task"; it is
+    non-zero (a zero vector has no direction and makes the cosine undefined).
+    """
+    from .task2vec import embed
+
+    p = create_probe(probe, 2, include_norm=include_norm, input_size=input_size, pretrained=pretrained)
+    c, h, w = p.data_config["input_size"]
+    key = hashlib.sha256(
+        f"{p.config.weights_sha256}|{p.layout.hash()}|{method}|{num_samples}|{h}x{w}|{seed}".encode()
+    ).hexdigest()[:24]
+    path = Path(C.cache_dir()) / "trivial" / f"{key}.safetensors"
+    if cache and path.is_file():
+        return Task2VecEmbedding.load(path)
+    g = torch.Generator().manual_seed(10_000 + seed)
+    images = torch.randn(num_samples, c, h, w, generator=g)
+    labels = torch.randint(0, 2, (num_samples,), generator=g)
+    labels[:2] = torch.tensor([0, 1])  # both classes present
+    task = TensorTask(images, labels, {"dataset_id": "<trivial>", "trivial": True})
+    emb = embed(task, p, method, seed=seed, include_norm=include_norm,
+                head=replace(HeadConfig(), epochs=1, draws_per_epoch=max(256, num_samples)))
+    emb.metadata["kind"] = "trivial"
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        emb.save(path)
+    return emb
+
+
+def trivial_for(embedding: Task2VecEmbedding, **kwargs: Any) -> Task2VecEmbedding:
+    """The trivial embedding matching an existing embedding's probe, input size and method."""
+    space = space_of(embedding.metadata)
+    t0 = trivial_embedding(space.probe, space.method, input_size=space.input_size,
+                           include_norm=space.include_norm, **kwargs)
+    embedding.check_compatible(t0)
+    return t0
+
+
+__all__ = ["trivial_embedding", "trivial_for"]
