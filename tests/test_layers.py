@@ -108,3 +108,12 @@ def test_modules_stay_small() -> None:
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in ROOT.rglob("*.py")}
     big = {k: v for k, v in sizes.items() if v > 400}
     assert not big, f"modules over 400 lines (split them): {big}"
+
+
+def test_functions_stay_short() -> None:
+    rows = []
+    for p in ROOT.rglob("*.py"):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.end_lineno - n.lineno + 1 > 90:
+                rows.append((str(p.relative_to(ROOT)), n.name, n.end_lineno - n.lineno + 1))
+    assert not rows, f"functions over ~80 lines (split them): {rows}"

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from .images import Preprocessor
 from .sampling import balanced_indices
-from .task import STREAM_SHUFFLE_BUFFER, TaskData, load_task
+from .select import STREAM_SHUFFLE_BUFFER
+from .task import TaskData, load_task
 from .tensors import TensorBatches, TensorTask, as_task
 
 __all__ = [

@@ -15,7 +15,6 @@ dropped); the means and standard deviations are kept in ``metadata``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -23,73 +22,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, Image, IterableDataset
+from datasets import IterableDataset
 from tqdm.auto import tqdm
 
 from ..errors import BadImageError, DataError, ImageTooLargeError
 from . import columns as C
-from .images import Preprocessor, read_bytes
-from .sources import Resolved, resolve
 
 # Streaming: rows are shuffled through a buffer of this many before taking max_samples.
-STREAM_SHUFFLE_BUFFER = 1000
-# Images per DataLoader item; large enough to amortise IPC, small enough for a smooth progress bar.
-DECODE_BATCH = 16
+from .decode import DECODE_BATCH, Decoded, Refs, _as_list, _DecodeSet  # noqa: E402
+from .images import Preprocessor
+from .select import _select_stream, _select_table  # noqa: E402
+from .sources import resolve
+
 ON_BAD_IMAGE = ("fail", "skip")
-
-
-class _ArrowRefs:
-    """Undecoded image values of one column, read through Arrow (no PIL decode, no cast)."""
-
-    def __init__(self, ds: Dataset, column: str) -> None:
-        self.ds = ds.select_columns([column]).with_format("arrow")
-        self.column = column
-
-    def get(self, keys: list[int]) -> list[Any]:
-        return self.ds[keys].column(self.column).to_pylist()
-
-
-class _ListRefs:
-    """Undecoded image values already read (streaming)."""
-
-    def __init__(self, items: list[Any], column: str) -> None:
-        self.items = items
-        self.column = column
-
-    def get(self, keys: list[int]) -> list[Any]:
-        return [self.items[k] for k in keys]
-
-
-Refs = _ArrowRefs | _ListRefs
-# (position, uint8 image or None, error message or None, too large?)
-Decoded = tuple[int, torch.Tensor | None, str | None, bool]
-
-
-class _DecodeSet(torch.utils.data.Dataset):
-    """Map-style dataset over the selected rows; one item = one decoded image or its error."""
-
-    def __init__(
-        self, refs: Refs, keys: np.ndarray, pre: Preprocessor, base_dir: str | None, token: Any
-    ) -> None:
-        self.refs, self.keys, self.pre, self.base_dir, self.token = refs, keys, pre, base_dir, token
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, pos: int) -> Decoded:
-        return self.__getitems__([pos])[0]
-
-    def __getitems__(self, positions: list[int]) -> list[Decoded]:
-        # One Arrow read per batch instead of one per image.
-        values = self.refs.get([int(self.keys[p]) for p in positions])
-        out: list[Decoded] = []
-        for pos, ref in zip(positions, values, strict=True):
-            try:
-                out.append((pos, self.pre(read_bytes(ref, self.base_dir, self.token)), None, False))
-            except Exception as e:  # noqa: BLE001 - decoders raise anything on corrupt input
-                msg = str(e) if isinstance(e, BadImageError) else f"{type(e).__name__}: {e}"
-                out.append((pos, None, msg, isinstance(e, ImageTooLargeError)))
-        return out
 
 
 def public_dataset_id(dataset_id: str) -> str:
@@ -101,10 +46,6 @@ def public_dataset_id(dataset_id: str) -> str:
     if dataset_id.startswith("<") or not os.path.exists(dataset_id):
         return dataset_id  # a hub id or an in-memory object
     return "local:" + (os.path.basename(os.path.normpath(dataset_id)) or dataset_id)
-
-def _as_list(batch: list[Decoded]) -> list[Decoded]:
-    return batch
-
 
 class TaskData:
     """A classification or regression task: labels, class names, provenance, and its images on demand.
@@ -289,17 +230,6 @@ def _check_classes(labels: torch.Tensor, when: str) -> None:
         )
 
 
-def _content_fingerprint(refs: list[Any], values: list[Any]) -> str:
-    """For streams without a datasets fingerprint: hash what was actually read."""
-    h = hashlib.sha256()
-    for ref, v in zip(refs, values, strict=True):
-        data = ref.get("bytes") if isinstance(ref, dict) else ref
-        data = data or (ref.get("path") if isinstance(ref, dict) else None) or b""
-        h.update(hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).digest())
-        h.update(json.dumps(v, default=str).encode())
-    return h.hexdigest()[:32]
-
-
 def load_task(
     source: Any,
     *,
@@ -387,88 +317,3 @@ def load_task(
         token=token,
         raw_targets=raw_targets,
     )
-
-
-def _empty(r: Resolved) -> DataError:
-    return DataError(f"dataset {r.dataset_id!r} split {r.split!r} has no rows")
-
-
-def _select_table(
-    r: Resolved, image_column: str | None, label_column: str | None, max_samples: int | None, seed: int
-) -> tuple[Refs, np.ndarray, C.LabelSpec, list[str], torch.Tensor, str]:
-    ds = r.dataset
-    assert isinstance(ds, Dataset)
-    n = len(ds)
-    if n == 0:
-        raise _empty(r)
-    sample = ds.with_format("arrow")[:1].to_pylist()[0]
-    img = C.find_image_column(ds.features, image_column, sample)
-    spec = C.find_label_column(ds.features, label_column, img, sample)
-    # The whole label column is read (labels are small) so that bad labels fail
-    # deterministically and class ids do not depend on max_samples or the seed.
-    values = ds.select_columns([spec.column]).with_format("arrow")[:].column(spec.column).to_pylist()
-    C.validate_labels(spec, values, range(n))
-    names = C.class_names(spec, values)
-    if spec.label_kind != "regression":
-        _check_label_space(names, r)
-    if max_samples is not None and spec.label_kind == "single":
-        present = len(set(values))
-        if max_samples < present:
-            raise DataError(
-                f"max_samples={max_samples} is smaller than the {present} classes present; use at least {present}"
-            )
-    if max_samples is not None and max_samples < n:
-        keys = np.sort(np.random.default_rng(seed).permutation(n)[:max_samples])
-    else:
-        keys = np.arange(n)
-    labels = C.encode(spec, [values[k] for k in keys], names)
-    return _ArrowRefs(ds, img), keys, spec, names, labels, r.fingerprint or ds._fingerprint
-
-
-def _check_label_space(names: list[str], r: Resolved) -> None:
-    if len(names) < 2:
-        raise DataError(
-            f"dataset {r.dataset_id!r} split {r.split!r} has {len(names)} class ({', '.join(names)}):"
-            " TASK2VEC needs a classification task with at least two classes"
-        )
-
-
-def _select_stream(
-    r: Resolved, image_column: str | None, label_column: str | None, max_samples: int | None, seed: int
-) -> tuple[Refs, np.ndarray, C.LabelSpec, list[str], torch.Tensor, str]:
-    ids = r.dataset
-    assert isinstance(ids, IterableDataset)
-    if ids.features is None:
-        ids = ids._resolve_features()  # reads one row to infer the types
-    features = ids.features
-    sample: dict[str, Any] = {}
-    if image_column is None and not any(isinstance(f, Image) for f in features.values()):
-        # Path columns are recognised by their values: peek at one row.
-        sample = next(iter(ids.take(1)), {})
-    img = C.find_image_column(features, image_column, sample)
-    spec = C.find_label_column(features, label_column, img, sample)
-    ids = ids.select_columns([img, spec.column])
-    if isinstance(features[img], Image):
-        ids = ids.cast_column(img, Image(decode=False))
-    if max_samples is not None:
-        if spec.names is not None and spec.label_kind == "single" and max_samples < len(spec.names):
-            raise DataError(
-                f"max_samples={max_samples} is smaller than the {len(spec.names)} classes of {spec.column!r};"
-                f" use at least {len(spec.names)}"
-            )
-        # Seeded buffer shuffle, then take: only about max_samples + buffer rows are read.
-        ids = ids.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER).take(max_samples)
-    refs: list[Any] = []
-    values: list[Any] = []
-    for row in ids:
-        refs.append(row[img])
-        values.append(row[spec.column])
-    if not refs:
-        raise _empty(r)
-    C.validate_labels(spec, values, range(len(values)))
-    names = C.class_names(spec, values)
-    if spec.label_kind != "regression":
-        _check_label_space(names, r)
-    labels = C.encode(spec, values, names)
-    fingerprint = r.fingerprint or _content_fingerprint(refs, values)
-    return _ListRefs(refs, img), np.arange(len(refs)), spec, names, labels, fingerprint

@@ -14,6 +14,10 @@ Methods:
 * ``batch``: the reference code's squared batch gradients, rescaled to be
   unbiased with sampled labels; noisier (see :mod:`.batch`).
 * ``variational``: the robust Fisher of the supplement, section 6 (:mod:`.variational`).
+
+Floor 1: imports ``errors``, ``constants``, ``probes.layout`` and ``data.tensors``;
+never the pipeline, ``selection`` or ``cli``. Estimators return ``dict[str, Tensor]``
+(in a :class:`FisherResult`) and never mutate the model they measure.
 """
 
 from __future__ import annotations

@@ -244,6 +244,35 @@ def estimate_persample(
         acc_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
         taps.append(_Tap(name, module, torch.zeros(weight.shape, dtype=acc_dtype, device=dev), settings))
 
+    num_samples, unused = _run(run_model, loader, taps, dev, dtype, max_samples, labels, draws, generator, likelihood)
+    if num_samples == 0:
+        raise FisherError("no samples: the loader yielded no batches")
+
+    sums = {t.name: (t.acc / draws).to("cpu", torch.float32) for t in taps}
+    config = {
+        "method": method,
+        "labels": labels,
+        "mc_samples": draws,
+        "likelihood": likelihood,
+        "chunk_size": chunk_size,
+        "chunk_bytes": chunk_bytes if chunk_size is None else None,
+        "conv_backend": requested_backend,  # "auto" is resolved per layer (conv.pick_backend)
+        "pairwise_max_positions": pairwise_max,
+        "autocast_dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
+        "device": str(dev),
+        "max_samples": max_samples,
+        "generator_seed": generator.initial_seed() if generator is not None else None,
+        "num_params": len(taps),
+        "unused_params": unused,
+    }
+    return FisherResult.from_sums(sums, num_samples, method, config)
+
+
+def _run(
+    run_model: nn.Module, loader: Iterable[Any], taps: list[_Tap], dev: torch.device, dtype: torch.dtype | None,
+    max_samples: int | None, labels: str, draws: int, generator: torch.Generator | None, likelihood: str,
+) -> tuple[int, list[str]]:
+    """The pass over the data: per batch one forward, then one backward per label draw (hooks accumulate)."""
     num_samples = 0
     unused: list[str] = []
     handles = []
@@ -277,27 +306,7 @@ def estimate_persample(
             h.remove()
         for t in taps:
             t.reset()
-    if num_samples == 0:
-        raise FisherError("no samples: the loader yielded no batches")
-
-    sums = {t.name: (t.acc / draws).to("cpu", torch.float32) for t in taps}
-    config = {
-        "method": method,
-        "labels": labels,
-        "mc_samples": draws,
-        "likelihood": likelihood,
-        "chunk_size": chunk_size,
-        "chunk_bytes": chunk_bytes if chunk_size is None else None,
-        "conv_backend": requested_backend,  # "auto" is resolved per layer (conv.pick_backend)
-        "pairwise_max_positions": pairwise_max,
-        "autocast_dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
-        "device": str(dev),
-        "max_samples": max_samples,
-        "generator_seed": generator.initial_seed() if generator is not None else None,
-        "num_params": len(taps),
-        "unused_params": unused,
-    }
-    return FisherResult.from_sums(sums, num_samples, method, config)
+    return num_samples, unused
 
 
 def _check_captures(taps: list[_Tap], batch: int) -> None:

@@ -96,13 +96,10 @@ classifier head are trained, with Adam.
 
 from __future__ import annotations
 
-import copy
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..constants import (
@@ -114,91 +111,28 @@ from ..constants import (
 )
 from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
-from ._variational_layers import TINY_VAR, VarLayer, noise_variance, resolve_layers
+from ._variational_layers import resolve_layers
+from ._variational_run import (
+    LossFn,
+    Tracker,
+    _averaging_start,
+    _batches,
+    _noise_generator,
+    _total_steps,
+    _warm_start,
+    check_settings,
+    install_noise,
+    loss_for,
+    make_optimizer,
+    trainable_head,
+    unpack,
+    working_copy,
+)
 from .result import FisherResult
 
-__all__ = ["estimate_variational"]
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def _noise_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` that is a deterministic function of ``generator``."""
-    if generator is not None and generator.device.type == device.type:
-        return generator
-    # Derive a seed from the caller's generator (or torch's global RNG) for another device.
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
-
-
-def _batches(loader: Iterable[Any], epochs: int, steps: int | None) -> Iterator[tuple[int, Any]]:
-    """Yield ``(epoch, batch)``: ``epochs`` passes, or exactly ``steps`` batches cycling the loader."""
-    done = 0
-    epoch = 0
-    while steps is not None or epoch < epochs:
-        got = False
-        for batch in loader:
-            if steps is not None and done >= steps:
-                return
-            got = True
-            done += 1
-            yield epoch, batch
-        if not got:
-            if epoch == 0:
-                raise FisherError("the loader yielded no batch; variational Fisher needs data.")
-            return  # a one-shot iterable is exhausted
-        epoch += 1
-
-
-def _bernoulli_nll(logits: Tensor, targets: Tensor) -> Tensor:
-    """Multi-label negative log-likelihood: summed over labels, averaged over the batch."""
-    nll = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
-    return nll.reshape(nll.shape[0], -1).sum(dim=1).mean()
-
+__all__ = ["UNCONVERGED_FRACTION", "estimate_variational"]
 
 UNCONVERGED_FRACTION = 0.05  # late_change_fraction above which the estimate is reported as unconverged
-
-
-def _warm_start(layers: list[VarLayer], init_hessian: Mapping[str, Tensor], beta: float) -> None:
-    """Start each filter at the closed-form optimum Λ = 2H̄/β + λ² for a given Hessian estimate.
-
-    The stationary point does not depend on the start, but Adam moves L by ~lr per step, and
-    from the reference start the optimum can be several log-units away (hundreds of steps).
-    Given a Hessian estimate (e.g. the montecarlo Fisher), the optimisation starts at the
-    optimum of the quadratic model and only has to correct for what that model misses.
-    """
-    for layer in layers:
-        h = init_hessian.get(layer.name)
-        if h is None:
-            raise FisherError(f"init_hessian has no entry for {layer.name!r}; pass one per measured parameter")
-        h = h.detach().float()
-        hbar = h.reshape(h.shape[0], -1).mean(dim=1) if h.dim() > 1 else h
-        if hbar.numel() != layer.log_prec.numel():
-            raise FisherError(f"init_hessian[{layer.name!r}] has {hbar.numel()} filters, the layer {layer.log_prec.numel()}")
-        lam2 = layer.log_prior.detach().exp()
-        with torch.no_grad():
-            layer.log_prec.copy_(torch.log(2.0 * hbar.clamp_min(0.0).to(layer.log_prec.device) / beta + lam2))
-
-
-def _total_steps(loader: Iterable[Any], epochs: int, steps: int | None) -> int | None:
-    if steps is not None:
-        return steps
-    try:
-        return epochs * len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _averaging_start(loader: Iterable[Any], epochs: int, steps: int | None, fraction: float) -> int | None:
-    """Index of the first averaged step, or None when averaging is off."""
-    if fraction <= 0:
-        return None
-    total = _total_steps(loader, epochs, steps)
-    if total is None:
-        raise FisherError("average_last needs the number of steps: pass steps= or a sized loader.")
-    return max(total - max(math.ceil(fraction * total), 1), 0)
 
 
 def estimate_variational(
@@ -249,22 +183,8 @@ def estimate_variational(
     float32). ``num_samples`` counts the samples of the first pass over the loader (those
     of all steps when ``steps`` stops earlier). Deterministic given ``generator``.
     """
-    if not beta > 0 or not math.isfinite(beta):
-        raise FisherError(f"beta must be a positive number, got {beta!r}.")
-    if not lr > 0 or head_lr < 0:
-        raise FisherError(f"lr must be > 0 and head_lr >= 0, got lr={lr!r}, head_lr={head_lr!r}.")
-    if steps is None and epochs < 1:
-        raise FisherError(f"epochs must be >= 1, got {epochs!r} (or pass steps=).")
-    if steps is not None and steps < 1:
-        raise FisherError(f"steps must be >= 1, got {steps!r}.")
-    if input_var_floor < 0 or not var_init_scale > 0:
-        raise FisherError("input_var_floor must be >= 0 and var_init_scale > 0.")
-    if prior_precision is not None and not prior_precision > 0:
-        raise FisherError(f"prior_precision must be > 0, got {prior_precision!r}.")
-    if not 0.0 <= average_last < 1.0:
-        raise FisherError(f"average_last must be in [0, 1), got {average_last!r}.")
+    check_settings(beta, lr, head_lr, epochs, steps, input_var_floor, var_init_scale, prior_precision, average_last)
     avg_from = _averaging_start(loader, epochs, steps, average_last)
-
     names = list(params) if params is not None else filter_parameter_names(model)
     if not names:
         raise FisherError("no parameter to measure: params is empty.")
@@ -272,160 +192,58 @@ def estimate_variational(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
-    if loss_fn is not None:
-        loss = loss_fn
-    elif likelihood == "categorical":
-        loss = F.cross_entropy
-    elif likelihood == "bernoulli":
-        loss = _bernoulli_nll
-    else:
-        raise FisherError(f"likelihood must be 'categorical' or 'bernoulli', got {likelihood!r}.")
-
-    # Work on a float32 copy: the caller's model is never mutated, and fp16/bf16 would
-    # underflow the variances (~1e-8) and their gradients.
-    try:
-        work = copy.deepcopy(model)
-    except Exception as exc:  # any deepcopy failure means the same thing to the caller
-        raise FisherError(f"cannot copy the model for variational Fisher: {exc}") from exc
-    work = work.to(device=device, dtype=torch.float32).eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
-        p.grad = None
-
+    loss = loss_for(likelihood, loss_fn)
+    work = working_copy(model, device)
     layers = resolve_layers(work, names, var_init_scale, prior_precision, learn_prior)
     if init_hessian is not None:
         _warm_start(layers, init_hessian, beta)
-
-    head_params: list[nn.Parameter] = []
-    getter = getattr(work, "get_classifier", None)
-    head = getter() if callable(getter) else None
-    if train_head and head_lr > 0 and isinstance(head, nn.Module):
-        head_params = list(head.parameters())
-        measured = {id(layer.module.weight) for layer in layers}
-        if any(id(p) in measured for p in head_params):
-            raise FisherError("a measured parameter belongs to the classifier head; pass train_head=False.")
-        for p in head_params:
-            p.requires_grad_(True)
-
-    noise_gen = _noise_generator(generator, device)
-
-    def make_hook(layer: VarLayer) -> Callable[[nn.Module, tuple[Any, ...], Tensor], Tensor]:
-        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor:
-            layer.calls += 1
-            var = noise_variance(layer, inputs[0], input_var_floor)
-            eps = torch.randn(output.shape, generator=noise_gen, device=output.device, dtype=output.dtype)
-            # clamp: zero gradient (not inf·0 = NaN) where a filter sees no input energy.
-            return output + var.clamp_min(TINY_VAR).sqrt() * eps
-
-        return hook
-
-    handles = [layer.module.register_forward_hook(make_hook(layer)) for layer in layers]
-    var_params: list[Tensor] = [layer.log_prec for layer in layers]
-    if learn_prior:
-        var_params += [layer.log_prior for layer in layers]
-    groups: list[dict[str, Any]] = [{"params": var_params, "lr": lr}]
-    if head_params:
-        groups.append({"params": head_params, "lr": head_lr})
-    optimizer = torch.optim.Adam(groups)
-
-    num_samples = 0
-    steps_done = 0
-    var_sum = [torch.zeros_like(layer.log_prec, requires_grad=False) for layer in layers]
-    prior_sum = [torch.zeros_like(layer.log_prior, requires_grad=False) for layer in layers]
-    averaged = 0
+    head_params = trainable_head(work, layers, train_head, head_lr)
+    handles = install_noise(layers, input_var_floor, _noise_generator(generator, device))
+    optimizer = make_optimizer(layers, learn_prior, lr, head_params, head_lr)
     # Convergence diagnostic: L at the start and at 90% of the steps (when the count is known).
     total_steps = _total_steps(loader, epochs, steps)
-    late_mark = max(int(0.9 * total_steps), 0) if total_steps else None
-    l_init = [layer.log_prec.detach().clone() for layer in layers]
-    l_late: list[Tensor] | None = [t.clone() for t in l_init] if late_mark == 0 else None
+    track = Tracker(layers, avg_from, max(int(0.9 * total_steps), 0) if total_steps else None)
     try:
-        for epoch, batch in _batches(loader, epochs, steps):
-            if not isinstance(batch, tuple | list) or len(batch) < 2:
-                raise FisherError("the loader must yield (inputs, targets) batches.")
-            x, y = batch[0], batch[1]
-            if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-                raise FisherError("the loader must yield (inputs, targets) tensor batches.")
-            x = x.to(device=device, dtype=torch.float32) if x.is_floating_point() else x.to(device)
-            y = y.to(device)
-            out = work(x)
-            data_loss = loss(out.float(), y)
-            kl = torch.stack([layer.kl() for layer in layers]).sum()
-            total = data_loss + 0.5 * beta * kl
-            if not torch.isfinite(total):
-                raise FisherError(
-                    f"variational loss became {total.item()} at step {steps_done}; lower lr or check the inputs."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            if steps_done == 0:
-                silent = [layer.name for layer in layers if layer.calls == 0]
-                if silent:
-                    raise FisherError(
-                        f"layers {silent} were not called as modules in the forward pass (their weight is "
-                        "used directly, e.g. nn.MultiheadAttention); exclude them from params."
-                    )
-            steps_done += 1
-            if late_mark is not None and steps_done == late_mark:
-                l_late = [layer.log_prec.detach().clone() for layer in layers]
-            if avg_from is not None and steps_done > avg_from:
-                with torch.no_grad():
-                    for i, layer in enumerate(layers):
-                        var_sum[i] += torch.exp(-layer.log_prec)
-                        prior_sum[i] += layer.log_prior.exp()
-                averaged += 1
-            if epoch == 0:
-                num_samples += int(x.shape[0])
+        num_samples = _optimise(work, loader, epochs, steps, layers, loss, beta, optimizer, track, device)
     finally:
         for h in handles:
             h.remove()
-
-    l_end = torch.cat([layer.log_prec.detach().flatten() for layer in layers])
-    change = float((l_end - torch.cat([t.flatten() for t in l_init])).abs().mean()) if layers else 0.0
-    late = None
-    if l_late is not None and change > 0:
-        late = float((l_end - torch.cat([t.flatten() for t in l_late])).abs().mean()) / change
-    per_param: dict[str, Tensor] = {}
-    extras: dict[str, Tensor] = {}
-    for i, layer in enumerate(layers):
-        if averaged:
-            prec = (averaged / var_sum[i]).float().cpu()
-            lam2 = (prior_sum[i] / averaged).float().cpu()
-        else:
-            prec = layer.log_prec.detach().exp().float().cpu()
-            lam2 = layer.log_prior.detach().exp().float().cpu()
-        hess = (0.5 * beta * (prec - lam2)).clamp_min(0.0)
-        shape = tuple(layer.module.weight.shape)
-        per_param[layer.name] = hess.view(-1, *([1] * (len(shape) - 1))).expand(shape).contiguous()
-        extras[f"precision/{layer.name}"] = prec
-        extras[f"prior/{layer.name}"] = lam2
+    change, late = track.change()
     config: dict[str, Any] = {
-        "beta": beta,
-        "lr": lr,
-        "head_lr": head_lr,
-        "epochs": epochs,
-        "steps": steps,
-        "steps_done": steps_done,
-        "log_prec_change": change,
-        "late_change_fraction": late,
-        "learn_prior": learn_prior,
-        "train_head": bool(head_params),
-        "input_var_floor": input_var_floor,
-        "var_init_scale": var_init_scale,
-        "prior_precision": prior_precision,
+        "beta": beta, "lr": lr, "head_lr": head_lr, "epochs": epochs, "steps": steps,
+        "steps_done": track.steps_done, "log_prec_change": change, "late_change_fraction": late,
+        "learn_prior": learn_prior, "train_head": bool(head_params), "input_var_floor": input_var_floor,
+        "var_init_scale": var_init_scale, "prior_precision": prior_precision,
         "init": "hessian (warm start)" if init_hessian is not None else "reference",
-        "average_last": average_last,
-        "averaged_steps": averaged,
+        "average_last": average_last, "averaged_steps": track.averaged,
         "loss_fn": getattr(loss, "__name__", type(loss).__name__),
-        "likelihood": likelihood if loss_fn is None else "custom",
-        "kl_weight": "beta/2",
-        "params": list(names),
+        "likelihood": likelihood if loss_fn is None else "custom", "kl_weight": "beta/2", "params": list(names),
     }
-    return FisherResult(
-        per_param=per_param,
-        num_samples=num_samples,
-        method="variational",
-        config=config,
-        sums=None,
-        extras=extras,
-    )
+    return track.result(beta, num_samples, config)
+
+
+def _optimise(work: nn.Module, loader: Iterable[Any], epochs: int, steps: int | None, layers: list[Any],
+              loss: LossFn, beta: float, optimizer: torch.optim.Optimizer, track: Tracker,
+              device: torch.device) -> int:
+    """Adam on J = E[loss] + (beta/2) KL; returns the samples of the first pass."""
+    num_samples = 0
+    for epoch, batch in _batches(loader, epochs, steps):
+        x, y = unpack(batch, device)
+        total = loss(work(x).float(), y) + 0.5 * beta * torch.stack([layer.kl() for layer in layers]).sum()
+        if not torch.isfinite(total):
+            raise FisherError(
+                f"variational loss became {total.item()} at step {track.steps_done}; lower lr or check the inputs."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        silent = [layer.name for layer in layers if layer.calls == 0] if track.steps_done == 0 else []
+        if silent:
+            raise FisherError(
+                f"layers {silent} were not called as modules in the forward pass (their weight is "
+                "used directly, e.g. nn.MultiheadAttention); exclude them from params."
+            )
+        track.step()
+        if epoch == 0:
+            num_samples += int(x.shape[0])
+    return num_samples

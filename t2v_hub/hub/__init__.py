@@ -2,7 +2,12 @@
 
 ``get_hub("hf" | URL | PATH)`` gives a backend; ``push_embedding`` attaches an
 embedding in one commit; ``load_embedding`` and ``list_experts`` read them back,
-verified against the card's sha256. See ``api.py`` for the storage layout.
+verified against the card's sha256. See ``api.py`` for the storage layout,
+``listing.py`` for reading back, ``local.py``/``hf.py`` for the backends and
+``card.py`` for editing model cards.
+
+Floor 1, pure I/O: imports ``errors``, ``constants`` and ``embedding`` only; error
+matrices from ``.eval_results`` are parsed in :mod:`t2v_hub.selection.eval_results`.
 """
 
 from __future__ import annotations
@@ -13,14 +18,12 @@ from .api import (
     embedding_bytes,
     embedding_path,
     get_hub,
-    list_experts,
-    load_embedding,
     make_entry,
     probe_slug,
     push_embedding,
-    verify_embedding,
 )
 from .base import CardState, CommitResult, CommitUncertainError, Hub, HubFileNotFoundError, ModelListing
+from .listing import list_experts, load_embedding, verify_embedding
 from .local import LocalHub
 
 

@@ -19,20 +19,17 @@ import difflib
 import hashlib
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..constants import DEFAULT_FISHER_METHOD, EMBEDDING_DIR, TASK2VEC_TAG
+from ..constants import DEFAULT_FISHER_METHOD, EMBEDDING_DIR
 from ..embedding import Task2VecEmbedding
 from ..errors import (
-    CardError,
     ConcurrentUpdateError,
     EmbeddingError,
     HubError,
-    IncompatibleEmbeddingError,
-    IntegrityError,
 )
 from .base import (
     MAX_EMBEDDING_BYTES,
@@ -42,7 +39,7 @@ from .base import (
     HubFileNotFoundError,
     validate_repo_id,
 )
-from .card import entry_problem, merge_entries, parse_card, read_entries, update_card
+from .card import merge_entries, parse_card, read_entries, update_card
 
 
 @dataclass(frozen=True, eq=False)
@@ -287,128 +284,13 @@ def _remote_sha(hub: Hub, repo_id: str, path: str, revision: str) -> str | None:
         return None
 
 
-# -- read back ---------------------------------------------------------------------------
-
-
-def verify_embedding(repo_id: str, entry: dict[str, Any], data: bytes) -> Task2VecEmbedding:
-    """Check a downloaded file against its card entry and parse it (never unpickles)."""
-    got = hashlib.sha256(data).hexdigest()
-    if got != entry["sha256"]:
-        raise IntegrityError(
-            f"{repo_id}/{entry['file']}: sha256 {got[:12]}... does not match the card's {entry['sha256'][:12]}...; "
-            "the file or the card was changed without the other"
-        )
-    emb = Task2VecEmbedding.from_bytes(data, source=f"{repo_id}/{entry['file']}")
-    for key, value in (("probe", emb.probe), ("method", emb.method or DEFAULT_FISHER_METHOD), ("dim", emb.dim)):
-        if entry.get(key) not in (None, value):
-            raise IntegrityError(f"{repo_id}/{entry['file']}: the card says {key}={entry[key]!r}, the file {value!r}")
-    return emb
-
-
-def _select(entries: list[dict[str, Any]], probe: str | None, method: str | None) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in entries
-        if (probe is None or e.get("probe") == probe)
-        and (method is None or (e.get("method") or DEFAULT_FISHER_METHOD) == method)
-    ]
-
-
-def _read_entries_from(state: CardState, repo_id: str) -> list[dict[str, Any]]:
-    if not state.text:
-        raise HubError(f"{repo_id} has no README.md, hence no TASK2VEC embedding; attach one with `t2v-hub attach`")
-    return read_entries(parse_card(state.text).metadata)
-
-
-def load_embedding(
-    hub: Hub, repo_id: str, probe: str | None = None, *, method: str | None = None
-) -> Task2VecEmbedding:
-    """The embedding attached to ``repo_id`` for ``probe`` (and ``method``), verified against the card."""
-    state = hub.read_card(repo_id)
-    entries = _read_entries_from(state, repo_id)
-    chosen = _select(entries, probe, method)
-    if len(chosen) > 1 and method is None:
-        chosen = _select(chosen, None, DEFAULT_FISHER_METHOD) or chosen
-    if not chosen:
-        have = ", ".join(f"{e.get('probe')} ({e.get('method')})" for e in entries) or "none"
-        raise HubError(f"{repo_id} has no TASK2VEC embedding for probe {probe!r}; it has: {have}")
-    if len(chosen) > 1:
-        have = ", ".join(f"{e.get('probe')} ({e.get('method')})" for e in chosen)
-        raise HubError(f"{repo_id} has several embeddings ({have}); pass probe= and method=")
-    entry = chosen[0]
-    data = hub.download(repo_id, entry["file"], state.revision, max_bytes=MAX_EMBEDDING_BYTES)
-    return verify_embedding(repo_id, entry, data)
-
-
-def list_experts(
-    hub: Hub,
-    *,
-    filter: Iterable[str] | None = None,
-    probe: str | None = None,
-    method: str | None = None,
-    compatible_with: Task2VecEmbedding | None = None,
-) -> tuple[list[Expert], list[tuple[str, str]]]:
-    """Every model tagged ``task2vec`` (and all of ``filter``) with a usable embedding.
-
-    One listing gives every card's metadata; each embedding file is then fetched
-    (through the cache) and checked against the card. Repos whose card or file is
-    missing, malformed, mismatched or incompatible (other probe/method, or not
-    comparable with ``compatible_with``) are returned in ``skipped`` with a reason.
-    """
-    tags = list(dict.fromkeys([TASK2VEC_TAG, *(filter or [])]))
-    experts: list[Expert] = []
-    skipped: list[tuple[str, str]] = []
-    for listing in hub.list_models(filter=tags):
-        repo_id = listing.repo_id
-        try:
-            validate_repo_id(repo_id)  # a hostile server could list "../x"
-        except HubError as exc:
-            skipped.append((repo_id, str(exc)))
-            continue
-        if listing.card_data is None:
-            skipped.append((repo_id, "card metadata is missing or unreadable"))
-            continue
-        try:
-            entries = read_entries(listing.card_data)
-        except CardError as exc:
-            skipped.append((repo_id, str(exc)))
-            continue
-        chosen = _select(entries, probe, method)
-        if not chosen:
-            have = ", ".join(f"{e.get('probe')} ({e.get('method')})" for e in entries) or "no entries"
-            want = " ".join(x for x in (probe, method) if x) or "any probe"
-            skipped.append((repo_id, f"no embedding for {want} (has: {have})"))
-            continue
-        for entry in chosen:
-            label = f"{entry['probe']} ({entry.get('method') or DEFAULT_FISHER_METHOD})"
-            try:
-                data = hub.download(repo_id, entry["file"], listing.revision, max_bytes=MAX_EMBEDDING_BYTES)
-                emb = verify_embedding(repo_id, entry, data)
-                if compatible_with is not None:
-                    compatible_with.check_compatible(emb)
-            except HubFileNotFoundError:
-                skipped.append((repo_id, f"{label}: file {entry['file']} is missing"))
-                continue
-            except (HubError, EmbeddingError) as exc:  # integrity, parse, incompatible, download failures
-                kind = "incompatible" if isinstance(exc, IncompatibleEmbeddingError) else "unusable"
-                skipped.append((repo_id, f"{label}: {kind}: {exc}"))
-                continue
-            task = str(entry.get("dataset") or emb.metadata.get("dataset_id") or "")
-            experts.append(Expert(repo_id, emb, dict(entry), task, hub.repo_url(repo_id), listing.revision))
-    return experts, skipped
-
-
 __all__ = [
     "Expert",
     "PushResult",
     "embedding_bytes",
     "embedding_path",
-    "entry_problem",
     "get_hub",
-    "list_experts",
-    "load_embedding",
     "make_entry",
     "probe_slug",
     "push_embedding",
-    "verify_embedding",
 ]

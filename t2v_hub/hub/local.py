@@ -36,7 +36,6 @@ from filelock import FileLock, Timeout
 from ..embedding import atomic_write_bytes
 from ..errors import CardError, ConcurrentUpdateError, HubError, OutputError, RepoNotFoundError
 from .base import (
-    MAX_CARD_BYTES,
     MAX_EMBEDDING_BYTES,
     CardState,
     CommitResult,
@@ -49,9 +48,17 @@ from .base import (
     validate_repo_id,
     validate_repo_path,
 )
-
-META_DIR = ".t2v"
-_HASH_CONTENT_LIMIT = 16 * 1024 * 1024
+from .localfs import (  # noqa: E402
+    META_DIR,
+    _card_metadata,
+    _check_target,
+    _files,
+    _fsync_dir,
+    _read_file,
+    _read_readme,
+    _same_commit,
+    content_revision,
+)
 
 
 class LocalHub(Hub):
@@ -297,107 +304,3 @@ class LocalHub(Hub):
         return CommitResult(h.hexdigest(), url, pr_url=url)
 
 
-# -- helpers ------------------------------------------------------------------------
-
-
-def content_revision(d: Path) -> str:
-    """Content hash of a repo folder (see the module docstring)."""
-    h = hashlib.sha1()
-    for rel, p in _files(d):
-        if p.is_symlink():
-            h.update(f"L {rel} {os.readlink(p)}\n".encode())
-            continue
-        st = p.stat()
-        if st.st_size <= _HASH_CONTENT_LIMIT:
-            digest = _sha256_file(p)
-        else:
-            digest = f"stat:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-        h.update(f"F {rel} {digest}\n".encode())
-    return h.hexdigest()
-
-
-def _files(d: Path) -> list[tuple[str, Path]]:
-    out = []
-    for folder, dirs, names in os.walk(d):
-        if Path(folder) == d:
-            dirs[:] = [x for x in dirs if x != META_DIR]
-        dirs.sort()
-        for n in names:
-            p = Path(folder) / n
-            out.append((p.relative_to(d).as_posix(), p))
-    out.sort()
-    return out
-
-
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _same_commit(head: str, wanted: str | None) -> bool:
-    # The Hub accepts 7+ character prefixes of a commit id; so do we.
-    return bool(wanted) and len(wanted) >= 7 and head.startswith(wanted.lower())
-
-
-def _check_target(d: Path, path: str) -> None:
-    """Refuse to write through symlinks or over folders: a repo must not write outside itself."""
-    cur = d
-    parts = path.split("/")
-    for i, part in enumerate(parts):
-        cur = cur / part
-        if cur.is_symlink():
-            raise HubError(f"cannot write {path!r}: {cur} is a symbolic link")
-        last = i == len(parts) - 1
-        if cur.exists() and (cur.is_dir() if last else not cur.is_dir()):
-            raise HubError(f"cannot write {path!r}: {cur} is in the way")
-
-
-def _read_file(d: Path, path: str, max_bytes: int, repo_id: str) -> bytes:
-    p = d / path
-    cur = d
-    for part in path.split("/"):
-        cur = cur / part
-        if cur.is_symlink():
-            raise HubError(f"{repo_id}/{path}: {cur} is a symbolic link; refusing to follow it")
-    if not p.is_file():
-        raise HubFileNotFoundError(f"{path!r} not found in {repo_id}")
-    size = p.stat().st_size
-    if size > max_bytes:
-        raise HubError(f"{repo_id}/{path} is {size:,} bytes, over the {max_bytes:,} limit; it is not a t2v-hub file")
-    return p.read_bytes()
-
-
-def _read_readme(d: Path) -> str | None:
-    p = d / "README.md"
-    if p.is_symlink():
-        raise CardError(f"{p} is a symbolic link; refusing to follow it")
-    if not p.is_file():
-        return None
-    if p.stat().st_size > MAX_CARD_BYTES:
-        raise CardError(f"{p} is over {MAX_CARD_BYTES:,} bytes; shorten the card first")
-    try:
-        return p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CardError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start}); fix the card") from exc
-
-
-def _card_metadata(text: str | None) -> dict | None:
-    from .card import parse_card
-
-    return parse_card(text).metadata if text else {}
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; the rename is still atomic
-    finally:
-        os.close(fd)

@@ -5,6 +5,9 @@
 ``checkpoint_path``, or an ``nn.Module`` (deep-copied: the caller's model is never
 touched). The probe's backbone is always in eval mode: BatchNorm statistics,
 dropout and drop-path stay frozen, so features do not depend on batch make-up.
+
+Floor 1: imports ``errors``, ``constants`` and ``registry`` only; never the pipeline,
+``selection`` or ``cli``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,116 @@
+"""Choosing a task's rows: the seeded, class-aware selection from a table or a stream."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, Image, IterableDataset
+
+from ..errors import DataError
+from . import columns as C
+
+# Streaming: rows are shuffled through a buffer of this many before taking max_samples.
+from .decode import Refs, _ArrowRefs, _ListRefs  # noqa: E402
+from .sources import Resolved
+
+STREAM_SHUFFLE_BUFFER = 1000  # rows a streamed dataset is shuffled over before the first max_samples are taken
+
+
+def _content_fingerprint(refs: list[Any], values: list[Any]) -> str:
+    """For streams without a datasets fingerprint: hash what was actually read."""
+    h = hashlib.sha256()
+    for ref, v in zip(refs, values, strict=True):
+        data = ref.get("bytes") if isinstance(ref, dict) else ref
+        data = data or (ref.get("path") if isinstance(ref, dict) else None) or b""
+        h.update(hashlib.sha256(data if isinstance(data, bytes) else str(data).encode()).digest())
+        h.update(json.dumps(v, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def _empty(r: Resolved) -> DataError:
+    return DataError(f"dataset {r.dataset_id!r} split {r.split!r} has no rows")
+
+
+def _select_table(
+    r: Resolved, image_column: str | None, label_column: str | None, max_samples: int | None, seed: int
+) -> tuple[Refs, np.ndarray, C.LabelSpec, list[str], torch.Tensor, str]:
+    ds = r.dataset
+    assert isinstance(ds, Dataset)
+    n = len(ds)
+    if n == 0:
+        raise _empty(r)
+    sample = ds.with_format("arrow")[:1].to_pylist()[0]
+    img = C.find_image_column(ds.features, image_column, sample)
+    spec = C.find_label_column(ds.features, label_column, img, sample)
+    # The whole label column is read (labels are small) so that bad labels fail
+    # deterministically and class ids do not depend on max_samples or the seed.
+    values = ds.select_columns([spec.column]).with_format("arrow")[:].column(spec.column).to_pylist()
+    C.validate_labels(spec, values, range(n))
+    names = C.class_names(spec, values)
+    if spec.label_kind != "regression":
+        _check_label_space(names, r)
+    if max_samples is not None and spec.label_kind == "single":
+        present = len(set(values))
+        if max_samples < present:
+            raise DataError(
+                f"max_samples={max_samples} is smaller than the {present} classes present; use at least {present}"
+            )
+    if max_samples is not None and max_samples < n:
+        keys = np.sort(np.random.default_rng(seed).permutation(n)[:max_samples])
+    else:
+        keys = np.arange(n)
+    labels = C.encode(spec, [values[k] for k in keys], names)
+    return _ArrowRefs(ds, img), keys, spec, names, labels, r.fingerprint or ds._fingerprint
+
+
+def _check_label_space(names: list[str], r: Resolved) -> None:
+    if len(names) < 2:
+        raise DataError(
+            f"dataset {r.dataset_id!r} split {r.split!r} has {len(names)} class ({', '.join(names)}):"
+            " TASK2VEC needs a classification task with at least two classes"
+        )
+
+
+def _select_stream(
+    r: Resolved, image_column: str | None, label_column: str | None, max_samples: int | None, seed: int
+) -> tuple[Refs, np.ndarray, C.LabelSpec, list[str], torch.Tensor, str]:
+    ids = r.dataset
+    assert isinstance(ids, IterableDataset)
+    if ids.features is None:
+        ids = ids._resolve_features()  # reads one row to infer the types
+    features = ids.features
+    sample: dict[str, Any] = {}
+    if image_column is None and not any(isinstance(f, Image) for f in features.values()):
+        # Path columns are recognised by their values: peek at one row.
+        sample = next(iter(ids.take(1)), {})
+    img = C.find_image_column(features, image_column, sample)
+    spec = C.find_label_column(features, label_column, img, sample)
+    ids = ids.select_columns([img, spec.column])
+    if isinstance(features[img], Image):
+        ids = ids.cast_column(img, Image(decode=False))
+    if max_samples is not None:
+        if spec.names is not None and spec.label_kind == "single" and max_samples < len(spec.names):
+            raise DataError(
+                f"max_samples={max_samples} is smaller than the {len(spec.names)} classes of {spec.column!r};"
+                f" use at least {len(spec.names)}"
+            )
+        # Seeded buffer shuffle, then take: only about max_samples + buffer rows are read.
+        ids = ids.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER).take(max_samples)
+    refs: list[Any] = []
+    values: list[Any] = []
+    for row in ids:
+        refs.append(row[img])
+        values.append(row[spec.column])
+    if not refs:
+        raise _empty(r)
+    C.validate_labels(spec, values, range(len(values)))
+    names = C.class_names(spec, values)
+    if spec.label_kind != "regression":
+        _check_label_space(names, r)
+    labels = C.encode(spec, values, names)
+    fingerprint = r.fingerprint or _content_fingerprint(refs, values)
+    return _ListRefs(refs, img), np.arange(len(refs)), spec, names, labels, fingerprint

@@ -1,0 +1,53 @@
+"""Library errors name Python parameters; the CLI names its flags for the same problem."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import t2v_hub
+from t2v_hub.cli.flags import to_cli
+from t2v_hub.cli.main import build_parser, main
+from t2v_hub.errors import DataError
+
+
+def _sub(name: str):
+    import argparse
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def test_python_caller_is_told_the_parameter() -> None:
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    with pytest.raises(DataError, match=r"max_samples=2 is below the number of classes") as info:
+        t2v_hub.embed(t2v_hub.task2vec.TensorTask(x, y), "test_efficientnet", max_samples=2, input_size=32)
+    assert "--" not in str(info.value)
+
+
+def test_cli_user_is_told_the_flag(tmp_path, capsys) -> None:
+    folder = tmp_path / "imgs"
+    from PIL import Image
+
+    for c in ("a", "b", "c"):
+        (folder / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (40 * i, 80, 120)).save(folder / c / f"{i}.png")
+    code = main(["embed", "--dataset", str(folder), "--probe", "test_efficientnet", "--input-size", "32",
+                 "--max-samples", "2", "--out", str(tmp_path / "e.safetensors"), "--quiet", "--no-cache"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--max-samples 2" in err and "max_samples" not in err
+
+
+@pytest.mark.parametrize(("message", "command", "expected"), [
+    ("top_k must be at least 1, got 0", "recommend", "--top-k must be at least 1, got 0"),
+    ("hub=./x and endpoint=http://a disagree; pass only one", "attach", "--hub ./x and --endpoint http://a disagree"),
+    ("/x exists; pass overwrite=True to replace it", "index", "/x exists; pass --force to replace it"),
+    ("cannot fetch weights; or use pretrained=False", "embed", "cannot fetch weights; or use --no-pretrained"),
+    ("empty repo id; pass repo_id=namespace/name", "attach", "empty repo id; pass --model namespace/name"),
+    # Words that only look like parameters stay as they are.
+    ("file a_b.safetensors is damaged", "embed", "file a_b.safetensors is damaged"),
+])
+def test_translation(message: str, command: str, expected: str) -> None:
+    assert expected in to_cli(message, _sub(command))
