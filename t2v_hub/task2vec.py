@@ -238,7 +238,9 @@ def embed(
         fisher=FisherConfig(method=method, mc_samples=mc_samples, batch_size=batch_size,
                             options=dict(fisher_options or {})),
     )
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    # "auto": CUDA when present, else the CPU.
+    auto = device in (None, "auto")
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if auto else torch.device(device)
     _log("loading data...", quiet)
     task = as_task(dataset, max_samples=max_samples, seed=seed, data_options=data_options)
     label_kind = getattr(task, "label_kind", "single")

@@ -168,9 +168,9 @@ def test_choose_probe_and_timm_name(setup: dict[str, Any]) -> None:
     with pytest.raises(RecommendError, match="resnet18"):
         choose_probe(experts, probe="resnet50")
     hub = setup["hub"]
-    assert timm_name("org/expert-0", hub) == "hf-hub:org/expert-0"
-    (hub.root / "org/expert-0" / "config.json").write_text("{}")
+    # A local hub's repos are local folders, with or without weights (never a Hub download).
     assert timm_name("org/expert-0", hub) == f"local-dir:{hub.root / 'org/expert-0'}"
+    assert timm_name("org/expert-0", None) == "hf-hub:org/expert-0"
 
 
 def test_rank_backbones_candidates(setup: dict[str, Any]) -> None:
@@ -180,7 +180,7 @@ def test_rank_backbones_candidates(setup: dict[str, Any]) -> None:
     recs = rank_backbones(setup["target"], ["org/expert-3", "org/expert-1", "org/missing"], hub=str(setup["hub"].root),
                           trivial=setup["trivial"], top_k=5, notes=notes)
     assert {r.repo_id for r in recs} == {"org/expert-1", "org/expert-3"}
-    assert all(r.name.startswith("hf-hub:") for r in recs) and any("org/missing" in n for n in notes)
+    assert all(r.name.startswith("local-dir:") for r in recs) and any("org/missing" in n for n in notes)
     with pytest.raises(RecommendError, match="candidates"):
         rank_backbones(setup["target"], ["org/missing"], hub=setup["hub"], trivial=setup["trivial"])
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,60 @@ def autocast_dtype(name: str) -> Any:
 
 
 FORMATS = ("table", "json", "csv")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the message names the value, argparse names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed torch accepts (0 <= seed < 2**63)."""
+    value = nonneg_int(text)
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
+    return value
+
+
+def float_in(lo: float, hi: float, *, lo_open: bool = False) -> Any:
+    """argparse type: a finite float in [lo, hi] (or (lo, hi] with ``lo_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
+            span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def device_name(text: str) -> str:
+    """argparse type: cpu, cuda, cuda:N, mps or auto (checked before any data is read)."""
+    if re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", text) is None:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N, mps or auto, got {text!r}")
+    return text
 
 
 def add_format_arg(p: argparse.ArgumentParser, default: str = "table", what: str = "output") -> None:
@@ -73,21 +129,23 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g = p.add_argument_group("probe and estimator")
     default_text = default_probe or "the probe most experts share"
     g.add_argument("--probe", default=default_probe, help=f"timm model name, hf-hub:/local-dir: name (default: {default_text})")
-    g.add_argument("--method", default="montecarlo", choices=("montecarlo", "empirical", "batch", "variational"))
-    g.add_argument("--max-samples", type=int, default=None, help="use at most N samples (shuffled first)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--mc-samples", type=int, default=1, help="labels drawn per input (montecarlo)")
-    g.add_argument("--fisher-steps", type=int, default=None, metavar="N",
+    g.add_argument("--method", default="montecarlo", choices=("montecarlo", "empirical", "batch", "variational"),
+                   help="Fisher estimator (default: montecarlo, the exact true Fisher)")
+    g.add_argument("--max-samples", type=positive_int, default=None, help="use at most N samples (shuffled first)")
+    g.add_argument("--seed", type=seed_int, default=0,
+                   help="seed of the sample selection, head fit and label draws (same seed, same vector)")
+    g.add_argument("--mc-samples", type=positive_int, default=1, help="labels drawn per input (montecarlo)")
+    g.add_argument("--fisher-steps", type=positive_int, default=None, metavar="N",
                    help="variational: optimisation steps (default: 2 passes over the data; a warning says "
                         "when that was not enough)")
     g.add_argument("--variational-init", choices=("reference", "laplace"), default=None,
                    help="variational: start from the reference's variances, or warm-start at 2F/beta + prior "
                         "from a montecarlo pass (converges in far fewer steps)")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--input-size", type=int, default=None, help="override the probe's input resolution")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="images per forward/backward pass")
+    g.add_argument("--input-size", type=positive_int, default=None, help="override the probe's input resolution")
     g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not with --method variational)")
     g.add_argument("--no-pretrained", action="store_true", help="random-init probe (tests only)")
-    g.add_argument("--device", default=None, help="torch device (default: cpu)")
+    g.add_argument("--device", type=device_name, default=None, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
     g.add_argument(
         "--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
         help="autocast the forward passes; squares are always accumulated in fp32",

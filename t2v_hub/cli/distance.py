@@ -11,14 +11,14 @@ import argparse
 
 from ..constants import ASYM_ALPHA
 from ..embedding import Task2VecEmbedding
-from ._common import add_format_arg, emit, print_json
+from ._common import add_format_arg, emit, float_in, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("distance", help="distance between task embeddings", description=__doc__)
     p.add_argument("embeddings", nargs="+", help="two or more .safetensors embeddings")
     p.add_argument("--asymmetric", action="store_true", help="d_asym(source -> target) instead of d_sym")
-    p.add_argument("--alpha", type=float, default=ASYM_ALPHA, help="weight of the trivial-task term (default %(default)s)")
+    p.add_argument("--alpha", type=float_in(0.0, 1.0), default=ASYM_ALPHA, help="weight of the trivial-task term (default %(default)s)")
     add_format_arg(p, what="the distance (two files) or the matrix")
     return p
 

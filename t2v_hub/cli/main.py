@@ -1,8 +1,8 @@
 """``t2v-hub`` entry point.
 
-Data goes to stdout, hints and progress to stderr. Every :class:`T2VError` becomes
-one line on stderr and a non-zero exit code; anything else is a bug and keeps its
-traceback.
+Data goes to stdout, hints and progress to stderr. Every :class:`T2VError` and
+every refused flag becomes one line on stderr and exit code 2; anything else is a
+bug, reported in one line with exit code 1 (``T2V_HUB_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import T2VError
 
@@ -24,16 +26,45 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("experts", "t2v_hub.cli.experts"),
     ("recommend", "t2v_hub.cli.recommend"),
     ("index", "t2v_hub.cli.index"),
+    ("score", "t2v_hub.cli.score"),
     ("selector", "t2v_hub.cli.selector"),
     ("matrix", "t2v_hub.cli.matrix"),
     ("plugins", "t2v_hub.cli.plugins"),
 )
 
 
+class UsageError(Exception):
+    """A command line argparse refused; carries the one line to show."""
+
+
+_SECRET = re.compile(r"(hf_[A-Za-z0-9]{6,}|sk-[A-Za-z0-9]{6,}|[A-Za-z0-9_\-]{32,})")
+
+
+def _redact(message: str) -> str:
+    """argparse's message without anything that could be a secret.
+
+    ``unrecognized arguments: --token hf_...`` echoes values: keep the flags, count the rest.
+    """
+    head, sep, rest = message.partition("unrecognized arguments: ")
+    if sep:
+        words = rest.split()
+        flags = [w.split("=", 1)[0] for w in words if w.startswith("-")]
+        hidden = len(words) - len(flags) + sum("=" in w for w in words if w.startswith("-"))
+        message = head + sep + " ".join(flags) + (f" (and {hidden} value(s), not shown)" if hidden else "")
+    return _SECRET.sub("<redacted>", message)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <what> (see t2v-hub <command> --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise UsageError(f"{_redact(message)} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..version import __version__
 
-    parser = argparse.ArgumentParser(prog="t2v-hub", description="TASK2VEC task embeddings for model hubs and AutoML.")
+    parser = Parser(prog="t2v-hub", description="TASK2VEC task embeddings for model hubs and AutoML.")
     parser.add_argument("--version", action="version", version=f"t2v-hub {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(_parser=parser)
@@ -55,7 +86,11 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: objec
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
@@ -76,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `t2v-hub ... | head`: stdout closed early is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # the last line of defence: a bug, or a failure nothing named
+        if os.environ.get("T2V_HUB_DEBUG", "").lower() in {"1", "true", "yes"}:
+            raise
+        what = " ".join(str(exc).split())[:300] or type(exc).__name__
+        print(f"error: unexpected {type(exc).__name__}: {_redact(what)} (run with T2V_HUB_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # `python -m t2v_hub.cli.main` and `accelerate launch -m t2v_hub.cli.main`

@@ -12,14 +12,14 @@ import argparse
 from pathlib import Path
 
 from ..constants import ASYM_ALPHA
-from ._common import add_format_arg, check_writable, emit, hint, print_json
+from ._common import add_format_arg, check_writable, emit, float_in, hint, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("matrix", help="distance matrix, clustered heatmap and t-SNE map", description=__doc__)
     p.add_argument("embeddings", nargs="+", help=".safetensors embeddings, or folders holding them")
     p.add_argument("--asymmetric", action="store_true", help="d_asym(row -> column) instead of d_sym")
-    p.add_argument("--alpha", type=float, default=ASYM_ALPHA, help="trivial-task weight (default %(default)s)")
+    p.add_argument("--alpha", type=float_in(0.0, 1.0), default=ASYM_ALPHA, help="trivial-task weight (default %(default)s)")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file for --asymmetric")
     add_format_arg(p, default="csv", what="the matrix")
     p.add_argument("--no-print", action="store_true", help="print nothing on stdout (only write the plots)")

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import ASYM_ALPHA
-from ._common import add_data_args, add_format_arg, add_hub_args, add_probe_args, emit, hint, print_json
+from ._common import (
+    add_data_args,
+    add_format_arg,
+    add_hub_args,
+    add_probe_args,
+    emit,
+    float_in,
+    hint,
+    positive_int,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,12 +36,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g = p.add_argument_group("ranking")
     g.add_argument("--index", default=None, metavar="DIR",
                    help="rank from an expert index built by `t2v-hub index` (memory-mapped; for large hubs)")
-    g.add_argument("--top-k", type=int, default=5, help="how many experts to show (default %(default)s)")
+    g.add_argument("--top-k", type=positive_int, default=5, help="how many experts to show (default %(default)s)")
     g.add_argument("--selector", default=None, help="MODEL2VEC selector: a file, or a hub repo holding selector.safetensors")
     g.add_argument("--filter", action="extend", nargs="+", default=[], metavar="TAG", help="only experts with these tags")
-    g.add_argument("--alpha", type=float, default=None,
+    g.add_argument("--alpha", type=float_in(0.0, 1.0), default=None,
                    help=f"trivial-task weight of d_asym (default: the selector's, else {ASYM_ALPHA})")
     g.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
+    r = p.add_argument_group("two-stage ranking")
+    r.add_argument("--rerank", choices=("none", "logme", "hscore", "knn"), default="none",
+                   help="stage 2: score the shortlist's own features on the dataset and reorder it "
+                        "(one forward pass per shortlisted expert; default: none, TASK2VEC only)")
+    r.add_argument("--shortlist", type=positive_int, default=3, metavar="K",
+                   help="experts of the TASK2VEC ranking that stage 2 scores (default %(default)s)")
+    r.add_argument("--max-model-mb", type=float_in(0.0, 1e9, lo_open=True), default=None,
+                   help="stage 2 skips experts with more MB of weights (they keep their TASK2VEC place)")
     add_format_arg(g, what="the ranking")
     g.add_argument("--explain", action="store_true", help="show distance to the task, to the trivial task, and the bias")
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -72,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             hint(f"embedding {args.dataset} with {plan.probe} ({plan.method}), shared by {plan.count} expert(s)...")
 
+    def on_rerank(rec: Any, i: int, n: int) -> None:
+        if not args.quiet:
+            hint(f"stage 2 [{i + 1}/{n}]: {args.rerank} of {rec.name}...")
+
     options = {k: v for k, v in data_options(args).items() if v not in (None, False)}
     result = recommend(
         _dataset(args), hub=hub, index=args.index, top_k=args.top_k, probe=args.probe, method=args.method,
@@ -79,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         trivial=Task2VecEmbedding.load(args.trivial) if args.trivial else None,
         input_size=args.input_size, include_norm=args.include_norm, max_samples=args.max_samples, seed=args.seed,
         mc_samples=args.mc_samples, batch_size=args.batch_size, pretrained=False if args.no_pretrained else None,
-        device=args.device, cache=not args.no_cache, quiet=args.quiet, **options,
+        device=args.device, cache=not args.no_cache, quiet=args.quiet, rerank=args.rerank,
+        shortlist=args.shortlist, max_model_mb=args.max_model_mb, on_rerank=on_rerank, **options,
     )
     _report_skipped(result.skipped, "skipped (missing or unusable embedding)")
     _report_skipped(result.incompatible, "left out (embedded with another probe/method)")
@@ -92,17 +115,24 @@ def run(args: argparse.Namespace) -> int:
             "hub": None if args.index else (args.hub or "hf"), "index": args.index, "selector": args.selector,
             "num_ranked": result.num_ranked,
             "skipped": [{"repo_id": r, "reason": why} for r, why in result.skipped + result.incompatible],
-            "notes": result.notes, "recommendations": [r.to_dict() for r in recs],
+            "notes": result.notes, "cost": result.cost, "recommendations": [r.to_dict() for r in recs],
         })
         return 0
-    _print_table(recs, args.selector is not None, args.explain, args.format)
+    _print_table(recs, args.selector is not None, args.explain, args.format, args.rerank)
+    if args.rerank != "none" and not args.quiet:
+        c = result.cost
+        hint(f"stage 1: 1 probe pass ({c.get('probe_seconds', 0):.1f}s); stage 2: {c['models_scored']} of "
+             f"{args.shortlist} shortlisted expert(s) scored, {c['forward_passes']} images, "
+             f"{c['rerank_seconds']:.1f}s")
     return 0
 
 
-def _print_table(recs: list[Any], with_prob: bool, explain: bool, fmt: str) -> None:
+def _print_table(recs: list[Any], with_prob: bool, explain: bool, fmt: str, rerank: str = "none") -> None:
     head = ["rank", "model", "d_asym", "score"] + (["prob"] if with_prob else [])
     if explain:
         head += ["d_task", "d_trivial", "bias"]
+    if rerank != "none":
+        head += [rerank, "stage-1 rank", "ordered by"]
     head += ["trained on", "card"]
     rows = []
     for r in recs:
@@ -112,6 +142,9 @@ def _print_table(recs: list[Any], with_prob: bool, explain: bool, fmt: str) -> N
         if explain:
             row += [f"{r.explain['d_sym_to_task']:.4f}", f"{r.explain['d_sym_to_trivial']:.4f}",
                     f"{r.explain['bias']:+.4f}"]
+        if rerank != "none":
+            row += [f"{r.transfer_score:.4f}" if r.transfer_score is not None else "-", str(r.stage1_rank),
+                    r.ordered_by]
         row += [r.task or "-", r.url]
         rows.append(row)
     emit(fmt, head, rows)

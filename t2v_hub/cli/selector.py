@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..constants import ASYM_ALPHA, M2V_ALPHA_SOFT, M2V_EPOCHS, M2V_LR, M2V_WEIGHT_DECAY
-from ._common import add_format_arg, emit, hint, print_json
+from ._common import add_format_arg, emit, float_in, hint, nonneg_int, print_json, seed_int
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -41,15 +41,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", default=None, help="probe to use where sources hold several (default: most common)")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
     g = p.add_argument_group("MODEL2VEC training (supplement 4.3 defaults)")
-    g.add_argument("--alpha", type=float, default=ASYM_ALPHA, help="trivial-task weight of d_asym")
-    g.add_argument("--alpha-soft", type=float, default=M2V_ALPHA_SOFT, help="soft-label sharpness")
-    g.add_argument("--lr", type=float, default=M2V_LR)
-    g.add_argument("--weight-decay", type=float, default=M2V_WEIGHT_DECAY)
-    g.add_argument("--epochs", type=int, default=M2V_EPOCHS)
-    g.add_argument("--batch-size", type=int, default=0, help="tasks per step (0 = all)")
+    g.add_argument("--alpha", type=float_in(0.0, 1.0), default=ASYM_ALPHA, help="trivial-task weight of d_asym")
+    g.add_argument("--alpha-soft", type=float_in(0.0, 1e6, lo_open=True), default=M2V_ALPHA_SOFT, help="soft-label sharpness")
+    g.add_argument("--lr", type=float_in(0.0, 10.0, lo_open=True), default=M2V_LR, help="Adam learning rate of the biases")
+    g.add_argument("--weight-decay", type=float_in(0.0, 10.0), default=M2V_WEIGHT_DECAY, help="weight decay of the biases")
+    g.add_argument("--epochs", type=nonneg_int, default=M2V_EPOCHS, help="training epochs (supplement: 81)")
+    g.add_argument("--batch-size", type=nonneg_int, default=0, help="tasks per step (0 = all)")
     g.add_argument("--bias", choices=("both", "filter", "scalar", "none"), default="both",
                    help="per-filter log-scale, per-expert offset, both, or none")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_int, default=0, help="order of the tasks with --batch-size > 0")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ Python API cannot drift apart. Ranking itself is :mod:`.scoring` (in memory) or
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from ..constants import DEFAULT_FISHER_METHOD
 from ..embedding import Task2VecEmbedding
 from ..errors import RecommendError
 from .model2vec import Model2Vec, load_selector
+from .rerank import DEFAULT_SHORTLIST, check_rerank
 from .scoring import (
     EmbedPlan,
     ExpertLike,
@@ -73,6 +75,8 @@ class RecommendResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # no usable embedding
     incompatible: list[tuple[str, str]] = field(default_factory=list)  # another embedding space
     notes: list[str] = field(default_factory=list)
+    # What it cost: seconds of the probe pass (0 when given an embedding), forward passes of stage 2.
+    cost: dict[str, Any] = field(default_factory=dict)
 
 
 def _target(dataset: Any, plan: EmbedPlan, on_embed: Callable[[EmbedPlan], None] | None,
@@ -113,6 +117,10 @@ def recommend(
     trivial: Task2VecEmbedding | torch.Tensor | None = None,
     filter: list[str] | None = None,
     on_embed: Callable[[EmbedPlan], None] | None = None,
+    rerank: str = "none",
+    shortlist: int = DEFAULT_SHORTLIST,
+    max_model_mb: float | None = None,
+    on_rerank: Callable[[Recommendation, int, int], None] | None = None,
     **embed_kwargs: Any,
 ) -> RecommendResult:
     """Rank the hub's experts (or only ``candidates``, repo ids) for ``dataset``, best first.
@@ -125,17 +133,28 @@ def recommend(
     selector repo and local weights. The probe, method and input size default to what
     most experts were embedded with; ``on_embed(plan)`` is called before embedding
     (progress); ``embed_kwargs`` (max_samples, seed, device, ...) go to ``embed``.
+
+    Two stages: with ``rerank`` a transferability metric (``logme``, ``hscore``, ``knn``),
+    the first ``shortlist`` experts of the TASK2VEC ranking are scored on the dataset
+    with their own weights and reordered by the score (:mod:`.rerank`); ``"none"``
+    ranks by TASK2VEC alone.
     """
     from ..hub import get_hub
 
     if top_k < 1:
         raise RecommendError(f"top_k must be at least 1, got {top_k}")
+    check_rerank(rerank, shortlist)
+    if rerank != "none" and isinstance(dataset, Task2VecEmbedding):
+        raise RecommendError("rerank needs the dataset's images, not an embedding file; pass the dataset "
+                             "or rerank='none'")
+    stage2 = _Stage2(dataset, rerank, shortlist, max_model_mb, on_rerank, embed_kwargs, top_k)
+    top_k = stage2.stage1_top_k
     hub_obj = get_hub(hub) if isinstance(hub, str) else hub
     sel = load_selector(selector, hub_obj) if selector is not None and not isinstance(selector, Model2Vec) else selector
     name_for = lambda r: timm_name(r, hub_obj)  # noqa: E731
     if index is not None:
-        return _recommend_from_index(dataset, index, candidates, top_k, probe, method, alpha, sel, trivial,
-                                     name_for, on_embed, embed_kwargs)
+        return stage2(_recommend_from_index(dataset, index, candidates, top_k, probe, method, alpha, sel, trivial,
+                                            name_for, on_embed, embed_kwargs))
     from ..hub import list_experts
 
     source = getattr(hub_obj, "description", "the hub")
@@ -149,11 +168,53 @@ def recommend(
         tags = ", ".join(["task2vec", *(filter or [])])
         raise RecommendError(f"no experts found on {source} with tags {tags}; "
                              "attach embeddings with `t2v-hub attach` or change the tag filter")
+    t0 = time.perf_counter()
     target = _target(dataset, choose_probe(experts, probe, method), on_embed, embed_kwargs)
+    seconds = time.perf_counter() - t0
     compatible, incompatible = partition_experts(target, experts)
     recs = rank_experts(target, experts, alpha=alpha, selector=sel, trivial=trivial, top_k=top_k,
                         name_for=name_for, notes=notes)
-    return RecommendResult(recs, target, source, len(compatible), skipped, incompatible if compatible else [], notes)
+    return stage2(RecommendResult(recs, target, source, len(compatible), skipped,
+                                  incompatible if compatible else [], notes, {"probe_seconds": round(seconds, 3)}))
+
+
+class _Stage2:
+    """The optional rerank, applied to stage 1's result (the same for a hub and an index)."""
+
+    def __init__(self, dataset: Any, metric: str, shortlist: int, max_model_mb: float | None,
+                 on_rerank: Callable[[Recommendation, int, int], None] | None, embed_kwargs: dict[str, Any],
+                 top_k: int) -> None:
+        self.dataset, self.metric, self.shortlist, self.max_model_mb = dataset, metric, shortlist, max_model_mb
+        self.on_rerank, self.top_k = on_rerank, top_k
+        # The data options are what embed() does not take itself (split, label_column, ...).
+        import inspect
+
+        from ..task2vec import embed
+
+        own = set(inspect.signature(embed).parameters)
+        self.data_options = {k: v for k, v in embed_kwargs.items() if k not in own and v is not None}
+        self.max_samples, self.seed = embed_kwargs.get("max_samples"), embed_kwargs.get("seed") or 0
+        self.batch_size = embed_kwargs.get("batch_size") or 32
+        self.device = embed_kwargs.get("device")
+        # Stage 1 must rank at least the shortlist.
+        self.stage1_top_k = max(top_k, shortlist) if metric != "none" else top_k
+
+    def __call__(self, result: RecommendResult) -> RecommendResult:
+        result.cost.setdefault("probe_passes", 0 if isinstance(self.dataset, Task2VecEmbedding) else 1)
+        if self.metric == "none":
+            result.cost.update(forward_passes=0, models_scored=0)
+            return result
+        from ..data import as_task
+        from .rerank import rerank
+
+        task = as_task(self.dataset, max_samples=self.max_samples, seed=self.seed, data_options=self.data_options)
+        recs, cost = rerank(result.recommendations, task, self.metric, self.shortlist, result.notes,
+                            max_model_mb=self.max_model_mb, batch_size=self.batch_size, device=self.device,
+                            progress=self.on_rerank)
+        result.recommendations = recs[: self.top_k]
+        result.cost.update(forward_passes=cost.forward_passes, models_scored=cost.models_scored,
+                           rerank_seconds=cost.seconds, rerank=self.metric, shortlist=self.shortlist)
+        return result
 
 
 def _recommend_from_index(

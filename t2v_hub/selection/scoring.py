@@ -51,18 +51,25 @@ class Recommendation:
     task: str  # dataset the expert was trained on
     url: str  # the model card
     explain: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Two-stage ranking: which stage put the expert at this rank, and its transferability score.
+    ordered_by: str = "task2vec"  # "task2vec" (stage 1) or the rerank metric ("logme", ...)
+    stage1_rank: int | None = None
+    transfer_score: float | None = None  # higher = better; None when not reranked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def timm_name(repo_id: str, hub: Any = None) -> str:
-    """``local-dir:<path>`` for a LocalHub repo holding timm weights, else ``hf-hub:<repo_id>``."""
+    """``local-dir:<path>`` for a repo of a local hub (a folder), ``hf-hub:<repo_id>`` for a Hub repo.
+
+    Either way ``timm.create_model(name)`` loads the repo's own weights (``config.json`` +
+    ``model.safetensors``); a local repo without them fails there with a clear error,
+    not with a download attempt from huggingface.co under the same name.
+    """
     root = getattr(hub, "root", None)
     if root is not None:
-        d = Path(root) / repo_id
-        if (d / "config.json").is_file():
-            return f"local-dir:{d}"
+        return f"local-dir:{Path(root) / repo_id}"
     return f"hf-hub:{repo_id}"
 
 
