@@ -42,12 +42,14 @@ _LAZY = {
     "load_selector": ".selection.model2vec",
     "loo_model2vec": ".selection.training",
     "train_model2vec": ".selection.training",
+    "score_models": ".selection.features",
 }
 
 if TYPE_CHECKING:
     from .automl import rank_backbones
     from .embedding import Task2VecEmbedding
     from .probes import create_probe
+    from .selection.features import score_models
     from .selection.metrics import evaluate_selection
     from .selection.model2vec import Model2Vec, SelectorConfig, load_selector
     from .selection.recommend import RecommendResult, recommend
@@ -72,5 +74,5 @@ def __dir__() -> list[str]:
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "Model2Vec", "RecommendResult", "Recommendation", "SelectorConfig", "Task2VecEmbedding", "__version__",
     "create_probe", "embed", "evaluate_selection", "load_selector", "loo_model2vec", "rank_backbones",
-    "rank_experts", "recommend", "train_model2vec", "trivial_embedding",
+    "rank_experts", "recommend", "score_models", "train_model2vec", "trivial_embedding",
 ]

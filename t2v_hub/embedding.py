@@ -64,8 +64,7 @@ class Task2VecEmbedding:
 
     def __post_init__(self) -> None:
         v = torch.as_tensor(self.vector).detach().to("cpu", torch.float32).reshape(-1).contiguous()
-        if not torch.isfinite(v).all():
-            raise EmbeddingError("embedding vector contains NaN or Inf; recompute it (check the estimator's inputs)")
+        check_vector(v, "embedding vector")
         self.vector = v
         self.metadata = {str(k): _to_str(val) for k, val in self.metadata.items()}
         self.metadata.setdefault("format_version", FORMAT_VERSION)
@@ -150,12 +149,15 @@ class Task2VecEmbedding:
         if missing:
             raise EmbeddingError(f"{source}: metadata lacks {missing}; this file was not written by t2v-hub")
         vec = tensors[TENSOR_KEY]
+        if vec.dtype != torch.float32:
+            # float64 would be rounded, int8 truncated, bfloat16 is not what was computed: refuse, don't convert.
+            raise EmbeddingError(f"{source}: embedding is stored as {str(vec.dtype).replace('torch.', '')}; t2v-hub "
+                                 "writes float32: recompute it, or convert it deliberately and save it again")
         if vec.dim() != 1 or str(vec.numel()) != meta["dim"]:
             raise EmbeddingError(f"{source}: tensor shape {tuple(vec.shape)} does not match dim={meta['dim']}")
+        check_vector(vec, source)
         out = cls.__new__(cls)
-        out.vector, out.metadata = vec.to(torch.float32).contiguous(), meta
-        if not torch.isfinite(out.vector).all():
-            raise EmbeddingError(f"{source}: embedding contains NaN or Inf")
+        out.vector, out.metadata = vec.contiguous(), meta
         return out
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -177,6 +179,18 @@ class Task2VecEmbedding:
             f"Task2VecEmbedding(probe={self.probe!r}, method={self.method!r}, dim={self.dim}, "
             f"norm={self.norm:.4g}, dataset={self.metadata.get('dataset_id', '')!r})"
         )
+
+
+def check_vector(v: torch.Tensor, what: str) -> None:
+    """A Fisher embedding is finite, non-negative and not all zero (a zero vector has no direction)."""
+    if not torch.isfinite(v).all():
+        raise EmbeddingError(f"{what}: embedding contains NaN or Inf; recompute it (check the estimator's inputs)")
+    if v.numel() and bool((v < 0).any()):
+        raise EmbeddingError(f"{what}: embedding has negative entries ({int((v < 0).sum())}); a Fisher is never "
+                             "negative: the file is damaged or not a TASK2VEC embedding")
+    if v.numel() and not bool((v > 0).any()):
+        raise EmbeddingError(f"{what}: embedding is all zero: it has no direction, so no distance is defined; "
+                             "recompute it on a task with labels")
 
 
 def _to_str(value: Any) -> str:

@@ -98,6 +98,7 @@ class HubServer:
         self.datasets_root = Path(datasets_root) if datasets_root is not None else Path(root) / ".datasets"
         self.token = token
         self.page_size = page_size
+        self.endless_listing = False
         self.requests: list[Request] = []
         self.errors: list[str] = []
         self.faults: list[Fault] = []
@@ -123,7 +124,7 @@ class HubServer:
         self.stop()
 
     def fail(self, kind: str, *, path: str = ".*", method: str | None = None, times: int = 1, seconds: float = 0.0) -> None:
-        assert kind in ("500", "sleep", "close", "close_after"), kind
+        assert kind in ("500", "sleep", "close", "close_after", "429"), kind
         with self._lock:
             self.faults.append(Fault(kind, re.compile(path), method, times, seconds))
 
@@ -209,6 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             elif fault.kind == "close_after":
                 self._drop = True
+            elif fault.kind == "429":  # rate limited, asking for a wait of `seconds`
+                self.rfile.read(length)
+                self._send(429, {"error": "rate limited"}, {"Retry-After": str(int(fault.seconds))})
+                return
         body = self.rfile.read(length) if length else b""
         try:
             self._route(method, path, query, body)
@@ -508,7 +513,9 @@ class _Handler(BaseHTTPRequestHandler):
             files = self.srv.hub.repo_files(r.repo_id)[1] if full else None
             page.append(self._model(r.repo_id, r.revision or "", files, r.card_data if flag("cardData") or full else None))
         headers = {}
-        if start + size < len(rows):
+        if self.srv.endless_listing:  # a broken or hostile server: the next page is this one, forever
+            headers["Link"] = f'<{self.srv.url}/api/models?{urlencode(query, doseq=True)}>; rel="next"'
+        elif start + size < len(rows):
             q = {k: v for k, v in query.items() if k != "cursor"}
             q["cursor"] = [str(start + size)]
             headers["Link"] = f'<{self.srv.url}/api/models?{urlencode(q, doseq=True)}>; rel="next"'

@@ -392,8 +392,11 @@ def test_pixel_bound_draft_and_decompression_bomb(monkeypatch):
         load_task(
             Dataset.from_dict({"image": [img_bytes(), big_png], "label": [0, 1]}, features=FEATS)
         ).tensors(CFG, progress=False)
-    # A JPEG over the bound is drafted (DCT-scaled) below it before decoding.
-    assert Preprocessor(CFG)(img_bytes("RGB", (400, 400), fmt="JPEG")).shape == (3, 16, 16)
+    # One bound for every format, on the header's size: a JPEG over it is refused too (drafting
+    # would still decode 1/64 of it), one under it is drafted.
+    with pytest.raises(ImageTooLargeError, match="400x400 = 160000 pixels"):
+        Preprocessor(CFG)(img_bytes("RGB", (400, 400), fmt="JPEG"))
+    assert Preprocessor(CFG)(img_bytes("RGB", (90, 90), fmt="JPEG")).shape == (3, 16, 16)
     # PIL's own bomb check surfaces as our error, not a raw DecompressionBombError.
     monkeypatch.setattr(images_mod, "MAX_PIXELS", 2**28)
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)

@@ -34,6 +34,8 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"is too large ({value}); use at most {2**31 - 1}")
     return value
 
 

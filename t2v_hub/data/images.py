@@ -17,10 +17,11 @@ two runs on the same files give the same tensors):
   does the resize and crop. 1x1 images are accepted and upscaled by it.
 - **Large images**: JPEGs are decoded with ``Image.draft`` at the smallest DCT
   scale whose shorter side still covers the transform's resize target, which is
-  both faster and bounds memory. Any image whose (drafted) pixel count exceeds
-  :data:`MAX_PIXELS` is refused with :class:`ImageTooLargeError` before its
-  pixels are decoded; PIL's ``DecompressionBombError`` is turned into the same
-  error. JPEGs bypass PIL's own bomb check because drafting makes them cheap.
+  both faster and bounds memory. Any image whose header claims more than
+  :data:`MAX_PIXELS` pixels, in any format, is refused with
+  :class:`ImageTooLargeError` before its pixels are decoded (drafting does not
+  exempt a JPEG: a 600-byte file can claim 65500x65500); PIL's
+  ``DecompressionBombError`` is turned into the same error.
 - The cache stores the crop as uint8 (a quarter of float32's memory); mean/std
   normalisation is applied when tensors are handed out, which is bit-for-bit
   what timm's ``ToTensor`` + ``Normalize`` computes.
@@ -103,6 +104,9 @@ def _open(data: bytes, min_side: int) -> Image.Image:
     if data[:3] == _JPEG_MAGIC:
         im: Image.Image = JpegImagePlugin.JpegImageFile(io.BytesIO(data))
         w, h = im.size
+        # The one pixel bound, on the size the header claims, before anything is decoded: a
+        # 600-byte JPEG can claim 65500x65500, and drafting it still decodes 67M pixels.
+        _check_pixels(w, h)
         short = min(w, h)
         if short > min_side:
             # draft() keeps the result >= the requested size, so the transform
@@ -118,14 +122,18 @@ def _open(data: bytes, min_side: int) -> Image.Image:
         except Image.DecompressionBombError as e:
             raise ImageTooLargeError(f"image too large for PIL's decompression-bomb limit: {e}") from None
     w, h = im.size
+    _check_pixels(w, h)
+    if w < 1 or h < 1:
+        raise BadImageError(f"image has an empty size {w}x{h}")
+    return im
+
+
+def _check_pixels(w: int, h: int) -> None:
     if w * h > MAX_PIXELS:
         raise ImageTooLargeError(
             f"image is {w}x{h} = {w * h} pixels, above the {MAX_PIXELS}-pixel bound"
             " (raise t2v_hub.data.images.MAX_PIXELS or downscale the file)"
         )
-    if w < 1 or h < 1:
-        raise BadImageError(f"image has an empty size {w}x{h}")
-    return im
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -23,7 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +49,34 @@ from .base import (
 
 T = TypeVar("T")
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# The longest a server may make one wait last (Retry-After, rate-limit reset), and one whole call.
+MAX_WAIT_S = 10
+CALL_BUDGET_S = 120.0
+# A listing longer than this is cut (and said so): a server that paginates forever must not hang us.
+MAX_LISTED_MODELS = 100_000
+_state = threading.local()
+
+
+class _BudgetExceeded(Exception):
+    """Raised from the response hook: the call's time budget is spent (not retried by huggingface_hub)."""
+
+
+def _cap_waits(response: Any) -> None:
+    """httpx response hook: cap the waits a server asks for, say so, and enforce the call budget."""
+    deadline = getattr(_state, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise _BudgetExceeded(f"gave up after {CALL_BUDGET_S:.0f}s (t2v-hub's budget for one hub call)")
+    if response.status_code not in _RETRY_STATUS:
+        return
+    for key in ("retry-after",):
+        value = (response.headers.get(key) or "").strip()
+        if value.isdigit() and int(value) > MAX_WAIT_S:
+            response.headers[key] = str(MAX_WAIT_S)
+            print(f"hub asked to wait {value}s before retrying {response.request.url.path}; waiting {MAX_WAIT_S}s "
+                  "(t2v-hub caps every wait)", file=sys.stderr, flush=True)
+    rl = response.headers.get("ratelimit")
+    if rl:
+        response.headers["ratelimit"] = re.sub(r"t=(\d+)", lambda m: f"t={min(int(m.group(1)), MAX_WAIT_S)}", rl)
 _timeout_cap: float | None = None
 _hook_installed = False
 
@@ -79,6 +111,7 @@ def _install_timeout(seconds: float | None) -> None:
         client = default_client_factory()
         hooks = client.event_hooks
         hooks["request"] = [*hooks.get("request", []), _cap_timeouts]
+        hooks["response"] = [*hooks.get("response", []), _cap_waits]
         client.event_hooks = hooks
         return client
 
@@ -120,12 +153,22 @@ class HfHub(Hub):
 
     # -- error handling ---------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T], *, retry: bool) -> T:
+        outer = getattr(_state, "deadline", None)
+        _state.deadline = outer if outer is not None else time.monotonic() + CALL_BUDGET_S
+        try:
+            return self._attempts(what, fn, retry)
+        finally:
+            _state.deadline = outer
+
+    def _attempts(self, what: str, fn: Callable[[], T], retry: bool) -> T:
         attempts = self.retries + 1 if retry else 1
         for i in range(attempts):
             try:
                 return fn()
             except HubError:
                 raise
+            except _BudgetExceeded as exc:
+                raise HubError(f"{what}: {exc}; {self.endpoint} is slow or rate-limiting, try again later") from exc
             except Exception as exc:
                 err = self._translate(exc, what)
                 if not isinstance(err, _Transient):
@@ -135,6 +178,8 @@ class HfHub(Hub):
                     raise HubError(
                         f"{what} failed {tries}: {err}; {self.endpoint} may be down or slow, try again later"
                     ) from exc
+                if time.monotonic() + self.backoff * 2**i > _state.deadline:
+                    raise HubError(f"{what} failed: {err}; gave up after {CALL_BUDGET_S:.0f}s, try again later") from exc
                 time.sleep(self.backoff * 2**i)
         raise AssertionError("unreachable")
 
@@ -294,7 +339,12 @@ class HfHub(Hub):
         def listing() -> list[ModelListing]:
             out = []
             # One paginated listing with every card's metadata: no request per repo.
-            for m in self._api.list_models(filter=tags or None, author=author, search=search, full=True, cardData=True):
+            for i, m in enumerate(self._api.list_models(filter=tags or None, author=author, search=search, full=True,
+                                                        cardData=True)):
+                if i >= MAX_LISTED_MODELS:
+                    warnings.warn(f"the listing of {self.endpoint} was cut after {MAX_LISTED_MODELS:,} models "
+                                  "(t2v-hub's bound); narrow it with tags (filter)", RuntimeWarning, stacklevel=2)
+                    break
                 data = m.card_data.to_dict() if m.card_data is not None else None
                 files = tuple(f.rfilename for f in m.siblings) if m.siblings is not None else None
                 out.append(ModelListing(m.id, data, m.sha, files))

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -58,7 +59,19 @@ from .localfs import (  # noqa: E402
     _read_readme,
     _same_commit,
     content_revision,
+    read_journal,
+    special_files,
 )
+
+
+def _drop_if_only_lock(meta: Path) -> None:
+    """Remove a metadata folder this access created, when nothing but its lock file is in it."""
+    try:
+        if {p.name for p in meta.iterdir()} <= {"lock"}:
+            (meta / "lock").unlink(missing_ok=True)
+            meta.rmdir()
+    except OSError:
+        pass  # another process is using it now: leave it
 
 
 class LocalHub(Hub):
@@ -93,23 +106,41 @@ class LocalHub(Hub):
         return any(c.is_file() for c in d.iterdir())
 
     @contextmanager
-    def _locked(self, d: Path) -> Iterator[None]:
+    def _locked(self, d: Path, *, write: bool = False) -> Iterator[None]:
+        """The repo's lock (and the replay of a checked, unfinished commit) around an access.
+
+        Reads of a repo that has no metadata folder take no lock and create nothing: there
+        is no journal to finish, and a concurrent first commit is caught by the revision
+        checks. A write that fails before writing anything leaves no folder behind.
+        """
         meta = d / META_DIR
+        if meta.is_symlink() or (meta.exists() and not meta.is_dir()):
+            raise HubError(f"{meta} is a symbolic link or not a folder; refusing to use it (remove it: "
+                           "t2v-hub keeps its lock and journal there)")
+        if not write and not meta.exists():
+            yield
+            return
+        created = not meta.exists()
         try:
             meta.mkdir(exist_ok=True)
         except OSError:
             # Read-only hub: nobody can be writing through us, read without the lock.
             yield
             return
+        ok = False
         try:
             with FileLock(str(meta / "lock"), timeout=self.lock_timeout):
                 self._recover(d)
                 yield
+                ok = True
         except Timeout as exc:
             raise HubError(
                 f"{d} is locked by another process for over {self.lock_timeout:.0f}s; "
                 f"if none is running, delete {meta / 'lock'}"
             ) from exc
+        finally:
+            if created and not ok:
+                _drop_if_only_lock(meta)
 
     def _require(self, repo_id: str) -> Path:
         d = self._dir(repo_id)
@@ -161,7 +192,7 @@ class LocalHub(Hub):
         removed = sorted({validate_repo_path(p) for p in delete} - set(paths))
         if not paths and not removed:
             raise HubError("nothing to commit")
-        with self._locked(d):
+        with self._locked(d, write=True):
             head = content_revision(d)
             if parent_commit is not None and not _same_commit(head, parent_commit):
                 raise ConcurrentUpdateError(
@@ -217,13 +248,22 @@ class LocalHub(Hub):
         for repo_id, d in self._walk():
             if author and repo_id.split("/")[0] != author or search and search.lower() not in repo_id.lower():
                 continue
-            with self._locked(d):
-                rev = content_revision(d)
-                files = tuple(rel for rel, _ in _files(d))
-                try:
-                    meta = _card_metadata(_read_readme(d))
-                except CardError:
-                    meta = None  # like the Hub: a broken card has no metadata, hence no tags
+            try:
+                with self._locked(d):
+                    rev = content_revision(d)
+                    files = tuple(rel for rel, _ in _files(d))
+                    odd = special_files(d)
+                    try:
+                        meta = _card_metadata(_read_readme(d))
+                    except CardError:
+                        meta = None  # like the Hub: a broken card has no metadata, hence no tags
+            except HubError as exc:
+                # One unsafe repo (forged journal, symlinked metadata) must not hide the others.
+                warnings.warn(f"{repo_id} left out of the listing: {exc}", RuntimeWarning, stacklevel=2)
+                continue
+            if odd:
+                warnings.warn(f"{repo_id}: skipped {len(odd)} entry(ies) that are not regular files "
+                              f"(FIFO, socket or device): {', '.join(odd[:3])}", RuntimeWarning, stacklevel=2)
             if all(t in card_tags(meta) for t in wanted):
                 out.append(ModelListing(repo_id, meta, rev, files))
         return out
@@ -269,11 +309,15 @@ class LocalHub(Hub):
         """Finish a commit whose journal exists (a crash or error interrupted it)."""
         meta = d / META_DIR
         journal = meta / "journal.json"
+        if journal.is_symlink():
+            raise HubError(f"{journal} is a symbolic link; refusing to replay it (remove it)")
         if journal.exists():
-            moves = json.loads(journal.read_text(encoding="utf-8"))["moves"]
+            # Every path is checked before anything moves: a journal is data anyone who can
+            # write this repo folder can forge, and a read must never move files from elsewhere.
+            moves = read_journal(d, journal)
             touched = set()
             for staged, target in moves:
-                dst = d / validate_repo_path(target)
+                dst = d / target
                 if staged is None:
                     dst.unlink(missing_ok=True)
                     touched.add(dst.parent)
@@ -284,7 +328,10 @@ class LocalHub(Hub):
             for folder in touched:
                 _fsync_dir(folder)
             journal.unlink()
-        shutil.rmtree(meta / "staging", ignore_errors=True)
+        staging = meta / "staging"
+        if staging.is_symlink():
+            raise HubError(f"{staging} is a symbolic link; refusing to clean it (remove it)")
+        shutil.rmtree(staging, ignore_errors=True)
 
     def _open_pr(self, d: Path, repo_id: str, files: Mapping[str, bytes], message: str, head: str) -> CommitResult:
         prs = d / META_DIR / "prs"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import stat
 from pathlib import Path
 
 from ..errors import CardError, HubError
@@ -33,6 +36,7 @@ def content_revision(d: Path) -> str:
 
 
 def _files(d: Path) -> list[tuple[str, Path]]:
+    """Regular files and symlinks of a repo (never FIFOs, sockets or devices: opening one can block)."""
     out = []
     for folder, dirs, names in os.walk(d):
         if Path(folder) == d:
@@ -40,8 +44,79 @@ def _files(d: Path) -> list[tuple[str, Path]]:
         dirs.sort()
         for n in names:
             p = Path(folder) / n
-            out.append((p.relative_to(d).as_posix(), p))
+            try:
+                mode = os.lstat(p).st_mode
+            except OSError:
+                continue
+            if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+                out.append((p.relative_to(d).as_posix(), p))
     out.sort()
+    return out
+
+
+def special_files(d: Path) -> list[str]:
+    """Repo entries that are neither files, folders nor symlinks (FIFOs, sockets, devices): skipped, named."""
+    out = []
+    for folder, dirs, names in os.walk(d):
+        if Path(folder) == d:
+            dirs[:] = [x for x in dirs if x != META_DIR]
+        for n in names:
+            try:
+                mode = os.lstat(Path(folder) / n).st_mode
+            except OSError:
+                continue
+            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                out.append((Path(folder) / n).relative_to(d).as_posix())
+    return sorted(out)
+
+
+def inside(d: Path, rel: str, what: str) -> Path:
+    """``d / rel`` for a path read from the hub's own metadata, refused unless it stays inside ``d``.
+
+    No absolute path, no ``..``, no empty or ``.`` part, no symlink on the way: the one
+    check every path a journal, manifest or listing names goes through.
+    """
+    if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\\" in rel or "\0" in rel:
+        raise HubError(f"{what}: path {rel!r} is not a relative path inside {d}; refusing to use it")
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise HubError(f"{what}: path {rel!r} leaves {d}; refusing to use it")
+    cur = d
+    for part in parts:
+        cur = cur / part
+        if cur.is_symlink():
+            raise HubError(f"{what}: {cur} is a symbolic link; refusing to follow it")
+    return cur
+
+
+_STAGED = re.compile(rf"^{re.escape(META_DIR)}/staging/[0-9a-f]{{32}}/[0-9]+$")
+
+
+def read_journal(d: Path, journal: Path) -> list[tuple[str | None, str]]:
+    """The moves of an unfinished commit, each checked: staged files under ``.t2v/staging``, targets repo paths."""
+    from .base import validate_repo_path
+
+    fix = f"nothing was replayed; inspect {journal} and delete it (the interrupted commit is then lost)"
+    try:
+        moves = json.loads(journal.read_bytes())["moves"]
+        if not isinstance(moves, list) or not all(isinstance(m, list) and len(m) == 2 for m in moves):
+            raise ValueError("moves must be [staged, target] pairs")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HubError(f"{journal} is damaged ({type(exc).__name__}); {fix}") from exc
+    out: list[tuple[str | None, str]] = []
+    for staged, target in moves:
+        if not isinstance(target, str) or (staged is not None and not isinstance(staged, str)):
+            raise HubError(f"{journal} holds a move that is not a pair of paths; {fix}")
+        try:
+            validate_repo_path(target)
+            inside(d, target, str(journal))
+            if staged is not None:
+                if not _STAGED.match(staged):
+                    raise HubError(f"staged file {staged!r} is not under {META_DIR}/staging")
+                inside(d, staged, str(journal))
+        except HubError as exc:
+            raise HubError(f"{journal} names a path outside the repo or through a link ({exc}); {fix}") from exc
+        out.append((staged, target))
     return out
 
 

@@ -65,7 +65,11 @@ def load_error_matrix(path: str | os.PathLike[str]) -> ErrorMatrix:
     if not p.is_file():
         raise SelectorError(f"error matrix {str(p)!r} not found")
     if p.suffix.lower() == ".json":
-        return _from_json(json.loads(p.read_text()), str(p))
+        try:
+            data = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SelectorError(f"{p} is not valid JSON ({type(exc).__name__}); fix or regenerate the file") from exc
+        return _checked(_from_json(data, str(p)), str(p))
     with p.open(newline="") as fh:
         rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
     if len(rows) < 2 or len(rows[0]) < 2:
@@ -79,7 +83,20 @@ def load_error_matrix(path: str | os.PathLike[str]) -> ErrorMatrix:
         values.append([_cell(c) for c in r[1:]])
     _dedupe(tasks, "task")
     _dedupe(experts, "expert")
-    return ErrorMatrix(tasks, experts, torch.tensor(values, dtype=torch.float32))
+    return _checked(ErrorMatrix(tasks, experts, torch.tensor(values, dtype=torch.float32)), str(p))
+
+
+def _checked(em: ErrorMatrix, source: str) -> ErrorMatrix:
+    """Errors are fractions in [0, 1]: a negative, a percent or 1e30 would train a selector on nonsense."""
+    e = em.errors
+    bad = (torch.isfinite(e) & ((e < 0) | (e > 1))).nonzero()
+    if bad.numel():
+        i, j = (int(x) for x in bad[0])
+        raise SelectorError(
+            f"{source}: error {float(e[i, j]):g} for task {em.task_ids[i]!r} and expert {em.expert_ids[j]!r} is "
+            "outside [0, 1]; errors are fractions (divide percentages by 100)"
+        )
+    return em
 
 
 def _from_json(data: Any, source: str) -> ErrorMatrix:

@@ -24,6 +24,7 @@ import contextlib
 import json
 import mmap
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -180,6 +181,10 @@ def write_index(
     dest = Path(out)
     if dest.exists() and not overwrite:
         raise RecommendError(f"{dest} exists; pass overwrite=True to replace it")
+    if dest.exists() and (dest.is_symlink() or not dest.is_dir() or not (dest / INDEX_FILE).is_file()):
+        # Replace only what is recognisably an index: never a folder of the user's files.
+        raise RecommendError(f"{dest} exists and is not an expert index (no {INDEX_FILE}); refusing to replace it: "
+                             "choose another output folder, or remove it yourself")
     t0 = trivial.float().reshape(-1)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -247,31 +252,70 @@ def _map_shard(path: Path, rows: int, dim: int, dtype_name: str) -> tuple[torch.
     return t.view(rows, dim), mm
 
 
-def load_index(path: str | os.PathLike[str]) -> ExpertIndex:
-    """Open an index folder; the shards are memory-mapped, not read."""
-    root = Path(path)
+_SHARD_NAME = re.compile(r"^experts-[0-9]{5}\.safetensors$")
+
+
+def _manifest(root: Path) -> dict[str, Any]:
+    """The index manifest, every field checked for type: any damage is one error naming the file."""
+    if root.exists() and not root.is_dir():
+        raise RecommendError(f"{root} is a file, not an expert index folder; pass the folder `t2v-hub index` wrote")
+    if not root.exists():
+        raise RecommendError(f"{root} is not an expert index (no such folder); build one with `t2v-hub index`")
     try:
         meta = json.loads((root / INDEX_FILE).read_text())
     except FileNotFoundError as exc:
         raise RecommendError(f"{root} is not an expert index (no {INDEX_FILE}); build one with `t2v-hub index`") from exc
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise RecommendError(f"{root / INDEX_FILE} is not valid JSON; rebuild the index") from exc
+    bad = f"{root / INDEX_FILE} is damaged or hand-edited"
+    if not isinstance(meta, dict):
+        raise RecommendError(f"{bad} (not an object); rebuild the index")
     if meta.get("format_version") != INDEX_VERSION or meta.get("dtype") not in _DTYPES:
         raise RecommendError(f"{root} holds an index of another format; rebuild it with this t2v-hub")
-    n, dim = len(meta["ids"]), int(meta["dim"])
+    lists = ("ids", "tasks", "urls")
+    if not all(isinstance(meta.get(k), list) and all(isinstance(x, str) for x in meta[k]) for k in lists) \
+            or not isinstance(meta.get("dim"), int) or meta["dim"] < 1 or not isinstance(meta.get("space"), dict) \
+            or not isinstance(meta.get("shards"), list):
+        raise RecommendError(f"{bad} (missing keys or wrong types); rebuild the index")
+    for s in meta["shards"]:
+        if not isinstance(s, dict) or not isinstance(s.get("rows"), int) or s["rows"] < 0 \
+                or not isinstance(s.get("file"), str):
+            raise RecommendError(f"{bad} (a shard entry is malformed); rebuild the index")
+        # Shards are files of the index folder itself: no path, no link.
+        if not _SHARD_NAME.match(s["file"]) or (root / s["file"]).is_symlink():
+            raise RecommendError(f"{bad}: shard {s['file']!r} is not a file of the index folder; rebuild the index")
+    n = len(meta["ids"])
     if sum(s["rows"] for s in meta["shards"]) != n or not (len(meta["tasks"]) == len(meta["urls"]) == n):
         raise RecommendError(f"{root / INDEX_FILE} is inconsistent (row counts); rebuild the index")
+    return meta
+
+
+def load_index(path: str | os.PathLike[str]) -> ExpertIndex:
+    """Open an index folder; the shards are memory-mapped, not read (but checked finite, once)."""
+    root = Path(path)
+    meta = _manifest(root)
+    n, dim = len(meta["ids"]), int(meta["dim"])
     from safetensors.torch import load_file
 
     try:
         triv = load_file(str(root / "trivial.safetensors"))
     except Exception as exc:
         raise RecommendError(f"{root}/trivial.safetensors is missing or damaged; rebuild the index") from exc
-    if triv["d_sym_to_trivial"].shape != (n,) or triv["t0"].shape != (dim,):
+    if set(triv) != {"d_sym_to_trivial", "t0"} or triv["d_sym_to_trivial"].shape != (n,) \
+            or triv["t0"].shape != (dim,):
         raise RecommendError(f"{root}/trivial.safetensors does not match the index; rebuild it")
+    if not (torch.isfinite(triv["d_sym_to_trivial"]).all() and torch.isfinite(triv["t0"]).all()) \
+            or bool((triv["t0"] < 0).any()) or not bool((triv["t0"] > 0).any()):
+        raise RecommendError(f"{root}/trivial.safetensors holds NaN, Inf, negative or all-zero values; rebuild the index")
     shards, maps = [], []
     for s in meta["shards"]:
         t, mm = _map_shard(root / s["file"], int(s["rows"]), dim, meta["dtype"])
+        # One streaming pass per shard on open: NaN or a negative Fisher would rank silently.
+        for start in range(0, t.shape[0], 4096):
+            block = t[start : start + 4096].float()
+            if not torch.isfinite(block).all() or bool((block < 0).any()):
+                raise RecommendError(f"index shard {root / s['file']} holds NaN, Inf or negative values; rebuild "
+                                     "the index")
         shards.append(t)
         maps.append(mm)
     return ExpertIndex(root, list(meta["ids"]), list(meta["tasks"]), list(meta["urls"]), dict(meta["space"]),
