@@ -42,6 +42,8 @@ CASES += [["score", DS, "d", "--models", "test_resnet", "--metric", "bogus"],
 CASES += [["attach", "--model", "a/b"], ["attach", "--model", "../x", "--embedding", "e.safetensors"],
           ["attach", "--model", "a/b", "--embedding", "missing.safetensors", "--hub", "."]]
 CASES += [["plugins", "list", "--format", "yaml"], ["nosuchcommand"], ["experts", "--format", "html"]]
+CASES += [["embed", DS, ".", "--out", "o.safetensors", "--config", "fr"],  # a local folder has no configs
+          ["embed", DS, ".", "--out", "o.safetensors", "--revision", "main"]]
 
 
 def _snapshot(root: Path) -> dict[str, float]:

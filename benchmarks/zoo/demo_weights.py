@@ -30,9 +30,8 @@ def build(names: tuple[str, ...] = DEFAULT, zoo: Path = ROOT / "examples" / "zoo
     from benchmarks.reproduce import DEFAULT_OUT, Cache, prepare
     from benchmarks.zoo import data as D
     from benchmarks.zoo import experts as X
-    from benchmarks.zoo.configs import get_config
-
     from benchmarks.zoo import tasks as TK
+    from benchmarks.zoo.configs import get_config
 
     full = get_config("small")
     # Only the pools these experts train on; the seed index is the expert's place among all of
