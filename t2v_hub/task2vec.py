@@ -241,7 +241,6 @@ def embed(
     # "auto": CUDA when present, else the CPU.
     auto = device in (None, "auto")
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if auto else torch.device(device)
-    _log("loading data...", quiet)
     task = as_task(dataset, max_samples=max_samples, seed=seed, data_options=data_options)
     label_kind = getattr(task, "label_kind", "single")
     if label_kind == "regression" and method == "variational":

@@ -47,8 +47,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float_in(0.0, 10.0), default=M2V_WEIGHT_DECAY, help="weight decay of the biases")
     g.add_argument("--epochs", type=nonneg_int, default=M2V_EPOCHS, help="training epochs (supplement: 81)")
     g.add_argument("--batch-size", type=nonneg_int, default=0, help="tasks per step (0 = all)")
-    g.add_argument("--bias", choices=("both", "filter", "scalar", "none"), default="both",
-                   help="per-filter log-scale, per-expert offset, both, or none")
+    g.add_argument("--bias", choices=("both", "filter", "scalar", "none"), default="filter",
+                   help="per-filter log-scale (default; the supplement's bias), per-expert offset, both, or none "
+                        "(see BENCHMARKS.md: the offset overfits to known domains)")
     g.add_argument("--seed", type=seed_int, default=0, help="order of the tasks with --batch-size > 0")
 
 

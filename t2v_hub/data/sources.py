@@ -91,7 +91,7 @@ def resolve(
             if value is not None:
                 # Silently ignoring it would embed another task than the one asked for.
                 raise DataError(f"{name}={value!r} applies to Hub datasets only; {path} is a local "
-                                f"{'folder' if os.path.isdir(path) else 'file'}: drop {name}")
+                                f"{'folder' if os.path.isdir(path) else 'file'}: drop {name}=")
         if os.path.isdir(path):
             return _from_dir(path, split, streaming)
         return _from_file(path, split, streaming)
