@@ -117,3 +117,14 @@ def test_functions_stay_short() -> None:
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.end_lineno - n.lineno + 1 > 90:
                 rows.append((str(p.relative_to(ROOT)), n.name, n.end_lineno - n.lineno + 1))
     assert not rows, f"functions over ~80 lines (split them): {rows}"
+
+
+def test_the_cli_parser_imports_no_torch() -> None:
+    # `t2v-hub --help` must answer at once: no command module may import torch, timm or datasets to register.
+    import subprocess
+    import sys
+
+    code = ("import sys, t2v_hub.cli.main as m; m.build_parser(); "
+            "print(sorted(k for k in ('torch', 'timm', 'datasets', 'numpy') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out

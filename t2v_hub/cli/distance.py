@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 from ..constants import ASYM_ALPHA
-from ..embedding import Task2VecEmbedding
 from ._common import add_format_arg, emit, float_in, print_json
 
 
@@ -29,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.embeddings) < 2:
         raise T2VError("distance needs at least two embedding files")
+    from ..embedding import Task2VecEmbedding
+
     embs = [Task2VecEmbedding.load(p) for p in args.embeddings]
     for e in embs[1:]:
         embs[0].check_compatible(e)

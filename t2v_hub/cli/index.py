@@ -17,7 +17,6 @@ from ._common import add_format_arg, add_hub_args, emit, hint, positive_int, pri
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..selection.index import DEFAULT_SHARD_ROWS
 
     p = sub.add_parser("index", help="build a memory-mapped index of a hub's experts", description=__doc__)
     p.add_argument("--out", required=True, help="index folder to write")
@@ -25,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--probe", default=None, help="embedding space to index (default: the one most experts share)")
     p.add_argument("--method", default=None, help="Fisher method to index (default: the most common)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="storage type of the matrix")
-    p.add_argument("--shard-rows", type=positive_int, default=DEFAULT_SHARD_ROWS, help="experts per shard file")
+    p.add_argument("--shard-rows", type=positive_int, default=8192, help="experts per shard file")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
     p.add_argument("--force", action="store_true", help="replace an existing index folder")
     add_format_arg(p, what="the summary")

@@ -26,14 +26,13 @@ from ._common import (
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..selection.transferability import SCORES
-
     p = sub.add_parser("score", help="score candidate models on a dataset (LogME, H-score, kNN)",
                        description=__doc__)
     add_data_args(p)
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
                    help="timm names, hf-hub:org/name or local-dir:PATH of the candidates")
-    p.add_argument("--metric", choices=tuple(SCORES), default="logme",
+    # The names of selection.transferability.SCORES, spelled out: importing it would import torch.
+    p.add_argument("--metric", choices=("logme", "hscore", "knn"), default="logme",
                    help="transferability score (default %(default)s)")
     p.add_argument("--max-samples", type=positive_int, default=None, help="use at most N samples (shuffled first)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the sample selection")

@@ -18,8 +18,6 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-import torch
-
 from ..constants import ASYM_ALPHA, M2V_ALPHA_SOFT, M2V_EPOCHS, M2V_LR, M2V_WEIGHT_DECAY
 from ._common import add_format_arg, emit, float_in, hint, nonneg_int, print_json, seed_int
 
@@ -118,6 +116,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
         stack(embs)
     except Exception as exc:
         raise SelectorError(f"task and expert embeddings are not comparable: {exc}") from exc
+    import torch
+
     X = torch.stack([tasks_src[t].vector for t in task_ids])
     F = torch.stack([experts_src[e].vector for e in expert_ids])
     if args.trivial:
