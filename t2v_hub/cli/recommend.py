@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
     recs, target = result.recommendations, result.target
     if args.format == "json":
         print_json({
-            "target": {k: target.metadata.get(k) for k in ("dataset_id", "probe", "method", "num_samples")},
+            "target": {"dataset_id": target.metadata.get("dataset_id"), "probe": target.probe,
+                       "method": target.method, "num_samples": int(target.metadata.get("num_samples") or 0)},
+            "order": "ascending score: lower d_asym (+ learned bias) = better; stage 2 scores: higher = better",
             "hub": None if args.index else (args.hub or "hf"), "index": args.index, "selector": args.selector,
             "num_ranked": result.num_ranked,
             "skipped": [{"repo_id": r, "reason": why} for r, why in result.skipped + result.incompatible],
@@ -120,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         })
         return 0
     _print_table(recs, args.selector is not None, args.explain, args.format, args.rerank)
+    if args.format == "table" and not args.quiet:
+        hint("lower d_asym = closer to the task = better (score adds the selector's bias"
+             + (f"; {args.rerank}: higher = better" if args.rerank != "none" else "") + "); --explain shows the parts")
     if args.rerank != "none" and not args.quiet:
         c = result.cost
         hint(f"stage 1: 1 probe pass ({c.get('probe_seconds', 0):.1f}s); stage 2: {c['models_scored']} of "
