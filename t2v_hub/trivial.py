@@ -8,6 +8,7 @@ computed once per (probe, weights, layout, method) and cached.
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from . import constants as C
 from .config import HeadConfig, space_of
 from .data.tensors import TensorTask
 from .embedding import Task2VecEmbedding
+from .errors import EmbeddingError
 from .probes import create_probe
 
 
@@ -31,6 +33,7 @@ def trivial_embedding(
     pretrained: bool | None = None,
     cache: bool = True,
     seed: int = 0,
+    quiet: bool = False,
 ) -> Task2VecEmbedding:
     """The probe's embedding of a task that carries no information (``t0``).
 
@@ -50,6 +53,10 @@ def trivial_embedding(
     path = Path(C.cache_dir()) / "trivial" / f"{key}.safetensors"
     if cache and path.is_file():
         return Task2VecEmbedding.load(path)
+    if not quiet:
+        # Minutes on a CPU for a real probe, once per (probe, weights, layout, method): say so.
+        print(f"computing the trivial embedding of {p.name} ({method}, {h}x{w}, {num_samples} samples); "
+              "cached afterwards...", file=sys.stderr, flush=True)
     g = torch.Generator().manual_seed(10_000 + seed)
     images = torch.randn(num_samples, c, h, w, generator=g)
     labels = torch.randint(0, 2, (num_samples,), generator=g)
@@ -64,13 +71,37 @@ def trivial_embedding(
     return emb
 
 
+def pretrained_for(meta: dict[str, str]) -> bool | None:
+    """``create_probe``'s ``pretrained`` that rebuilds exactly the weights an embedding records.
+
+    Never "whatever pretrained=True resolves to": a random-init probe's embedding gets a
+    random-init t0 (offline, no download), packaged weights the package, timm weights timm's.
+    """
+    kind = meta.get("weights", "")
+    if kind.startswith("random"):
+        return False
+    if kind in ("offline-package", ""):
+        return None
+    if kind == "timm":
+        return True
+    raise EmbeddingError(
+        f"the embedding was made with {kind!r} weights, which t2v-hub cannot rebuild by name; compute its "
+        "trivial embedding with the same probe object (trivial_embedding(probe_module)) and pass trivial="
+    )
+
+
 def trivial_for(embedding: Task2VecEmbedding, **kwargs: Any) -> Task2VecEmbedding:
-    """The trivial embedding matching an existing embedding's probe, input size and method."""
+    """The trivial embedding in an existing embedding's space: same probe, weights, input size and method.
+
+    The probe is rebuilt from the weights the embedding records (:func:`pretrained_for`),
+    and the result must have the recorded weights' sha256, or the error says which differs.
+    """
     space = space_of(embedding.metadata)
+    kwargs.setdefault("pretrained", pretrained_for(embedding.metadata))
     t0 = trivial_embedding(space.probe, space.method, input_size=space.input_size,
                            include_norm=space.include_norm, **kwargs)
     embedding.check_compatible(t0)
     return t0
 
 
-__all__ = ["trivial_embedding", "trivial_for"]
+__all__ = ["pretrained_for", "trivial_embedding", "trivial_for"]

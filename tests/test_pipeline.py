@@ -209,3 +209,30 @@ def test_cli_variational_steps_and_one_line_convergence_warning(imagefolder: Pat
     capsys.readouterr()
     assert main(["embed", *common[:-2], "--fisher-steps", "3", "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "--fisher-steps" in capsys.readouterr().err and not (tmp_path / "m.safetensors").exists()
+
+
+def test_trivial_for_rebuilds_the_recorded_weights_offline(tmp_path, monkeypatch) -> None:
+    # A random-init probe that timm *has* pretrained weights for: t0 must not try to download them.
+    import timm
+
+    from t2v_hub.cli.main import main
+    from t2v_hub.embedding import Task2VecEmbedding
+    from t2v_hub.trivial import pretrained_for, trivial_for
+
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    real = timm.create_model
+
+    def no_download(name, pretrained=False, **kw):
+        assert not pretrained, "t0 of a random-init embedding must not fetch pretrained weights"
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", no_download)
+    x, y = torch.randn(12, 3, 32, 32), torch.arange(12) % 2
+    e = embed(TensorTask(x, y), "resnet10t", seed=0, input_size=32, pretrained=False)
+    assert e.metadata["weights"].startswith("random") and pretrained_for(e.metadata) is False
+    t0 = trivial_for(e, num_samples=8)
+    assert t0.metadata["weights_sha256"] == e.metadata["weights_sha256"]
+    path = tmp_path / "e.safetensors"
+    e.save(path)
+    assert main(["trivial", "--like", str(path), "--out", str(tmp_path / "t0.safetensors"), "--num-samples", "8"]) == 0
+    assert Task2VecEmbedding.load(tmp_path / "t0.safetensors").vector.equal(t0.vector)

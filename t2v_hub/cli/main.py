@@ -27,6 +27,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("recommend", "t2v_hub.cli.recommend"),
     ("index", "t2v_hub.cli.index"),
     ("score", "t2v_hub.cli.score"),
+    ("trivial", "t2v_hub.cli.trivial"),
     ("selector", "t2v_hub.cli.selector"),
     ("matrix", "t2v_hub.cli.matrix"),
     ("plugins", "t2v_hub.cli.plugins"),

@@ -1,0 +1,61 @@
+"""`t2v-hub trivial`: write the trivial embedding t0 (the probe's Fisher for a task with no information).
+
+d_asym subtracts an expert's distance to t0. It is computed once per probe,
+weights, layout and method, and cached; this command writes one explicitly, either
+in the space of an existing embedding (--like FILE: the same probe, the very weights
+it records, input size and method; offline for random-init probes) or for a probe
+given by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_format_arg, check_writable, emit, hint, positive_int, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("trivial", help="write the trivial embedding t0 used by d_asym", description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--like", metavar="FILE", help="an embedding whose space t0 must share")
+    src.add_argument("--probe", help="timm model name of the probe")
+    p.add_argument("--method", default="montecarlo", choices=("montecarlo", "empirical", "batch", "variational"),
+                   help="Fisher estimator (with --probe; default montecarlo)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="probe input resolution (with --probe)")
+    p.add_argument("--include-norm", action="store_true", help="norm-layer scales in the layout (with --probe)")
+    p.add_argument("--no-pretrained", action="store_true", help="random-init probe (with --probe)")
+    p.add_argument("--num-samples", type=positive_int, default=64, help="images of the no-information task")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    add_format_arg(p, what="the summary")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import T2VError
+
+    check_writable(args.out)
+    if args.like:
+        from ..embedding import Task2VecEmbedding
+        from ..trivial import trivial_for
+
+        if args.input_size or args.include_norm or args.no_pretrained:
+            raise T2VError("--input-size, --include-norm and --no-pretrained apply to --probe; --like takes them "
+                           "from the embedding")
+        t0 = trivial_for(Task2VecEmbedding.load(args.like), num_samples=args.num_samples)
+    else:
+        from ..trivial import trivial_embedding
+
+        t0 = trivial_embedding(args.probe, args.method, num_samples=args.num_samples, input_size=args.input_size,
+                               include_norm=args.include_norm, pretrained=False if args.no_pretrained else None)
+    t0.save(args.out)
+    summary = {"out": args.out, "probe": t0.probe, "method": t0.method, "dim": t0.dim, "norm": t0.norm,
+               "weights": t0.metadata.get("weights"), "weights_sha256": t0.metadata.get("weights_sha256")}
+    if args.format == "json":
+        print_json(summary)
+    elif args.format == "csv":
+        emit("csv", list(summary), [list(summary.values())])
+    else:
+        print(f"trivial embedding of {t0.probe} ({t0.method}, {summary['weights']}), dim {t0.dim}, "
+              f"norm {t0.norm:.4g} -> {args.out}")
+        hint("use it with: t2v-hub distance A B --asymmetric, or recommend/matrix --trivial " + args.out)
+    return 0
