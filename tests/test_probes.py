@@ -183,3 +183,17 @@ def test_local_dir_probe_loads_saved_weights(tmp_path) -> None:
     probe = create_probe(f"local-dir:{tmp_path / 'm'}", 3)
     assert torch.all(probe.model.get_parameter(first) == 0.5)
     assert probe.name.startswith("local-dir:") and probe.layout.dim == 1040
+
+
+def test_distilled_two_head_models_are_probes() -> None:
+    # LeViT's get_classifier() is a tuple (head, head_dist): the probe's head averages them, as timm
+    # does in eval mode, and shares their parameters (fitting it trains the model's own heads).
+    model = timm.create_model("levit_128s", img_size=32, embed_dim=(16, 24, 32), key_dim=8, num_heads=(1, 1, 1),
+                              depth=(1, 1, 1))
+    probe = create_probe(model, 3, input_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for q in probe.head().parameters():
+            q.normal_()
+        assert torch.allclose(probe.logits_from_features(probe.features(x)), probe.model(x), atol=1e-5)
+    assert {id(q) for q in probe.head().parameters()} <= {id(q) for q in probe.model.parameters()}

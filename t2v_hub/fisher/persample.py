@@ -92,6 +92,9 @@ class _Tap:
         self.pending: dict[int, torch.Tensor] = {}
         self.constant_output = False
         self.active = True
+        # Rows per sample when a Linear layer sees the batch folded into its leading dim
+        # (windowed attention: (B * windows, tokens, C), batch outermost): 1 = batch-first.
+        self.fold = 1
 
     def reset(self) -> None:
         self.inputs.clear()
@@ -117,7 +120,13 @@ class _Tap:
                 f"the input of {self.name!r} was modified in place after the layer used it; "
                 "per-sample gradients would be wrong. Use out-of-place ops before this layer."
             )
+        if self.fold > 1:  # one sample's windows are consecutive rows: regroup them per sample
+            a = a.reshape(a.shape[0] // self.fold, -1, a.shape[-1])
+            grad = grad.reshape(grad.shape[0] // self.fold, -1, grad.shape[-1])
         if len(self.inputs) > 1:  # shared layer: sum per-call gradients before squaring (flush)
+            if self.fold > 1:
+                raise FisherError(f"{self.name!r} is called several times on a folded batch; "
+                                  "use method='batch' for this model")
             self.pending[index] = self.pending[index] + grad if index in self.pending else grad
             return
         self.acc += self._sq_sum(a, grad)
@@ -316,9 +325,18 @@ def _check_captures(taps: list[_Tap], batch: int) -> None:
                 f"the output of {t.name!r} does not depend on the input batch (or runs under no_grad); "
                 "its per-sample Fisher is undefined here. Leave it out of `params`."
             )
+        t.fold = 1
         for a in t.inputs:
-            if a.shape[0] != batch:
-                raise FisherError(
-                    f"{t.name!r} received an input with leading dim {a.shape[0]} for a batch of {batch}; "
-                    "per-sample Fisher needs batch-first layers."
-                )
+            if a.shape[0] == batch:
+                continue
+            linear = t.spec is None and not t.norm
+            if linear and a.dim() >= 3 and a.shape[0] % batch == 0:
+                # timm's window_partition keeps the batch outermost: (B * nW, N, C). Regrouping rows
+                # per sample is exact then (tested against a per-sample loop on Swin).
+                t.fold = a.shape[0] // batch
+                continue
+            raise FisherError(
+                f"{t.name!r} received an input with leading dim {a.shape[0]} for a batch of {batch}; the "
+                "per-sample estimators need batch-first layers: use method='batch' (the reference's "
+                "estimator, any layout) for this model"
+            )

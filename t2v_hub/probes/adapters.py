@@ -28,7 +28,12 @@ class GenericAdapter:
         model.reset_classifier(num_classes)
 
     def head(self, model: nn.Module) -> nn.Module:
-        return model.get_classifier()
+        head = model.get_classifier()
+        if isinstance(head, tuple | list):
+            # Distilled models (LeViT, DeiT-distilled) return (head, head_dist); in eval mode timm
+            # averages their logits. One module over both, sharing the model's parameters.
+            return AveragedHeads(head)
+        return head
 
     def features(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features: what the head sees."""
@@ -60,6 +65,17 @@ def get_probe_adapter(model_or_family: nn.Module | str) -> GenericAdapter:
     """The family's registered adapter, else the generic one (timm's common API)."""
     family = model_or_family if isinstance(model_or_family, str) else model_family(model_or_family)
     return PROBE_ADAPTERS.find(family) or _GENERIC
+
+
+class AveragedHeads(nn.Module):
+    """The mean of several heads' outputs: timm's eval-mode output of a distilled model's two heads."""
+
+    def __init__(self, heads: tuple[nn.Module, ...] | list[nn.Module]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([h(x) for h in self.heads]).mean(0)
 
 
 _GENERIC = GenericAdapter()
