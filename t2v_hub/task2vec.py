@@ -89,7 +89,7 @@ def _warn_if_unconverged(config: dict[str, Any]) -> None:
 
 
 def _probe_for(probe: str | nn.Module | Probe, num_classes: int, config: EmbedConfig,
-               pretrained: bool | None) -> Probe:
+               pretrained: bool | None, checkpoint: str | None = None) -> Probe:
     """A fresh probe with a zero head of ``num_classes`` outputs (a copy when one is given)."""
     if isinstance(probe, Probe):
         if probe.num_classes != num_classes:
@@ -97,7 +97,7 @@ def _probe_for(probe: str | nn.Module | Probe, num_classes: int, config: EmbedCo
         return probe.copy()
     # create_probe wants 2+ classes; a one-output regression head is made from it.
     p = create_probe(probe, max(num_classes, 2), include_norm=config.include_norm, input_size=config.input_size,
-                     pretrained=pretrained)
+                     pretrained=pretrained, checkpoint_path=checkpoint)
     return p.with_outputs(num_classes) if p.num_classes != num_classes else p
 
 
@@ -212,6 +212,7 @@ def embed(
     include_norm: bool = False,
     input_size: int | None = None,
     pretrained: bool | None = None,
+    checkpoint: str | None = None,
     device: str | torch.device | None = None,
     autocast_dtype: torch.dtype | None = None,
     cache: bool = False,
@@ -226,7 +227,8 @@ def embed(
     for the probe, or a :class:`TensorTask`. ``data_options`` go to
     :func:`t2v_hub.data.load_task` (split, config, revision, columns...). The
     :class:`EmbedConfig` of the run is recorded in the result's metadata
-    (``EmbedConfig.from_metadata(emb.metadata)``).
+    (``EmbedConfig.from_metadata(emb.metadata)``). ``checkpoint`` loads the probe's weights
+    from a local ``.safetensors``/``.pth`` file (its sha256 is recorded).
     """
     if method not in C.FISHER_METHODS:
         raise FisherError(f"unknown method {method!r}; choose one of {', '.join(C.FISHER_METHODS)}")
@@ -246,7 +248,7 @@ def embed(
     if label_kind == "regression" and method == "variational":
         raise FisherError("the variational estimator has no Gaussian likelihood for regression targets;"
                           " use method='montecarlo', 'empirical' or 'batch'")
-    p = _probe_for(probe, int(task.num_classes), config, pretrained)
+    p = _probe_for(probe, int(task.num_classes), config, pretrained, checkpoint)
     p.to(dev)
 
     key = cache_key(task.metadata, p, config) if cache else None

@@ -31,6 +31,7 @@ def trivial_embedding(
     input_size: int | None = None,
     include_norm: bool = False,
     pretrained: bool | None = None,
+    checkpoint: str | None = None,
     cache: bool = True,
     seed: int = 0,
     quiet: bool = False,
@@ -45,7 +46,8 @@ def trivial_embedding(
     """
     from .task2vec import embed
 
-    p = create_probe(probe, 2, include_norm=include_norm, input_size=input_size, pretrained=pretrained)
+    p = create_probe(probe, 2, include_norm=include_norm, input_size=input_size, pretrained=pretrained,
+                     checkpoint_path=checkpoint)
     c, h, w = p.data_config["input_size"]
     key = hashlib.sha256(
         f"{p.config.weights_sha256}|{p.layout.hash()}|{method}|{num_samples}|{h}x{w}|{seed}".encode()
@@ -85,8 +87,8 @@ def pretrained_for(meta: dict[str, str]) -> bool | None:
     if kind == "timm":
         return True
     raise EmbeddingError(
-        f"the embedding was made with {kind!r} weights, which t2v-hub cannot rebuild by name; compute its "
-        "trivial embedding with the same probe object (trivial_embedding(probe_module)) and pass trivial="
+        f"the embedding was made with {kind!r} weights, which t2v-hub cannot rebuild by name; pass the same "
+        "checkpoint= (CLI: t2v-hub trivial --probe P --checkpoint FILE) and use the result as trivial="
     )
 
 

@@ -236,3 +236,34 @@ def test_trivial_for_rebuilds_the_recorded_weights_offline(tmp_path, monkeypatch
     e.save(path)
     assert main(["trivial", "--like", str(path), "--out", str(tmp_path / "t0.safetensors"), "--num-samples", "8"]) == 0
     assert Task2VecEmbedding.load(tmp_path / "t0.safetensors").vector.equal(t0.vector)
+
+
+def test_cli_embed_with_a_local_checkpoint(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    import timm
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from t2v_hub.cli.main import main
+    from t2v_hub.embedding import Task2VecEmbedding
+    from t2v_hub.probes.weights import file_sha256
+
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "w.safetensors"
+    torch.manual_seed(5)
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()}, str(ckpt))
+    data = tmp_path / "data"
+    for c in ("a", "b"):
+        (data / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (90 * (c == "a"), 40 * i, 100)).save(data / c / f"{i}.png")
+    out = tmp_path / "e.safetensors"
+    assert main(["embed", "--dataset", str(data), "--probe", "test_resnet", "--checkpoint", str(ckpt),
+                 "--input-size", "32", "--out", str(out), "--quiet", "--format", "json"]) == 0
+    e = Task2VecEmbedding.load(out)
+    assert e.metadata["weights"] == "checkpoint" and e.metadata["weights_sha256"] == file_sha256(str(ckpt))
+    assert json.loads(capsys.readouterr().out)["probe"] == "test_resnet"
+    assert main(["embed", "--dataset", str(data), "--probe", "test_resnet", "--checkpoint", str(tmp_path / "no.pth"),
+                 "--out", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -147,6 +147,8 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--input-size", type=positive_int, default=None, help="override the probe's input resolution")
     g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not with --method variational)")
     g.add_argument("--no-pretrained", action="store_true", help="random-init probe (tests only)")
+    g.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="load the probe's weights from a local .safetensors/.pth file (its sha256 is recorded)")
     g.add_argument("--device", type=device_name, default=None, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
     g.add_argument(
         "--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
@@ -189,6 +191,7 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
         include_norm=args.include_norm,
         input_size=args.input_size,
         pretrained=False if args.no_pretrained else None,
+        checkpoint=getattr(args, "checkpoint", None),
         device=args.device,
         autocast_dtype=autocast_dtype(args.mixed_precision),
         cache=not args.no_cache,

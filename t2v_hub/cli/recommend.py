@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         trivial=Task2VecEmbedding.load(args.trivial) if args.trivial else None,
         input_size=args.input_size, include_norm=args.include_norm, max_samples=args.max_samples, seed=args.seed,
         mc_samples=args.mc_samples, batch_size=args.batch_size, pretrained=False if args.no_pretrained else None,
+        checkpoint=args.checkpoint,
         device=args.device, cache=not args.no_cache, quiet=args.quiet, rerank=args.rerank,
         shortlist=args.shortlist, max_model_mb=args.max_model_mb, on_rerank=on_rerank, **options,
     )

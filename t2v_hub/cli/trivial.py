@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=positive_int, default=None, help="probe input resolution (with --probe)")
     p.add_argument("--include-norm", action="store_true", help="norm-layer scales in the layout (with --probe)")
     p.add_argument("--no-pretrained", action="store_true", help="random-init probe (with --probe)")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="the probe's weights file (with --probe)")
     p.add_argument("--num-samples", type=positive_int, default=64, help="images of the no-information task")
     p.add_argument("--out", required=True, help="output .safetensors file")
     add_format_arg(p, what="the summary")
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         from ..trivial import trivial_embedding
 
         t0 = trivial_embedding(args.probe, args.method, num_samples=args.num_samples, input_size=args.input_size,
-                               include_norm=args.include_norm, pretrained=False if args.no_pretrained else None)
+                               include_norm=args.include_norm, pretrained=False if args.no_pretrained else None,
+                               checkpoint=args.checkpoint)
     t0.save(args.out)
     summary = {"out": args.out, "probe": t0.probe, "method": t0.method, "dim": t0.dim, "norm": t0.norm,
                "weights": t0.metadata.get("weights"), "weights_sha256": t0.metadata.get("weights_sha256")}
