@@ -237,3 +237,16 @@ def test_recommend_index_and_hub_conflict(tmp_path, capsys) -> None:
     idx = _index(tmp_path)
     assert main(["recommend", "--dataset", "x", "--index", str(idx), "--hub", str(tmp_path)]) == 2
     assert "alternatives" in capsys.readouterr().err
+
+
+def test_an_unreachable_hub_fails_fast_and_says_so(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    t = time.perf_counter()
+    assert main(["embed", "--dataset", "someone/data", "--out", "o.safetensors", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach http://127.0.0.1:9" in err and "not found" not in err and len(err.splitlines()) == 1
+    assert time.perf_counter() - t < 10

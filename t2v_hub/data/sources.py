@@ -245,6 +245,8 @@ def _from_hub(
             " Check the id, the revision, HF_ENDPOINT and your token, or pass a local path"
         )
 
+    if not datasets.config.HF_HUB_OFFLINE:
+        _check_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
         names = datasets.get_dataset_split_names(repo_id, config_name=config, revision=revision, token=token)
         name = choose_split(list(names), split, repo_id)
@@ -264,6 +266,29 @@ def _from_hub(
         revision=_hub_sha(repo_id, revision, token),
         fingerprint=getattr(ds, "_fingerprint", None),
     )
+
+
+REACH_TIMEOUT_S = 3.0
+
+
+def _check_reachable(endpoint: str) -> None:
+    """Fail in seconds, and truthfully, when the Hub cannot be reached at all.
+
+    Without this, a machine with no network spends 24-48 s in huggingface_hub's retries
+    (printing a line per retry) and then reports the dataset as "not found".
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(endpoint)
+    host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise DataError(
+            f"cannot reach {endpoint} ({type(exc).__name__}: {exc}); check the network or HF_ENDPOINT, pass a "
+            "local path, or set HF_HUB_OFFLINE=1 to read datasets from the local cache only"
+        ) from None
 
 
 def _hub_sha(repo_id: str, revision: str | None, token: str | bool | None) -> str | None:
