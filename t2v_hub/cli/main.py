@@ -95,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
+    if getattr(args, "quiet", False):
+        # --quiet means quiet: no retry or progress lines from the libraries underneath either.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        import logging
+
+        for name in ("huggingface_hub", "datasets", "timm"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             # Our own warnings are hints for the user: one line on stderr, no source line.
