@@ -475,3 +475,15 @@ def test_balanced_indices_multilabel_and_edges():
     assert balanced_indices(torch.tensor([3, 3, 8]), 0).numel() == 0
     with pytest.raises(DataError, match="empty label set"):
         balanced_indices(torch.tensor([], dtype=torch.int64), 10)
+
+
+def test_list_of_int_or_str_columns_are_multilabel_without_label_column() -> None:
+    from datasets import Dataset, Features, Value
+    from datasets import Image as HFImage
+    from datasets import List as HFList
+
+    for inner, values in (("int64", [[0, 2], [1], [2, 0], [1, 2]]), ("string", [["cat"], ["dog", "cat"], ["dog"], ["cat"]])):
+        feats = Features({"image": HFImage(), "tags": HFList(Value(inner))})
+        ds = Dataset.from_dict({"image": [img_bytes() for _ in range(4)], "tags": values}, features=feats)
+        td = load_task(ds)
+        assert td.label_kind == "multi" and td.labels.shape[0] == 4 and td.labels.dim() == 2

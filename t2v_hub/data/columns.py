@@ -3,7 +3,8 @@
 Detection goes by the ``datasets`` feature type, never by column name:
 ``Image`` is an image column, ``ClassLabel`` a single label, ``List(ClassLabel)``
 (what ``Sequence(ClassLabel)`` becomes) a multi-label target. Without a
-``ClassLabel``, exactly one integer/bool/string column is taken as the label;
+``ClassLabel``, exactly one integer/bool/string column is taken as the label, else
+exactly one column of lists of integers/strings as a multi-label target;
 without an ``Image``, exactly one string column holding image file names. Any
 ambiguity is an error that lists the columns, never a guess.
 
@@ -174,11 +175,15 @@ def find_label_column(
     ]
     if len(plain) == 1:
         return plain[0]
-    # No class label at all: the one float (or list of floats) column is a regression target.
+    # A list of integer or string classes per row: a multi-label target.
+    lists = [s for n, f in rest.items() if (s := _spec_for(n, f)) is not None and s.kind in ("int", "str") and s.multi]
     floats = [s for n, f in rest.items() if _is_float(f) and (s := _spec_for(n, f)) is not None]
-    if not plain and len(floats) == 1:
+    if not plain and len(lists) == 1 and not floats:
+        return lists[0]
+    # No class label at all: the one float (or list of floats) column is a regression target.
+    if not plain and not lists and len(floats) == 1:
         return floats[0]
-    if plain:
+    if plain or lists:
         what = "several candidate label columns"
     elif floats:
         what = f"several candidate regression target columns ({', '.join(s.column for s in floats)})"
