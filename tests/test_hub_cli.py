@@ -141,3 +141,21 @@ def test_attach_and_experts_through_the_server(capsys, hub_server: HubServer, em
     assert "warning: skipped org/broken" in err and "missing" in err
     code, out, err = run(capsys, "experts", "--hub", "hf", "--endpoint", hub_server.url, "--probe", "resnet18")
     assert code == 0 and len(out.splitlines()) == 1 and "no experts found" in err
+
+
+def test_attach_create_repo_from_the_cli(capsys, local_hub: LocalHub, emb_file: Path) -> None:
+    hub = str(local_hub.root)
+    code, _, err = run(capsys, "attach", "--model", "org/new", "--embedding", str(emb_file), "--hub", hub)
+    assert code == 2 and "pass --create-repo to create it" in err  # the library's create_repo=True, as a flag
+    assert not (local_hub.root / "org" / "new").exists()
+    code, out, _ = run(capsys, "attach", "--model", "org/new", "--embedding", str(emb_file), "--hub", hub,
+                       "--create-repo")
+    assert code == 0 and local_hub.repo_exists("org/new") and out.strip()
+
+
+def test_attach_warns_about_random_init_probes(capsys, local_hub: LocalHub, tmp_path: Path, make_embedding) -> None:
+    f = tmp_path / "r.safetensors"
+    make_embedding(0, weights="random(seed=0)").save(f)
+    local_hub.create_repo(REPO)
+    code, _, err = run(capsys, "attach", "--model", REPO, "--embedding", str(f), "--hub", str(local_hub.root))
+    assert code == 0 and "random-init probe" in err

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_probe_args(p, None)
     p.set_defaults(method=None)  # None = taken from --embedding, montecarlo for --dataset
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    p.add_argument("--create-repo", action="store_true",
+                   help="create the model repo first when it does not exist (like `hf repo create`)")
     p.add_argument("--dry-run", action="store_true", help="show the planned commit, write nothing")
     p.add_argument(
         "--no-nearest", action="store_true",
@@ -51,16 +53,21 @@ def run(args: argparse.Namespace) -> int:
                 raise T2VError(f"--{name} {wanted} does not match the embedding file's {name} {have!r}; drop --{name}")
     else:
         # Fail on an unusable hub or repo before spending minutes computing the embedding.
-        if not hub.repo_exists(args.model):
-            raise T2VError(f"repository {args.model!r} not found on {hub.description}; create it first")
+        if not hub.repo_exists(args.model) and not args.create_repo:
+            raise T2VError(f"repository {args.model!r} not found on {hub.description}; pass --create-repo to "
+                           "create it")
         from ._common import embed_from_args
 
         args.probe = args.probe or DEFAULT_PROBE
         args.method = args.method or "montecarlo"
         emb = embed_from_args(args, quiet=args.quiet, stats={})
 
+    if str(emb.metadata.get("weights", "")).startswith("random") and not args.quiet:
+        hint(f"warning: this embedding was made with a random-init probe ({emb.metadata['weights']}); it is "
+             "comparable only with other random-init embeddings of the same probe, not with pretrained ones")
     nearest = None if args.no_nearest else _nearest_tasks(hub, args.model, emb)
-    result = push_embedding(hub, args.model, emb, create_pr=args.create_pr, dry_run=args.dry_run, nearest=nearest)
+    result = push_embedding(hub, args.model, emb, create_pr=args.create_pr, dry_run=args.dry_run, nearest=nearest,
+                            create_repo=args.create_repo)
     if args.dry_run:
         _print_plan(result, hub.description)
         return 0

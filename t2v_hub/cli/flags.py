@@ -39,17 +39,25 @@ def flag_map(parser: argparse.ArgumentParser) -> dict[str, str]:
     return out
 
 
+def _switches(parser: argparse.ArgumentParser | None) -> set[str]:
+    """Dests of on/off flags (``store_true``): ``name=True`` is the flag itself."""
+    if parser is None:
+        return set()
+    return {a.dest for a in parser._actions if isinstance(a, argparse._StoreTrueAction)}
+
+
 def to_cli(message: str, parser: argparse.ArgumentParser | None) -> str:
     """``message`` with the Python parameter names it mentions replaced by ``parser``'s flags."""
     flags = flag_map(parser) if parser is not None else {}
     known = {**{k: v for k, v in ALIASES.items()}, **flags}
+    switches = _switches(parser)
 
     def assign(m: re.Match[str]) -> str:
         name, value = m.group(1), m.group(2)
         flag = known.get(name)
         if flag is None:
             return m.group(0)
-        if (name, value) in _IMPLIED:
+        if (name, value) in _IMPLIED or (name in switches and value == "True"):
             return flag
         return f"{flag} {value.strip(chr(39))}" if value else flag
 

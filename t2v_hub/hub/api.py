@@ -30,6 +30,7 @@ from ..errors import (
     ConcurrentUpdateError,
     EmbeddingError,
     HubError,
+    RepoNotFoundError,
 )
 from .base import (
     MAX_EMBEDDING_BYTES,
@@ -187,8 +188,11 @@ def push_embedding(
     nearest: Sequence[tuple[str, float]] | None = None,
     retries: int = 2,
     backoff: float = 1.0,
+    create_repo: bool = False,
 ) -> PushResult:
     """Upload ``embedding`` and its card entry to ``repo_id`` in one commit.
+
+    ``create_repo=True`` creates the repo first when it does not exist (not in a dry run).
 
     Nothing is committed when the repo already holds this exact embedding and card.
     If the repo changes between our read and our commit, ConcurrentUpdateError is
@@ -204,6 +208,11 @@ def push_embedding(
     sha = hashlib.sha256(data).hexdigest()
     method = embedding.method or DEFAULT_FISHER_METHOD
 
+    if not hub.repo_exists(repo_id):
+        if not create_repo or dry_run:
+            raise RepoNotFoundError(f"repository {repo_id!r} not found on {hub.description}; pass create_repo=True "
+                                    "to create it")
+        hub.create_repo(repo_id)
     state = hub.read_card(repo_id)
     entries = read_entries(parse_card(state.text).metadata) if state.text else []
     path = _choose_path(entries, embedding.probe, method)
