@@ -38,9 +38,18 @@ try:
     except Exception:
         model = timm.create_model(name, pretrained=False)
         size = int(timm.data.resolve_model_data_config(model)["input_size"][-1])
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(8, 3, size, size, generator=g), torch.arange(8) % 2
-    e = embed(TensorTask(x, y), model, "montecarlo", input_size=size, batch_size=4)
+    def run(model, size):
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(8, 3, size, size, generator=g), torch.arange(8) % 2
+        return embed(TensorTask(x, y), model, "montecarlo", input_size=size, batch_size=4)
+    try:
+        e = run(model, size)
+    except RuntimeError:  # the model accepted img_size=64 but cannot run at it: its default size
+        if size != 64:
+            raise
+        model = timm.create_model(name, pretrained=False)
+        size = int(timm.data.resolve_model_data_config(model)["input_size"][-1])
+        e = run(model, size)
     print(json.dumps({"status": "ok", "dim": e.dim, "input": size, "seconds": round(time.perf_counter() - t, 1)}))
 except Exception as exc:
     msg = " ".join(str(exc).split())[:240]

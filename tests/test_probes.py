@@ -197,3 +197,21 @@ def test_distilled_two_head_models_are_probes() -> None:
             q.normal_()
         assert torch.allclose(probe.logits_from_features(probe.features(x)), probe.model(x), atol=1e-5)
     assert {id(q) for q in probe.head().parameters()} <= {id(q) for q in probe.model.parameters()}
+
+
+def test_conv_classifiers_run_on_pooled_vectors() -> None:
+    from t2v_hub.probes.adapters import ConvHeadOnVectors, GenericAdapter
+
+    class ConvHeaded(torch.nn.Module):  # DLA-style: a 1x1 conv classifier
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Conv2d(4, 3, 1)
+
+        def get_classifier(self) -> torch.nn.Module:
+            return self.fc
+
+    m = ConvHeaded()
+    head = GenericAdapter().head(m)
+    assert isinstance(head, ConvHeadOnVectors) and head.head is m.fc
+    v = torch.randn(2, 4)
+    assert torch.allclose(head(v), m.fc(v[:, :, None, None]).flatten(1))

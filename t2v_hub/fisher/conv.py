@@ -103,7 +103,7 @@ def conv_spec(module: nn.Module, name: str) -> ConvSpec:
         raise FisherError(
             f"parameter {name!r} belongs to {type(module).__name__}, whose forward is not a plain "
             "convolution of its weight (supported: nn.Conv1d/2d/3d and timm Conv2dSame); "
-            "leave it out of `params`."
+            "leave it out of `params`, or use method='batch'."
         )
     nd = module.weight.dim() - 2
     stride, dilation = tuple(module.stride), tuple(module.dilation)

@@ -85,7 +85,7 @@ class _Tap:
         if self.spec is None and not self.norm and type(module).forward not in _LINEAR_FORWARDS:
             raise FisherError(
                 f"parameter {name!r} belongs to {type(module).__name__}, whose forward is not a plain "
-                "F.linear of its weight; leave it out of `params`."
+                "F.linear of its weight; leave it out of `params`, or use method='batch' (any layer)."
             )
         self.inputs: list[torch.Tensor] = []
         self.in_versions: list[int] = []
@@ -202,7 +202,8 @@ def _check_unused(
     if used:
         raise FisherError(
             f"parameters {used} affect the output but their module's forward is never called "
-            "(e.g. nn.MultiheadAttention uses out_proj.weight directly); leave them out of `params`."
+            "(e.g. nn.MultiheadAttention uses out_proj.weight directly); leave them out of `params`, or use "
+            "method='batch' (the reference's estimator, any layer)."
         )
     return [t.name for t in silent]
 
@@ -323,7 +324,7 @@ def _check_captures(taps: list[_Tap], batch: int) -> None:
         if t.constant_output:
             raise FisherError(
                 f"the output of {t.name!r} does not depend on the input batch (or runs under no_grad); "
-                "its per-sample Fisher is undefined here. Leave it out of `params`."
+                "its per-sample Fisher is undefined here. Leave it out of `params`, or use method='batch'."
             )
         t.fold = 1
         for a in t.inputs:

@@ -33,6 +33,11 @@ class GenericAdapter:
             # Distilled models (LeViT, DeiT-distilled) return (head, head_dist); in eval mode timm
             # averages their logits. One module over both, sharing the model's parameters.
             return AveragedHeads(head)
+        if isinstance(head, nn.Conv2d) or (isinstance(head, nn.Sequential) and len(head)
+                                           and isinstance(head[0], nn.Conv2d)):
+            # 1x1-conv classifiers (DLA, some MobileNets) see pooled (B, C, 1, 1) maps; the pre-logit
+            # features are (B, C): one view that adds and removes the spatial axes.
+            return ConvHeadOnVectors(head)
         return head
 
     def features(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +81,17 @@ class AveragedHeads(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([h(x) for h in self.heads]).mean(0)
+
+
+class ConvHeadOnVectors(nn.Module):
+    """A conv classifier applied to pooled feature vectors: (B, C) -> (B, C, 1, 1) -> head -> (B, K)."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x[:, :, None, None] if x.dim() == 2 else x).flatten(1)
 
 
 _GENERIC = GenericAdapter()
