@@ -20,6 +20,8 @@ def autocast_dtype(name: str) -> Any:
     """--mixed-precision value -> torch dtype (torch imported late: `--help` stays fast)."""
     import torch
 
+    if name == "auto":  # bf16 where the Fisher pass runs on CUDA, full precision on the CPU
+        return torch.bfloat16 if torch.cuda.is_available() else None
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
@@ -151,8 +153,9 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
                    help="load the probe's weights from a local .safetensors/.pth file (its sha256 is recorded)")
     g.add_argument("--device", type=device_name, default=None, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
     g.add_argument(
-        "--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
-        help="autocast the forward passes; squares are always accumulated in fp32",
+        "--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
+        help="autocast the forward passes (default auto: bf16 on CUDA, none on the CPU); squares are always "
+             "accumulated in fp32",
     )
     g.add_argument("--no-cache", action="store_true", help="recompute even if a cached embedding exists")
 

@@ -197,7 +197,7 @@ def _eval(args: argparse.Namespace) -> int:
         results[f"always {args.static}"] = evaluate_selection(
             em.errors, static_scores(em.errors, em.expert_ids.index(args.static)), exclude)
     hint(f"leave-one-out MODEL2VEC over {len(em.task_ids)} tasks...")
-    scores = loo_model2vec(X, F, train_errors, t0, _config(args))
+    scores = loo_model2vec(X, F, train_errors, t0, _config(args), progress=True)
     results["MODEL2VEC (leave-one-out)"] = evaluate_selection(em.errors, scores, exclude)
     if args.format == "json":
         print_json({"tasks": len(em.task_ids), "experts": len(em.expert_ids), "results": results,

@@ -10,6 +10,7 @@ fused numba kernel when available, else from the reference definition
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -221,21 +222,33 @@ def loo_model2vec(
     errors: torch.Tensor,
     trivial: torch.Tensor | Task2VecEmbedding,
     config: SelectorConfig | None = None,
+    *,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Leave-one-out MODEL2VEC scores (T, E), lower = better: row i comes from a
-    selector trained on every other task's errors (row i's errors are never seen)."""
+    selector trained on every other task's errors (row i's errors are never seen).
+    ``progress`` shows a bar on stderr (one selector per task: minutes on a big zoo)."""
     X, F = _as_matrix(task_embs), _as_matrix(expert_embs)
     t0 = trivial.vector if isinstance(trivial, Task2VecEmbedding) else torch.as_tensor(trivial, dtype=torch.float32)
     T = X.shape[0]
     known_rows = torch.isfinite(errors).any(1)
     out = torch.full(errors.shape, float("nan"))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=T, desc="MODEL2VEC leave-one-out", unit="task", file=sys.stderr, leave=False)
     for i in range(T):
+        if bar is not None:
+            bar.update(1)
         train = known_rows.clone()
         train[i] = False
         if not bool(train.any()):
             raise SelectorError("leave-one-out needs at least two tasks with known errors")
         sel = train_model2vec(X[train], F, errors[train], t0, config)
         out[i] = sel.scores(X[i], sel.expert_ids, F)[0]
+    if bar is not None:
+        bar.close()
     return out
 
 
