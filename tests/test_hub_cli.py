@@ -159,3 +159,19 @@ def test_attach_warns_about_random_init_probes(capsys, local_hub: LocalHub, tmp_
     local_hub.create_repo(REPO)
     code, _, err = run(capsys, "attach", "--model", REPO, "--embedding", str(f), "--hub", str(local_hub.root))
     assert code == 0 and "random-init probe" in err
+
+
+def test_new_cards_carry_the_hub_fields(capsys, local_hub: LocalHub, tmp_path: Path, make_embedding) -> None:
+    from huggingface_hub import ModelCard
+
+    f = tmp_path / "e.safetensors"
+    make_embedding(0, dataset_id="user/fashion").save(f)
+    local_hub.create_repo("org/withweights")
+    (local_hub.root / "org/withweights" / "config.json").write_text('{"architecture": "resnet18"}')
+    code, _, _ = run(capsys, "attach", "--model", "org/withweights", "--embedding", str(f), "--hub", str(local_hub.root),
+                     "--license", "apache-2.0", "--base-model", "timm/resnet18.a1_in1k")
+    assert code == 0
+    data = ModelCard.load(local_hub.root / "org/withweights" / "README.md").data.to_dict()
+    assert data["library_name"] == "timm" and data["datasets"] == ["user/fashion"]
+    assert data["license"] == "apache-2.0" and data["base_model"] == "timm/resnet18.a1_in1k"
+    assert "task2vec" in data["tags"] and data["task2vec"][0]["dataset"] == "user/fashion"

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_probe_args(p, None)
     p.set_defaults(method=None)  # None = taken from --embedding, montecarlo for --dataset
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    p.add_argument("--license", default=None, help="license of the model, for a new card (e.g. apache-2.0)")
+    p.add_argument("--base-model", default=None, help="the model this one was fine-tuned from, for a new card")
     p.add_argument("--create-repo", action="store_true",
                    help="create the model repo first when it does not exist (like `hf repo create`)")
     p.add_argument("--dry-run", action="store_true", help="show the planned commit, write nothing")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
              "comparable only with other random-init embeddings of the same probe, not with pretrained ones")
     nearest = None if args.no_nearest else _nearest_tasks(hub, args.model, emb)
     result = push_embedding(hub, args.model, emb, create_pr=args.create_pr, dry_run=args.dry_run, nearest=nearest,
-                            create_repo=args.create_repo)
+                            create_repo=args.create_repo, license=args.license, base_model=args.base_model)
     if args.dry_run:
         _print_plan(result, hub.description)
         return 0

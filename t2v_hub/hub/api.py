@@ -178,6 +178,35 @@ def embedding_bytes(embedding: Task2VecEmbedding) -> bytes:
 # -- attach ------------------------------------------------------------------------------
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def card_fields(embedding: Task2VecEmbedding, hub: Hub, repo_id: str, *, license: str | None = None,
+                base_model: str | None = None) -> dict[str, Any]:
+    """The Hub's standard card fields a new card can state truthfully.
+
+    ``datasets``: the embedded dataset when it is a Hub id (not ``local:...`` or in-memory);
+    ``library_name: timm`` when the repo holds timm's ``config.json``; ``license`` and
+    ``base_model`` when given.
+    """
+    out: dict[str, Any] = {}
+    listing = getattr(hub, "repo_files", None)  # LocalHub; the HTTP hub's listing carries no files here
+    try:
+        files = listing(repo_id)[1] if listing is not None else []
+    except (HubError, HubFileNotFoundError):
+        files = []
+    if "config.json" in files:
+        out["library_name"] = "timm"
+    if license:
+        out["license"] = license
+    if base_model:
+        out["base_model"] = base_model
+    ds = str(embedding.metadata.get("dataset_id") or "")
+    if ds and not ds.startswith(("local:", "<", "zoo/")) and _HUB_ID.match(ds):
+        out["datasets"] = [ds]
+    return out
+
+
 def push_embedding(
     hub: Hub,
     repo_id: str,
@@ -189,10 +218,14 @@ def push_embedding(
     retries: int = 2,
     backoff: float = 1.0,
     create_repo: bool = False,
+    license: str | None = None,
+    base_model: str | None = None,
 ) -> PushResult:
     """Upload ``embedding`` and its card entry to ``repo_id`` in one commit.
 
     ``create_repo=True`` creates the repo first when it does not exist (not in a dry run).
+    A repo without a README gets a card with the Hub's standard fields where known
+    (:func:`card_fields`); an existing card's other fields are never touched.
 
     Nothing is committed when the repo already holds this exact embedding and card.
     If the repo changes between our read and our commit, ConcurrentUpdateError is
@@ -217,7 +250,8 @@ def push_embedding(
     entries = read_entries(parse_card(state.text).metadata) if state.text else []
     path = _choose_path(entries, embedding.probe, method)
     entry = make_entry(embedding, path, sha, nearest)
-    new_card = update_card(state.text, merge_entries(entries, entry), repo_id)
+    fields = None if state.text else card_fields(embedding, hub, repo_id, license=license, base_model=base_model)
+    new_card = update_card(state.text, merge_entries(entries, entry), repo_id, fields)
     files = {path: data, "README.md": new_card.encode("utf-8")}
     result = PushResult(
         repo_id=repo_id,

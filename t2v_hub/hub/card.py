@@ -312,11 +312,16 @@ def _edit_body(body: str, section: str, nl: str) -> str:
     return body[: begins[0].start()] + block[: len(block) - len(nl)] + end_break + body[ends[0].end() :]
 
 
-def new_card(entries: list[dict[str, Any]], repo_id: str, section: str) -> str:
-    """A whole README for a repo that has none, from the packaged model card template."""
+def new_card(entries: list[dict[str, Any]], repo_id: str, section: str,
+             extra: dict[str, Any] | None = None) -> str:
+    """A whole README for a repo that has none, from the packaged model card template.
+
+    ``extra``: the Hub's standard fields when known (``library_name``, ``datasets``,
+    ``base_model``, ``license``), placed before our block.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
-    meta = {"tags": [TASK2VEC_TAG], CARD_BLOCK_KEY: entries}
+    meta = {**(extra or {}), "tags": [TASK2VEC_TAG], CARD_BLOCK_KEY: entries}
     card = ModelCard.from_template(
         ModelCardData(**meta),
         template_str=template_text("modelcard.md"),
@@ -329,7 +334,8 @@ def new_card(entries: list[dict[str, Any]], repo_id: str, section: str) -> str:
     return "---\n" + _dump(meta, "\n") + "---\n\n" + card.text.lstrip("\r\n")
 
 
-def update_card(text: str | None, entries: list[dict[str, Any]], repo_id: str) -> str:
+def update_card(text: str | None, entries: list[dict[str, Any]], repo_id: str,
+                extra: dict[str, Any] | None = None) -> str:
     """The card with our block, tag and section set to ``entries``; all else unchanged.
 
     The result is parsed again and must give exactly the intended metadata and body,
@@ -337,8 +343,8 @@ def update_card(text: str | None, entries: list[dict[str, Any]], repo_id: str) -
     """
     section = render_section(entries, repo_id)
     if not text or not text.strip():
-        out = new_card(entries, repo_id, section)
-        expected = {"tags": [TASK2VEC_TAG], CARD_BLOCK_KEY: entries}
+        out = new_card(entries, repo_id, section, extra)
+        expected = {**(extra or {}), "tags": [TASK2VEC_TAG], CARD_BLOCK_KEY: entries}
         _verify(out, expected, None)
         return out
     card = parse_card(text)
