@@ -5,7 +5,7 @@
 per-filter scale of the Fisher, which varies by orders of magnitude across
 layers). ``d_asym(source -> target) = d_sym(source, target) - alpha * d_sym(source, t0)``
 where ``t0`` is the *trivial embedding* of the probe (see
-:func:`t2v_hub.task2vec.trivial_embedding`): the Fisher of a task whose labels carry
+:func:`t2v_hub.trivial.trivial_embedding`): the Fisher of a task whose labels carry
 no information. Subtracting the source's distance to it favours experts trained on
 richer tasks (larger, more complex), which is what makes the asymmetric distance
 pick good experts in the paper.

@@ -50,7 +50,7 @@ def sym_distances(experts: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
     """Differentiable d_sym, shape (tasks, experts). Same conventions as distances.cdist.
 
     With numba (and constant CPU ``tasks``) a fused kernel with a hand-written gradient
-    (:mod:`t2v_hub.sym_grad`, ~30x faster, no (tasks x experts x dim) temporaries);
+    (:mod:`t2v_hub.selection.kernels.sym_grad`, ~30x faster, no (tasks x experts x dim) temporaries);
     ``T2V_HUB_RANK_BACKEND=torch`` forces the autograd version below.
     """
     if _fused_ok(experts, tasks):

@@ -1,6 +1,6 @@
 """d_sym between experts and tasks with a hand-written gradient, for MODEL2VEC training.
 
-The autograd version (:func:`t2v_hub.selector.sym_distances` without numba) builds six
+The autograd version (:func:`t2v_hub.selection.training.sym_distances` without numba) builds six
 (tasks x experts x dim) temporaries per call and keeps them for backward: training is
 bound by memory traffic (0.1 s per step for 36 tasks x 12 experts x 21,008 filters).
 Here one compiled loop per (task, expert) pair computes the three sums of the forward,
