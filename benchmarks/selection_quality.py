@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -215,9 +216,11 @@ def write(res: dict[str, Any]) -> None:
             ax.plot([m[f"two_stage[{base}, K={k}]"]["forward_passes_per_query"] for k in ks],
                     [100 * m[f"two_stage[{base}, K={k}]"]["relative_error_increase"] for k in ks], style,
                     label=f"{base} shortlist, then LogME")
-        for name, marker in (("d_sym", "^"), ("model2vec", "v"), ("static_prior", "D"), ("logme_all", "*")):
+        for name, marker, label in (("d_sym", "^", "d_sym"), ("model2vec", "v", "MODEL2VEC bias=both"),
+                                    ("model2vec[bias=filter]", "P", "MODEL2VEC bias=filter (default)"),
+                                    ("static_prior", "D", "static prior"), ("logme_all", "*", "LogME, all experts")):
             ax.plot([m[name]["forward_passes_per_query"]], [100 * m[name]["relative_error_increase"]], marker,
-                    markersize=9, label=name)
+                    markersize=9, label=label, alpha=0.8)
         ax.set_title(meta)
         ax.set_xlabel("expert forward passes per query")
         ax.grid(alpha=0.3)
@@ -228,6 +231,9 @@ def write(res: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    if "--plot-only" in sys.argv:  # redraw from the committed results
+        write(json.loads((RESULTS / "selection_quality.json").read_text()))
+        raise SystemExit(0)
     res = run()
     write(res)
     print((RESULTS / "selection_quality.md").read_text())
