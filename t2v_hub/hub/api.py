@@ -273,6 +273,13 @@ def push_embedding(
         return result
 
     message = f"Attach TASK2VEC embedding ({embedding.probe}, {method})"
+    return _commit(hub, repo_id, files, message, state, result, create_pr, retries, backoff)
+
+
+def _commit(hub: Hub, repo_id: str, files: dict[str, bytes], message: str, state: CardState, result: PushResult,
+            create_pr: bool, retries: int, backoff: float) -> PushResult:
+    """One commit with a known parent; a dropped connection is resolved by reading the repo again."""
+    new_card, path, sha = result.card_after, result.path, result.sha256
     uncertain: CommitUncertainError | None = None  # the last attempt whose outcome is unknown
     for attempt in range(retries + 1):
         try:
