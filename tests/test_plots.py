@@ -103,3 +103,14 @@ def test_cli_matrix_bad_inputs(emb_dir: Path, tmp_path: Path, capsys) -> None:
     assert "probe" in capsys.readouterr().err
     assert main(["matrix", str(emb_dir), "--plot", str(tmp_path / "missing" / "x.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_matrix_of_a_whole_hub(tmp_path, capsys) -> None:
+    from pathlib import Path as P
+
+    zoo = P(__file__).resolve().parent.parent / "examples" / "zoo"
+    assert main(["matrix", "--hub", str(zoo), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["labels"]) == 12 and "zoo/fashion10" in out["labels"]
+    m = torch.tensor(out["matrix"])
+    assert m.shape == (12, 12) and torch.allclose(m, m.T) and float(m.diagonal().abs().max()) == 0.0

@@ -17,7 +17,9 @@ from ._common import add_format_arg, check_writable, emit, float_in, hint, print
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("matrix", help="distance matrix, clustered heatmap and t-SNE map", description=__doc__)
-    p.add_argument("embeddings", nargs="+", help=".safetensors embeddings, or folders holding them")
+    p.add_argument("embeddings", nargs="*", help=".safetensors embeddings, or folders holding them")
+    p.add_argument("--hub", default=None, help="also every expert of this hub ('hf', a URL or a local hub folder), "
+                                               "in the embedding space most of them share")
     p.add_argument("--asymmetric", action="store_true", help="d_asym(row -> column) instead of d_sym")
     p.add_argument("--alpha", type=float_in(0.0, 1.0), default=ASYM_ALPHA, help="trivial-task weight (default %(default)s)")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file for --asymmetric")
@@ -58,12 +60,26 @@ def run(args: argparse.Namespace) -> int:
     from ..selection.distances import cdist_asym, pdist
 
     paths = _files(args.embeddings)
-    if len(paths) < 2:
-        raise T2VError("matrix needs at least two embeddings")
     for out in (args.plot, args.embedding_plot):
         if out:
             check_writable(out)
     embs = [Task2VecEmbedding.load(p) for p in paths]
+    if args.hub:
+        from ..hub import get_hub, list_experts
+        from ..selection.recommend import choose_probe
+
+        experts, _ = list_experts(get_hub(args.hub))
+        if experts:
+            plan = choose_probe(experts)
+            chosen = [e for e in experts if e.embedding.probe == plan.probe and e.embedding.method == plan.method]
+            if embs:  # with files given, the hub's experts must share their space
+                chosen = [e for e in chosen if e.embedding.compat_key() == embs[0].compat_key()]
+            for e in chosen:
+                embs.append(e.embedding)
+                paths.append(Path(e.repo_id.replace("/", "--")))
+                e.embedding.metadata.setdefault("dataset_id", e.task or e.repo_id)
+    if len(embs) < 2:
+        raise T2VError("matrix needs at least two embeddings (files, folders or --hub experts)")
     X = stack(embs)  # raises naming the first incompatible field
     if args.asymmetric:
         if args.trivial:
