@@ -19,6 +19,7 @@ import torch
 from .embedding import Task2VecEmbedding
 from .selection.model2vec import Model2Vec
 from .selection.recommend import recommend
+from .selection.rerank import DEFAULT_SHORTLIST
 from .selection.scoring import Recommendation
 
 
@@ -36,6 +37,9 @@ def rank_backbones(
     filter: list[str] | None = None,
     notes: list[str] | None = None,
     index: Any = None,
+    rerank: str = "none",
+    shortlist: int = DEFAULT_SHORTLIST,
+    max_model_mb: float | None = None,
     **embed_kwargs: Any,
 ) -> list[Recommendation]:
     """Rank the hub's experts (or only ``candidates``, repo ids) as backbones for ``dataset``.
@@ -43,10 +47,13 @@ def rank_backbones(
     Arguments as for :func:`t2v_hub.selection.recommend.recommend`; messages worth
     showing a person are appended to ``notes``. Each result's ``name`` is
     ``hf-hub:<repo_id>`` (or ``local-dir:<path>`` for a local hub repo that holds
-    timm weights), ready for ``timm.create_model``.
+    timm weights), ready for ``timm.create_model(name, pretrained=True)``. ``rerank``
+    (``logme``, ``hscore``, ``knn``) scores the first ``shortlist`` experts' own features
+    on the dataset and reorders them (two stages; see ``t2v-hub recommend --rerank``).
     """
     result = recommend(dataset, hub=hub, index=index, candidates=candidates, top_k=top_k, probe=probe,
-                       method=method, alpha=alpha, selector=selector, trivial=trivial, filter=filter, **embed_kwargs)
+                       method=method, alpha=alpha, selector=selector, trivial=trivial, filter=filter, rerank=rerank,
+                       shortlist=shortlist, max_model_mb=max_model_mb, **embed_kwargs)
     if notes is not None:
         notes.extend(result.notes)
     return result.recommendations

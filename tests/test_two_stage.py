@@ -55,6 +55,8 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_rerank_orders_the_shortlist_by_the_experts_own_features(zoo: dict[str, Any], monkeypatch) -> None:
     monkeypatch.setenv("T2V_HUB_CACHE", str(zoo["root"] / "cache"))
     result = t2v_hub.recommend(str(zoo["data"]), hub=zoo["hub"], top_k=3, rerank="logme", shortlist=3)
+    via_automl = t2v_hub.rank_backbones(str(zoo["data"]), hub=zoo["hub"], top_k=3, rerank="logme", shortlist=3)
+    assert [r.repo_id for r in via_automl] == [r.repo_id for r in result.recommendations]
     recs = result.recommendations
     assert sorted(r.stage1_rank for r in recs) == [1, 2, 3] and [r.rank for r in recs] == [1, 2, 3]
     scored = [r for r in recs if r.ordered_by == "logme"]
