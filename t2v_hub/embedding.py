@@ -189,8 +189,9 @@ def check_vector(v: torch.Tensor, what: str) -> None:
         raise EmbeddingError(f"{what}: embedding has negative entries ({int((v < 0).sum())}); a Fisher is never "
                              "negative: the file is damaged or not a TASK2VEC embedding")
     if v.numel() and not bool((v > 0).any()):
-        raise EmbeddingError(f"{what}: embedding is all zero: it has no direction, so no distance is defined; "
-                             "recompute it on a task with labels")
+        raise EmbeddingError(f"{what}: embedding is all zero: it has no direction, so no distance is defined "
+                             "(no measured weight affects the loss: e.g. a random-init probe whose residual scales "
+                             "start at zero); use pretrained weights or another probe")
 
 
 def _to_str(value: Any) -> str:
