@@ -110,5 +110,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--only", default=None, help="comma-separated timm module names")
+    ap.add_argument("--rerun-failed", action="store_true", help="rerun only the families that did not embed")
     a = ap.parse_args()
-    write(run(a.timeout, a.only.split(",") if a.only else None))
+    old = json.loads((RESULTS / "probe_coverage.json").read_text()) if (RESULTS / "probe_coverage.json").exists() else {}
+    only = a.only.split(",") if a.only else None
+    if a.rerun_failed:
+        only = [f for f, r in old.items() if r.get("status") != "ok"]
+    rows = run(a.timeout, only)
+    write({**old, **rows} if only else rows)

@@ -78,7 +78,9 @@ def contract_sq_sum(
             out += torch.bmm(
                 _pair_products(g[s : s + step], True).transpose(1, 2), _pair_products(a[s : s + step], False)
             )
-        return out
+        # A sum of squares written as sum_pq (g_p g_q)(a_p a_q): where the true value is ~0 the
+        # rounding of the cross terms can leave it slightly negative (seen on visformer). Clamp.
+        return out.clamp_min_(0.0)
     step = chunk_for(groups * n_out * n_in, chunk_size, itemsize, chunk_bytes)
     for s in range(0, b, step):
         gc, ac = g[s : s + step], a[s : s + step]
