@@ -9,7 +9,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +28,27 @@ def autocast_dtype(name: str) -> Any:
 FORMATS = ("table", "json", "csv")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (the message names the value, argparse names the flag)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    if value > 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"is too large ({value}); use at most {2**31 - 1}")
-    return value
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: a whole number in [lo, hi] (the message names the value, argparse names the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {value}")
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"is too large ({value}); use at most {hi}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    """argparse type: a seed torch accepts (0 <= seed < 2**63)."""
-    value = nonneg_int(text)
-    if value >= 2**63:
-        raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
-    return value
+positive_int = int_in(1, 2**31 - 1)  # counts and sizes
+nonneg_int = int_in(0, 2**31 - 1)
+seed_int = int_in(0, 2**63 - 1)  # what torch.Generator.manual_seed accepts
 
 
 def float_in(lo: float, hi: float, *, lo_open: bool = False) -> Any:
@@ -106,6 +97,16 @@ def emit(fmt: str, head: Sequence[str], rows: Sequence[Sequence[Any]], obj: Any 
     out.write("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip() + "\n")
     for r in cells:
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def emit_summary(fmt: str, summary: dict[str, Any], line: str) -> None:
+    """A one-record result: ``line`` for a person (table), the dict as JSON, or a one-row CSV."""
+    if fmt == "json":
+        print_json(summary)
+    elif fmt == "csv":
+        emit("csv", list(summary), [list(summary.values())])
+    else:
+        print(line)
 
 
 def add_hub_args(p: argparse.ArgumentParser, hub_default: str | None = "hf") -> None:

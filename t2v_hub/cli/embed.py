@@ -11,9 +11,8 @@ from ._common import (
     add_probe_args,
     check_writable,
     embed_from_args,
-    emit,
+    emit_summary,
     hint,
-    print_json,
 )
 
 
@@ -53,18 +52,12 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(float(stats.get("seconds", 0.0)), 3),
         "cached": bool(stats.get("cached", False)),
     }
-    if args.format == "json":
-        print_json(summary)
-    elif args.format == "csv":
-        emit("csv", list(summary), [list(summary.values())])
-    else:
-        line = (
-            f"{summary['dataset']} [{summary['split']}]: {summary['num_samples']} samples, "
-            f"{summary['num_classes']} {'outputs (regression)' if summary['label_kind'] == 'regression' else 'classes'}, "
-            f"probe {emb.probe}, {emb.method}, dim {emb.dim}, "
-            f"{summary['seconds']:.1f}s{' (cached)' if summary['cached'] else ''} -> {args.out}"
-        )
-        print(line)
+    emit_summary(args.format, summary, (
+        f"{summary['dataset']} [{summary['split']}]: {summary['num_samples']} samples, "
+        f"{summary['num_classes']} {'outputs (regression)' if summary['label_kind'] == 'regression' else 'classes'}, "
+        f"probe {emb.probe}, {emb.method}, dim {emb.dim}, "
+        f"{summary['seconds']:.1f}s{' (cached)' if summary['cached'] else ''} -> {args.out}"
+    ))
     if not quiet:
         hint("next: t2v-hub distance A.safetensors B.safetensors, or t2v-hub recommend --dataset ...")
     return 0

@@ -24,9 +24,8 @@ ALIASES = {
     "scale": "--eval-scale",
     "metric": "--eval-metric",
 }
-# Boolean values that are the flag itself (store_true flags; pretrained=False is --no-pretrained).
-_IMPLIED = {("overwrite", "True"), ("create_pr", "True"), ("pretrained", "False"), ("include_norm", "True"),
-            ("force", "True")}
+# Values that are a flag by another name (``name=True`` of a store_true flag is handled generally).
+_IMPLIED = {("overwrite", "True"), ("pretrained", "False")}
 
 
 def flag_map(parser: argparse.ArgumentParser) -> dict[str, str]:

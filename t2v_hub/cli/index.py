@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_format_arg, add_hub_args, emit, hint, positive_int, print_json
+from ._common import add_format_arg, add_hub_args, emit_summary, hint, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,11 +62,6 @@ def run(args: argparse.Namespace) -> int:
                       overwrite=args.force)
     summary = {"index": str(out), "experts": len(same), "probe": plan.probe, "method": plan.method,
                "dtype": args.dtype, "shards": -(-len(same) // args.shard_rows)}
-    if args.format == "json":
-        print_json(summary)
-    elif args.format == "csv":
-        emit("csv", list(summary), [list(summary.values())])
-    else:
-        print(f"{out}: {summary['experts']} experts ({plan.probe}, {plan.method}), {summary['shards']} shard(s), "
-              f"{args.dtype}")
+    emit_summary(args.format, summary, f"{out}: {summary['experts']} experts ({plan.probe}, {plan.method}), "
+                                       f"{summary['shards']} shard(s), {args.dtype}")
     return 0

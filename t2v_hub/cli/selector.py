@@ -19,7 +19,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..constants import ASYM_ALPHA, M2V_ALPHA_SOFT, M2V_EPOCHS, M2V_LR, M2V_WEIGHT_DECAY
-from ._common import add_format_arg, emit, float_in, hint, nonneg_int, print_json, seed_int
+from ._common import add_format_arg, emit, emit_summary, float_in, hint, nonneg_int, print_json, seed_int
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -155,13 +155,8 @@ def _train(args: argparse.Namespace) -> int:
     summary = {"out": args.out, "experts": len(em.expert_ids), "tasks": len(em.task_ids),
                "skipped_cells": sel.info["skipped_cells"], "gamma": sel.gamma, "final_loss": sel.info["final_loss"],
                "probe": sel.compat.get("probe"), "config": asdict(sel.config)}
-    if args.format == "json":
-        print_json(summary)
-    elif args.format == "csv":
-        emit("csv", list(summary), [list(summary.values())])
-    else:
-        print(f"selector for {summary['experts']} experts trained on {summary['tasks']} tasks "
-              f"(gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}) -> {args.out}")
+    emit_summary(args.format, summary, f"selector for {summary['experts']} experts trained on {summary['tasks']} "
+                                       f"tasks (gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}) -> {args.out}")
     return 0
 
 

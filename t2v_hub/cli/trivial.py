@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_format_arg, check_writable, emit, hint, positive_int, print_json
+from ._common import add_format_arg, check_writable, emit_summary, hint, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,12 +52,8 @@ def run(args: argparse.Namespace) -> int:
     t0.save(args.out)
     summary = {"out": args.out, "probe": t0.probe, "method": t0.method, "dim": t0.dim, "norm": t0.norm,
                "weights": t0.metadata.get("weights"), "weights_sha256": t0.metadata.get("weights_sha256")}
-    if args.format == "json":
-        print_json(summary)
-    elif args.format == "csv":
-        emit("csv", list(summary), [list(summary.values())])
-    else:
-        print(f"trivial embedding of {t0.probe} ({t0.method}, {summary['weights']}), dim {t0.dim}, "
-              f"norm {t0.norm:.4g} -> {args.out}")
+    emit_summary(args.format, summary, f"trivial embedding of {t0.probe} ({t0.method}, {summary['weights']}), "
+                                       f"dim {t0.dim}, norm {t0.norm:.4g} -> {args.out}")
+    if args.format == "table":
         hint("use it with: t2v-hub distance A B --asymmetric, or recommend/matrix --trivial " + args.out)
     return 0

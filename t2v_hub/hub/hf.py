@@ -68,12 +68,11 @@ def _cap_waits(response: Any) -> None:
         raise _BudgetExceeded(f"gave up after {CALL_BUDGET_S:.0f}s (t2v-hub's budget for one hub call)")
     if response.status_code not in _RETRY_STATUS:
         return
-    for key in ("retry-after",):
-        value = (response.headers.get(key) or "").strip()
-        if value.isdigit() and int(value) > MAX_WAIT_S:
-            response.headers[key] = str(MAX_WAIT_S)
-            print(f"hub asked to wait {value}s before retrying {response.request.url.path}; waiting {MAX_WAIT_S}s "
-                  "(t2v-hub caps every wait)", file=sys.stderr, flush=True)
+    value = (response.headers.get("retry-after") or "").strip()
+    if value.isdigit() and int(value) > MAX_WAIT_S:
+        response.headers["retry-after"] = str(MAX_WAIT_S)
+        print(f"hub asked to wait {value}s before retrying {response.request.url.path}; waiting {MAX_WAIT_S}s "
+              "(t2v-hub caps every wait)", file=sys.stderr, flush=True)
     rl = response.headers.get("ratelimit")
     if rl:
         response.headers["ratelimit"] = re.sub(r"t=(\d+)", lambda m: f"t={min(int(m.group(1)), MAX_WAIT_S)}", rl)

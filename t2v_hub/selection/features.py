@@ -88,6 +88,9 @@ def model_features(model: nn.Module, task: Any, *, batch_size: int = 32, device:
     """(features (N, D), the task's labels, input size) with the model's own preprocessing."""
     import timm
 
+    from ..probes.adapters import get_probe_adapter
+
+    adapter = get_probe_adapter(model)  # the probes' own definition of "what the head sees"
     data_config = dict(timm.data.resolve_model_data_config(model))
     images, labels = task.tensors(data_config, progress=progress)
     auto = device in (None, "auto")
@@ -97,12 +100,13 @@ def model_features(model: nn.Module, task: Any, *, batch_size: int = 32, device:
     with torch.no_grad():
         for i in range(0, images.shape[0], batch_size):
             x = images[i : i + batch_size].to(dev)
-            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu())
+            out.append(adapter.features(model, x).float().cpu())
     feats = torch.cat(out).reshape(images.shape[0], -1)
     return feats, labels, list(data_config["input_size"])
 
 
-def _targets(task: Any, labels: torch.Tensor, metric: str) -> torch.Tensor:
+def targets_for(task: Any, labels: torch.Tensor, metric: str) -> torch.Tensor:
+    """The targets ``metric`` scores for the task's labels (class ids, or floats for other label kinds)."""
     kind = getattr(task, "label_kind", "single")
     if kind == "single":
         return labels
@@ -147,7 +151,7 @@ def score_models(
         t0 = time.perf_counter()
         model = load_model(name, pretrained=pretrained, max_model_mb=max_model_mb)
         feats, labels, size = model_features(model, task, batch_size=batch_size, device=device, progress=not quiet)
-        value = score_features(feats, _targets(task, labels, metric), metric)
+        value = score_features(feats, targets_for(task, labels, metric), metric)
         rows.append((name, value, time.perf_counter() - t0, int(feats.shape[0]), size, int(feats.shape[1])))
         if not quiet:
             print(f"  {name}: {metric} {value:.4f} ({rows[-1][2]:.1f}s)", file=sys.stderr, flush=True)
@@ -155,4 +159,4 @@ def score_models(
     return [ModelScore(k, n, metric, v, round(s, 3), fp, sz, d) for k, (n, v, s, fp, sz, d) in enumerate(rows, 1)]
 
 
-__all__ = ["ModelLoadError", "ModelScore", "load_model", "model_features", "score_models"]
+__all__ = ["ModelLoadError", "ModelScore", "load_model", "model_features", "score_models", "targets_for"]

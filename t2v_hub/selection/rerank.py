@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import T2VError
-from .features import load_model, model_features
+from .features import load_model, model_features, targets_for
 from .scoring import Recommendation
 from .transferability import get_score, score_features
 
@@ -60,8 +60,7 @@ def rerank(
         except T2VError as exc:
             notes.append(f"{r.repo_id} keeps its TASK2VEC place (not reranked): {exc}")
             continue
-        kind = getattr(task, "label_kind", "single")
-        scored[i] = score_features(feats, labels if kind == "single" else labels.float(), metric)
+        scored[i] = score_features(feats, targets_for(task, labels, metric), metric)
         cost.forward_passes += int(feats.shape[0])
         cost.models_scored += 1
     # Scored experts share the shortlist slots they held, best score first; unscored ones keep theirs.
