@@ -81,7 +81,8 @@ def test_index_force_replaces_only_an_index(tmp_path, capsys) -> None:
 def _index(tmp_path: Path) -> Path:
     from t2v_hub.selection.index import write_index
 
-    return write_index(tmp_path / "idx", {"probe": "p", "method": "montecarlo"}, ["a", "b"], ["", ""], ["", ""],
+    space = {"probe": "p", "weights_sha256": "w", "layout_hash": "l", "dim": "4", "method": "montecarlo"}
+    return write_index(tmp_path / "idx", space, ["a", "b"], ["", ""], ["", ""],
                        [torch.rand(2, 4) + 0.1], torch.ones(4))
 
 
@@ -107,8 +108,12 @@ def test_index_manifest_cannot_point_outside_or_lie(tmp_path) -> None:
     raw = bytearray(shard.read_bytes())
     raw[-4:] = torch.tensor([float("nan")]).numpy().tobytes()  # NaN injected into the last value
     shard.write_bytes(bytes(raw))
-    with pytest.raises(RecommendError, match="NaN"):
-        load_index(idx)
+    from t2v_hub.selection.index import rank_index
+
+    target = Task2VecEmbedding.create(torch.rand(4) + 0.1, probe="p", weights_sha256="w", layout_hash="l",
+                                      method="montecarlo")
+    with pytest.raises(RecommendError, match=r"experts-00000.safetensors .* NaN or Inf \(row 1, expert 'b'\)"):
+        rank_index(target, load_index(idx), trivial=torch.ones(4))
     with pytest.raises(RecommendError, match="is a file"):
         load_index(shard)
 

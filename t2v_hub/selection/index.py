@@ -291,7 +291,7 @@ def _manifest(root: Path) -> dict[str, Any]:
 
 
 def load_index(path: str | os.PathLike[str]) -> ExpertIndex:
-    """Open an index folder; the shards are memory-mapped, not read (but checked finite, once)."""
+    """Open an index folder; the shards are memory-mapped, not read (ranking checks what it reads)."""
     root = Path(path)
     meta = _manifest(root)
     n, dim = len(meta["ids"]), int(meta["dim"])
@@ -310,12 +310,6 @@ def load_index(path: str | os.PathLike[str]) -> ExpertIndex:
     shards, maps = [], []
     for s in meta["shards"]:
         t, mm = _map_shard(root / s["file"], int(s["rows"]), dim, meta["dtype"])
-        # One streaming pass per shard on open: NaN or a negative Fisher would rank silently.
-        for start in range(0, t.shape[0], 4096):
-            block = t[start : start + 4096].float()
-            if not torch.isfinite(block).all() or bool((block < 0).any()):
-                raise RecommendError(f"index shard {root / s['file']} holds NaN, Inf or negative values; rebuild "
-                                     "the index")
         shards.append(t)
         maps.append(mm)
     return ExpertIndex(root, list(meta["ids"]), list(meta["tasks"]), list(meta["urls"]), dict(meta["space"]),
@@ -323,6 +317,23 @@ def load_index(path: str | os.PathLike[str]) -> ExpertIndex:
 
 
 # -- ranking ----------------------------------------------------------------------------------
+
+
+def _finite(index: ExpertIndex, d: torch.Tensor) -> torch.Tensor:
+    """Distances the ranking read, refused if a damaged row made one NaN or Inf.
+
+    Checked here, on the (n,) result of the one pass ranking makes anyway, rather than by a
+    second pass over every shard when the index is opened (the shards are gigabytes at hub scale).
+    """
+    bad = (~torch.isfinite(d)).nonzero()
+    if bad.numel():
+        row, start = int(bad[0]), 0
+        for k, s in enumerate(index.shards):
+            if row < start + s.shape[0]:
+                raise RecommendError(f"index shard experts-{k:05d}.safetensors of {index.root} holds NaN or Inf "
+                                     f"(row {row - start}, expert {index.ids[row]!r}); rebuild the index")
+            start += s.shape[0]
+    return d
 
 
 def rank_index(
@@ -349,9 +360,9 @@ def rank_index(
     # Default t0: the selector's (its biases were trained against it), else the one stored at build time.
     default = None if selector is not None else index.trivial
     t0 = resolve_trivial(target, trivial if trivial is not None else default, selector, notes)
-    d_task = index.sym_to(target.vector)
+    d_task = _finite(index, index.sym_to(target.vector))
     same_t0 = vector_digest(t0) == vector_digest(index.trivial)
-    d_triv = index.to_trivial if same_t0 else index.sym_to(t0)
+    d_triv = index.to_trivial if same_t0 else _finite(index, index.sym_to(t0))
     scores = d_task - a * d_triv
     offset = torch.zeros(index.size)
     seen = torch.zeros(index.size, dtype=torch.bool)
