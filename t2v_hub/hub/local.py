@@ -60,7 +60,7 @@ from .localfs import (  # noqa: E402
     _same_commit,
     content_revision,
     read_journal,
-    special_files,
+    scan,
 )
 
 
@@ -224,7 +224,8 @@ class LocalHub(Hub):
         """The head revision and every file path in the repo, read consistently."""
         d = self._require(repo_id)
         with self._locked(d):
-            return content_revision(d), [rel for rel, _ in _files(d)]
+            files = _files(d)
+            return content_revision(d, files), [rel for rel, _ in files]
 
     def download(
         self, repo_id: str, path: str, revision: str | None = None, *, max_bytes: int = MAX_EMBEDDING_BYTES
@@ -250,9 +251,9 @@ class LocalHub(Hub):
                 continue
             try:
                 with self._locked(d):
-                    rev = content_revision(d)
-                    files = tuple(rel for rel, _ in _files(d))
-                    odd = special_files(d)
+                    found, odd = scan(d)  # one walk: revision, file list and skipped entries
+                    rev = content_revision(d, found)
+                    files = tuple(rel for rel, _ in found)
                     try:
                         meta = _card_metadata(_read_readme(d))
                     except CardError:

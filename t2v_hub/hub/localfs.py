@@ -19,10 +19,10 @@ META_DIR = ".t2v"  # per-repo metadata: lock, journal, staging
 _HASH_CONTENT_LIMIT = 16 * 1024 * 1024
 
 
-def content_revision(d: Path) -> str:
-    """Content hash of a repo folder (see the module docstring)."""
+def content_revision(d: Path, files: list[tuple[str, Path]] | None = None) -> str:
+    """Content hash of a repo folder (see the module docstring); ``files`` from :func:`scan` if at hand."""
     h = hashlib.sha1()
-    for rel, p in _files(d):
+    for rel, p in files if files is not None else _files(d):
         if p.is_symlink():
             h.update(f"L {rel} {os.readlink(p)}\n".encode())
             continue
@@ -35,9 +35,13 @@ def content_revision(d: Path) -> str:
     return h.hexdigest()
 
 
-def _files(d: Path) -> list[tuple[str, Path]]:
-    """Regular files and symlinks of a repo (never FIFOs, sockets or devices: opening one can block)."""
-    out = []
+def scan(d: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """One walk of a repo: its regular files and symlinks, and the entries that are neither.
+
+    FIFOs, sockets and devices are never opened (opening a FIFO blocks); they are returned
+    by name so a listing can say it skipped them.
+    """
+    files, special = [], []
     for folder, dirs, names in os.walk(d):
         if Path(folder) == d:
             dirs[:] = [x for x in dirs if x != META_DIR]
@@ -48,26 +52,17 @@ def _files(d: Path) -> list[tuple[str, Path]]:
                 mode = os.lstat(p).st_mode
             except OSError:
                 continue
+            rel = p.relative_to(d).as_posix()
             if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-                out.append((p.relative_to(d).as_posix(), p))
-    out.sort()
-    return out
+                files.append((rel, p))
+            else:
+                special.append(rel)
+    return sorted(files), sorted(special)
 
 
-def special_files(d: Path) -> list[str]:
-    """Repo entries that are neither files, folders nor symlinks (FIFOs, sockets, devices): skipped, named."""
-    out = []
-    for folder, dirs, names in os.walk(d):
-        if Path(folder) == d:
-            dirs[:] = [x for x in dirs if x != META_DIR]
-        for n in names:
-            try:
-                mode = os.lstat(Path(folder) / n).st_mode
-            except OSError:
-                continue
-            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-                out.append((Path(folder) / n).relative_to(d).as_posix())
-    return sorted(out)
+def _files(d: Path) -> list[tuple[str, Path]]:
+    """Regular files and symlinks of a repo (never FIFOs, sockets or devices: opening one can block)."""
+    return scan(d)[0]
 
 
 def inside(d: Path, rel: str, what: str) -> Path:
