@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,18 @@ def targets_for(task: Any, labels: torch.Tensor, metric: str) -> torch.Tensor:
     return labels.float()
 
 
+def score_model(name: str, task: Any, metric: str, *, rank: int = 0, pretrained: bool | None = None,
+                max_model_mb: float | None = None, batch_size: int = 32, device: str | torch.device | None = None,
+                progress: bool = False) -> ModelScore:
+    """One candidate: build it, run its own preprocessing and forward pass over ``task``, score the features."""
+    t0 = time.perf_counter()
+    model = load_model(name, pretrained=pretrained, max_model_mb=max_model_mb)
+    feats, labels, size = model_features(model, task, batch_size=batch_size, device=device, progress=progress)
+    value = score_features(feats, targets_for(task, labels, metric), metric)
+    return ModelScore(rank, name, metric, value, round(time.perf_counter() - t0, 3), int(feats.shape[0]), size,
+                      int(feats.shape[1]))
+
+
 def score_models(
     dataset: Any,
     models: Sequence[str],
@@ -148,15 +160,14 @@ def score_models(
     for i, name in enumerate(dict.fromkeys(models)):
         if on_model is not None:
             on_model(name, i, len(models))
-        t0 = time.perf_counter()
-        model = load_model(name, pretrained=pretrained, max_model_mb=max_model_mb)
-        feats, labels, size = model_features(model, task, batch_size=batch_size, device=device, progress=not quiet)
-        value = score_features(feats, targets_for(task, labels, metric), metric)
-        rows.append((name, value, time.perf_counter() - t0, int(feats.shape[0]), size, int(feats.shape[1])))
+        row = score_model(name, task, metric, pretrained=pretrained, max_model_mb=max_model_mb,
+                          batch_size=batch_size, device=device, progress=not quiet)
+        rows.append(row)
         if not quiet:
-            print(f"  {name}: {metric} {value:.4f} ({rows[-1][2]:.1f}s)", file=sys.stderr, flush=True)
-    rows.sort(key=lambda r: -r[1])
-    return [ModelScore(k, n, metric, v, round(s, 3), fp, sz, d) for k, (n, v, s, fp, sz, d) in enumerate(rows, 1)]
+            print(f"  {name}: {metric} {row.score:.4f} ({row.seconds:.1f}s)", file=sys.stderr, flush=True)
+    rows.sort(key=lambda r: -r.score)
+    return [replace(r, rank=k) for k, r in enumerate(rows, 1)]
 
 
-__all__ = ["ModelLoadError", "ModelScore", "load_model", "model_features", "score_models", "targets_for"]
+__all__ = ["ModelLoadError", "ModelScore", "load_model", "model_features", "score_model", "score_models",
+           "targets_for"]

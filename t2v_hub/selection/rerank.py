@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import T2VError
-from .features import load_model, model_features, targets_for
+from .features import score_model
 from .scoring import Recommendation
-from .transferability import get_score, score_features
+from .transferability import TransferabilityError, get_score
 
 RERANK_CHOICES = ("none", "logme", "hscore", "knn")
 # Default shortlist: on the held-out set of issue 11, "d_sym top 3, then LogME" gave +12.0% relative
@@ -55,13 +55,14 @@ def rerank(
         if progress is not None:
             progress(r, i, len(head))
         try:
-            model = load_model(r.name, max_model_mb=max_model_mb)
-            feats, labels, _ = model_features(model, task, batch_size=batch_size, device=device)
+            one = score_model(r.name, task, metric, max_model_mb=max_model_mb, batch_size=batch_size, device=device)
+        except TransferabilityError:  # about the task or the score, not this expert: every expert would fail
+            raise
         except T2VError as exc:
             notes.append(f"{r.repo_id} keeps its TASK2VEC place (not reranked): {exc}")
             continue
-        scored[i] = score_features(feats, targets_for(task, labels, metric), metric)
-        cost.forward_passes += int(feats.shape[0])
+        scored[i] = one.score
+        cost.forward_passes += one.forward_passes
         cost.models_scored += 1
     # Scored experts share the shortlist slots they held, best score first; unscored ones keep theirs.
     slots = sorted(scored)
