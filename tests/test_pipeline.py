@@ -206,9 +206,17 @@ def test_cli_variational_steps_and_one_line_convergence_warning(imagefolder: Pat
     assert main(["embed", *common, "--fisher-steps", "3", "--variational-init", "laplace", "--out", str(warm)]) == 0
     cfg = Task2VecEmbedding.load(warm).config("method_config")
     assert cfg["init"].startswith("hessian") and Task2VecEmbedding.load(warm).config("fisher_options")["init"] == "laplace"
+    fp = tmp_path / "fp.safetensors"
+    assert main(["embed", *common, "--fisher-steps", "3", "--variational-optimizer", "fixed_point", "--out", str(fp)]) == 0
+    cfg = Task2VecEmbedding.load(fp).config("method_config")
+    assert cfg["optimizer"] == "fixed_point" and cfg["steps_done"] == 3 and cfg["lr"] is None
+    assert 0.0 <= cfg["nonpositive_slope_end"] <= 1.0 and cfg["expected_loss_end"] > 0
     capsys.readouterr()
     assert main(["embed", *common[:-2], "--fisher-steps", "3", "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "--fisher-steps" in capsys.readouterr().err and not (tmp_path / "m.safetensors").exists()
+    assert main(["embed", *common[:-2], "--variational-optimizer", "fixed_point",
+                 "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert "--variational-optimizer applies to --method variational" in capsys.readouterr().err
 
 
 def test_trivial_for_rebuilds_the_recorded_weights_offline(tmp_path, monkeypatch) -> None:

@@ -6,13 +6,17 @@ point of the variational objective is known exactly, ``Λ_f = 2 H̄_f / β + λ�
 mean of the Hessian diagonal. We compute ``H`` independently (central finite differences in
 float64, which are exact for a quadratic) and compare.
 
-Tolerance of the closed-form checks (3% relative, per filter): the optimiser is stochastic
-(fresh noise ε every step), so ``L`` jitters around its optimum. The targets are the layer's
-own outputs (zero residual: the expansion point is a minimum, as the supplement assumes),
-which removes the gradient-term noise; with one full batch, 1000 Adam steps and the
-variances averaged over the last half, the per-filter relative error measured over three
-noise seeds for every layer type has a standard deviation of 0.2-0.5% and |mean| < 0.15%,
-so 3% is more than 6σ. The checks still discriminate what they are meant to: the ``β KL``
+Two optimisers reach it. The default (``optimizer="fixed_point"``) sets every filter to the
+closed-form minimiser under its slope estimate; with a quadratic loss and antithetic noise
+the slope estimate of one step is ``½ Σ_b ε_b² e_b / B`` (``e_b`` the input energy): unbiased,
+with relative variance ``2 E[e²] / (B E[e]²)``, and the step-weighted average over ``T``
+steps multiplies that by ``4/(3T)``. Tolerance (``FP_TOL`` = 7%, per filter, ``FP_STEPS`` = 50
+steps): the measured per-filter relative error over 8 noise seeds has a standard deviation
+of 0.6-1.5% for every layer type (1.45% for the Linear case, as the formula predicts) and
+|mean| < 0.03%, so 7% is more than 4.5σ of the worst case. Adam (the supplement's recipe,
+``optimizer="adam"``) needs ~1000 steps to come as close (``CF_TOL`` = 3% with the variances
+averaged over the last half, per-filter std 0.2-0.5%), and after the fixed point's 50 steps
+it is still 80-300% off. The checks discriminate what they are meant to: the ``β KL``
 convention would give ``Λ = H/β + λ²`` (errors of ~45-50% here), a wrong receptive field
 (padding, stride, groups) changes ``H̄_f`` by tens of percent, and the floor test uses a
 floor (0.5) that moves ``Λ`` by ~40%.
@@ -34,9 +38,12 @@ from t2v_hub.fisher.variational import UNCONVERGED_FRACTION, estimate_variationa
 from t2v_hub.probes.layout import filter_parameter_names
 
 BETA_CF = 1e-2  # closed-form tests: Λ ~ 10..1e4, well conditioned in fp32
-CF_STEPS = 1000
+FP_STEPS = 50  # the default optimiser: a closed-form step per filter (see the module doc)
+FP_TOL = 0.07
+CF_STEPS = 1000  # Adam, the supplement's recipe
 CF_LR = 3e-2  # the stationary point does not depend on lr; a larger one converges sooner
 CF_TOL = 0.03
+ADAM = {"optimizer": "adam", "lr": CF_LR, "steps": CF_STEPS, "average_last": 0.5}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -116,11 +123,10 @@ def _run_cf(model: nn.Module, x: Tensor, t: Tensor, loss: Callable, **kw: object
         params=["0.weight"],
         generator=torch.Generator().manual_seed(0),
         beta=BETA_CF,
-        lr=CF_LR,
-        steps=CF_STEPS,
-        average_last=0.5,
+        steps=FP_STEPS,
         input_var_floor=0.0,
         loss_fn=loss,
+        optimizer="fixed_point",
     )
     opts.update(kw)
     return estimate_variational(model, [(x, t)], **opts)
@@ -129,11 +135,15 @@ def _run_cf(model: nn.Module, x: Tensor, t: Tensor, loss: Callable, **kw: object
 # --------------------------------------------------------------------------- 1. closed form
 
 
+@pytest.mark.parametrize("optimizer", ["fixed_point", "adam"])
 @pytest.mark.parametrize("learn_prior", [False, True])
-def test_closed_form_linear(learn_prior: bool) -> None:
+def test_closed_form_linear(learn_prior: bool, optimizer: str) -> None:
     model, x, t, loss = _closed_form_case("linear")
     h = _exact_filter_hessian(model, x, t, loss)
-    res = _run_cf(model, x, t, loss, learn_prior=learn_prior, prior_precision=10.0)
+    tol = FP_TOL if optimizer == "fixed_point" else CF_TOL
+    res = _run_cf(model, x, t, loss, learn_prior=learn_prior, prior_precision=10.0,
+                  **(ADAM if optimizer == "adam" else {}))
+    assert res.config["optimizer"] == optimizer
     prec, lam2 = res.extras["precision/0.weight"], res.extras["prior/0.weight"]
     if learn_prior:
         assert abs(float(lam2) - 10.0) > 1.0  # the prior really moved
@@ -141,30 +151,31 @@ def test_closed_form_linear(learn_prior: bool) -> None:
         assert float(lam2) == pytest.approx(10.0)
     expected = 2.0 * h / BETA_CF + lam2
     rel = (prec - expected).abs() / expected
-    assert rel.max() < CF_TOL, rel
+    assert rel.max() < tol, rel
     # The returned Hessian inverts the closed form; its per-filter mean gives it back.
     est = res.per_param["0.weight"]
     assert est.shape == model[0].weight.shape
     assert torch.allclose(est.mean(dim=1), 0.5 * BETA_CF * (prec - lam2))
-    assert ((est.mean(dim=1) - h).abs() / h).max() < 2 * CF_TOL
+    assert ((est.mean(dim=1) - h).abs() / h).max() < 2 * tol
     # Converged: almost none of L's change happened over the last 10% of the steps.
     assert res.config["log_prec_change"] > 0.5 and res.config["late_change_fraction"] < UNCONVERGED_FRACTION
 
 
 def test_warm_start_from_the_exact_hessian_starts_at_the_optimum() -> None:
     # Started at Λ = 2H̄/β + λ² with the exact H̄ of a quadratic loss, the optimisation is
-    # already at its stationary point: a few steps leave it there (a 1000-step cold start
-    # is what the closed-form test needs).
+    # already at its stationary point: a few Adam steps leave it there (a 1000-step cold
+    # start is what Adam needs; the fixed point does not need the warm start).
     model, x, t, loss = _closed_form_case("linear")
     h = _exact_filter_hessian(model, x, t, loss)
     w = model[0].weight
     # A small lr: Adam steps ~lr even on pure noise, so at the optimum it jitters by ~lr·√steps.
     res = _run_cf(model, x, t, loss, steps=10, lr=3e-3, average_last=0.5, prior_precision=10.0, learn_prior=False,
-                  init_hessian={"0.weight": h[:, None].expand_as(w)})
+                  init_hessian={"0.weight": h[:, None].expand_as(w)}, optimizer="adam")
     expected = 2.0 * h / BETA_CF + 10.0
     assert ((res.extras["precision/0.weight"] - expected).abs() / expected).max() < CF_TOL
     assert res.config["init"].startswith("hessian")
-    cold = _run_cf(model, x, t, loss, steps=10, lr=3e-3, average_last=0.5, prior_precision=10.0, learn_prior=False)
+    cold = _run_cf(model, x, t, loss, steps=10, lr=3e-3, average_last=0.5, prior_precision=10.0, learn_prior=False,
+                   optimizer="adam")
     assert ((cold.extras["precision/0.weight"] - expected).abs() / expected).max() > 5 * CF_TOL  # not by luck
     with pytest.raises(FisherError, match="no entry for"):
         _run_cf(model, x, t, loss, steps=1, init_hessian={"other": h})
@@ -172,7 +183,7 @@ def test_warm_start_from_the_exact_hessian_starts_at_the_optimum() -> None:
 
 def test_unconverged_run_is_reported_and_the_pipeline_warns() -> None:
     model, x, t, loss = _closed_form_case("linear")
-    res = _run_cf(model, x, t, loss, steps=20, average_last=0.0)
+    res = _run_cf(model, x, t, loss, steps=20, optimizer="adam", lr=CF_LR)
     assert res.config["late_change_fraction"] > UNCONVERGED_FRACTION  # still drifting at lr per step
     from t2v_hub.task2vec import _warn_if_unconverged
 
@@ -188,6 +199,39 @@ def test_closed_form_learned_prior_is_stationary() -> None:
     s = 1.0 / res.extras["precision/0.weight"]
     expected = w.numel() / (w.square().sum() + w.shape[1] * s.sum())
     assert float(res.extras["prior/0.weight"]) == pytest.approx(float(expected), rel=0.03)
+    adam = _run_cf(model, x, t, loss, learn_prior=True, **ADAM)
+    s = 1.0 / adam.extras["precision/0.weight"]
+    expected = w.numel() / (w.square().sum() + w.shape[1] * s.sum())
+    assert float(adam.extras["prior/0.weight"]) == pytest.approx(float(expected), rel=0.03)
+
+
+def test_fixed_point_reaches_the_optimum_where_adam_does_not() -> None:
+    # Same 50 steps from the same (reference) start: the closed-form step is at the optimum
+    # and has settled; Adam, moving L by ~lr per step, is still far away and drifting.
+    model, x, t, loss = _closed_form_case("conv_grouped_strided")
+    h = _exact_filter_hessian(model, x, t, loss)
+    expected = 2.0 * h / BETA_CF + 5.0
+    fp = _run_cf(model, x, t, loss, learn_prior=False, prior_precision=5.0)
+    adam = _run_cf(model, x, t, loss, learn_prior=False, prior_precision=5.0, optimizer="adam", lr=1e-2)
+    assert ((fp.extras["precision/0.weight"] - expected).abs() / expected).max() < FP_TOL
+    assert ((adam.extras["precision/0.weight"] - expected).abs() / expected).max() > 0.5
+    assert fp.config["late_change_fraction"] < 0.01 < adam.config["late_change_fraction"]
+    assert fp.config["lr"] is None and adam.config["lr"] == 1e-2
+
+
+def test_antithetic_noise_cancels_the_gradient_term_exactly() -> None:
+    # With a loss quadratic in the outputs, the residual (o − t) enters each step's slope only
+    # through the first-order term, which the ±ε pair cancels: the estimate is the same to
+    # rounding whether the expansion point is a minimum (t = o) or not.
+    model, x, t, loss = _closed_form_case("linear_sequence")
+    off = t + torch.randn(t.shape, generator=torch.Generator().manual_seed(9))
+    a = _run_cf(model, x, t, loss, learn_prior=False, prior_precision=5.0, steps=5)
+    b = _run_cf(model, x, off, loss, learn_prior=False, prior_precision=5.0, steps=5)
+    assert torch.allclose(a.extras["precision/0.weight"], b.extras["precision/0.weight"], rtol=1e-4)
+    # Adam's plain noise keeps the term: its trajectory depends on the residual.
+    c = _run_cf(model, x, t, loss, learn_prior=False, prior_precision=5.0, steps=5, optimizer="adam")
+    d = _run_cf(model, x, off, loss, learn_prior=False, prior_precision=5.0, steps=5, optimizer="adam")
+    assert not torch.allclose(c.extras["precision/0.weight"], d.extras["precision/0.weight"], rtol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["linear_sequence", "conv_grouped_strided", "conv2d_same", "conv_reflect"])
@@ -197,7 +241,7 @@ def test_closed_form_layer_types(kind: str) -> None:
     res = _run_cf(model, x, t, loss, learn_prior=False, prior_precision=5.0)
     expected = 2.0 * h / BETA_CF + 5.0
     rel = (res.extras["precision/0.weight"] - expected).abs() / expected
-    assert rel.max() < CF_TOL, rel
+    assert rel.max() < FP_TOL, rel
 
 
 def test_closed_form_input_variance_floor() -> None:
@@ -209,7 +253,7 @@ def test_closed_form_input_variance_floor() -> None:
     res = _run_cf(model, x, t, loss, learn_prior=False, prior_precision=10.0, input_var_floor=c)
     expected = 2.0 * (h + c * a) / BETA_CF + 10.0
     rel = (res.extras["precision/0.weight"] - expected).abs() / expected
-    assert rel.max() < CF_TOL, rel
+    assert rel.max() < FP_TOL, rel
 
 
 # --------------------------------------------------------------------------- 2. ranking on a CNN
@@ -282,11 +326,11 @@ def test_ranks_filters_like_the_exact_fisher() -> None:
     exact = _exact_fisher(model, x, names)
     batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, x.shape[0], 32)]
     # β = 1e-4 instead of the default 1e-7: this tiny random-init probe has H ~ 1e-2 and
-    # λ² ~ 1e2, so 2H/β ≫ λ² (H is identifiable) and Λ's optimum lies ~1-2 log-units from
-    # its initialisation, reachable in 400 steps (at 1e-7 it is ~7 log-units away).
-    res = estimate_variational(
-        model, batches, generator=torch.Generator().manual_seed(0), beta=1e-4, steps=400, average_last=0.5
-    )
+    # λ² ~ 1e2, so 2H/β ≫ λ² (H is identifiable). At 1e-7 the objective's noise is so narrow
+    # that it measures the Hessian of a network that is not at a minimum: indefinite, with
+    # most filters' slopes negative (see BENCHMARKS.md, "variational").
+    res = estimate_variational(model, batches, generator=torch.Generator().manual_seed(0), beta=1e-4, steps=48,
+                               optimizer="fixed_point")
     assert res.config["train_head"] is True
     est = torch.cat([res.per_param[n].flatten(1).mean(dim=1) for n in names])
     ref = torch.cat([exact[n].flatten(1).mean(dim=1) for n in names])
@@ -443,7 +487,8 @@ def test_refuses_unsupported_parameters_and_bad_options() -> None:
         _small_run(std, x, y, params=["0.weight"])
     with pytest.raises(FisherError, match="no batch"):
         estimate_variational(model, [], steps=3)
-    for bad in ({"beta": 0.0}, {"lr": -1.0}, {"steps": 0}, {"average_last": 1.0}, {"likelihood": "poisson"}):
+    for bad in ({"beta": 0.0}, {"lr": -1.0}, {"steps": 0}, {"average_last": 1.0}, {"likelihood": "poisson"},
+                {"optimizer": "sgd"}):
         with pytest.raises(FisherError):
             _small_run(model, x, y, **bad)
     with pytest.raises(FisherError, match="average_last"):

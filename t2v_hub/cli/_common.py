@@ -146,6 +146,10 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--variational-init", choices=("reference", "laplace"), default=None,
                    help="variational: start from the reference's variances, or warm-start at 2F/beta + prior "
                         "from a montecarlo pass (converges in far fewer steps)")
+    g.add_argument("--variational-optimizer", choices=("adam", "fixed_point"), default=None,
+                   help="variational: the supplement's Adam recipe (default), or a closed-form step per filter "
+                        "with antithetic noise (reaches the optimum of a quadratic loss in tens of steps; see "
+                        "BENCHMARKS.md on what the optimum is on a real probe)")
     g.add_argument("--batch-size", type=positive_int, default=32, help="images per forward/backward pass")
     g.add_argument("--input-size", type=positive_int, default=None, help="override the probe's input resolution")
     g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not with --method variational)")
@@ -179,10 +183,13 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
 
     if getattr(args, "fisher_steps", None) is not None and (args.method != "variational" or args.fisher_steps < 1):
         raise FisherError("--fisher-steps takes a positive step count and applies to --method variational only")
-    if getattr(args, "variational_init", None) is not None and args.method != "variational":
-        raise FisherError("--variational-init applies to --method variational only")
+    for flag in ("variational_init", "variational_optimizer"):
+        if getattr(args, flag, None) is not None and args.method != "variational":
+            raise FisherError(f"--{flag.replace('_', '-')} applies to --method variational only")
     fisher_options = {k: v for k, v in (("steps", getattr(args, "fisher_steps", None)),
-                                        ("init", getattr(args, "variational_init", None))) if v is not None}
+                                        ("init", getattr(args, "variational_init", None)),
+                                        ("optimizer", getattr(args, "variational_optimizer", None)))
+                      if v is not None}
 
     return embed(
         args.dataset,

@@ -168,14 +168,27 @@ def make_optimizer(layers: list[VarLayer], learn_prior: bool, lr: float, head_pa
     return torch.optim.Adam(groups)
 
 
-def install_noise(layers: list[VarLayer], input_var_floor: float, noise_gen: torch.Generator) -> list[Any]:
-    """Local reparametrisation: each measured layer's output gets the noise its weights would induce."""
+def install_noise(layers: list[VarLayer], input_var_floor: float, noise_gen: torch.Generator,
+                  antithetic: bool = False) -> list[Any]:
+    """Local reparametrisation: each measured layer's output gets the noise its weights would induce.
+
+    ``antithetic``: the batch holds two copies of the same inputs; the second copy gets the
+    negated noise of the first (every layer's leading dimension is the batch, or the batch
+    folded with windows or tokens in batch-major order, so halves stay copies).
+    """
+
+    def draw(shape: torch.Size, output: Tensor) -> Tensor:
+        if antithetic and shape[0] % 2 == 0:
+            half = torch.randn((shape[0] // 2, *shape[1:]), generator=noise_gen, device=output.device,
+                               dtype=output.dtype)
+            return torch.cat([half, -half])
+        return torch.randn(shape, generator=noise_gen, device=output.device, dtype=output.dtype)
 
     def make_hook(layer: VarLayer) -> Callable[[nn.Module, tuple[Any, ...], Tensor], Tensor]:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor:
             layer.calls += 1
             var = noise_variance(layer, inputs[0], input_var_floor)
-            eps = torch.randn(output.shape, generator=noise_gen, device=output.device, dtype=output.dtype)
+            eps = draw(output.shape, output)
             # clamp: zero gradient (not inf·0 = NaN) where a filter sees no input energy.
             return output + var.clamp_min(TINY_VAR).sqrt() * eps
 

@@ -74,15 +74,28 @@ variance = mean ``w²``); that is what we do (``prior_precision=`` overrides it)
 
 Caveats
 -------
-* Convergence: ``L`` moves at most ~``lr`` per Adam step (less when gradients are noisy).
-  With β = 1e-7 the optimum ``2H̄/β`` can lie several log-units above the initial precision
-  (5-7 on tiny random CNNs), i.e. many hundreds of steps at lr 1e-2; a run that stops
-  earlier reports a Fisher still biased towards its initialisation. The result says so:
+* Convergence: with Adam (``optimizer="adam"``, the supplement's recipe and the default)
+  ``L`` moves at most ~``lr`` per step (less when gradients are noisy). With β = 1e-7 the
+  optimum ``2H̄/β`` can lie several log-units above the initial precision (5-7 on tiny
+  random CNNs), i.e. many hundreds of steps at lr 1e-2; a run that stops earlier reports a
+  Fisher still biased towards its initialisation. ``optimizer="fixed_point"``
+  (:mod:`._variational_fixed_point`) instead jumps to the closed-form minimiser under a
+  Monte Carlo estimate of each filter's slope (antithetic noise), which reaches the optimum
+  of a quadratic loss in tens of steps. The result says how far it got:
   ``config["log_prec_change"]`` is the mean |L_end - L_init| and
   ``config["late_change_fraction"]`` the share of it that happened over the last 10% of
   the steps (when the step count is known): near 0 when L has settled, near 0.1 or more
   while it is still drifting at a constant rate. :func:`t2v_hub.embed` warns above
   ``UNCONVERGED_FRACTION``; pass ``steps=`` to run longer.
+* What the optimum is on a real probe: the expansion of the supplement assumes ŵ is a
+  minimum of the task's loss, where the Hessian is the (PSD) Fisher. A probe's backbone is
+  not (only its head is fitted), and on tf_efficientnet_lite0 with Fashion-MNIST 64-69% of
+  the filters' slope estimates are <= 0 at the first step, from the reference start (whose
+  noise already raises the probe's loss from 0.53 to 2.2 nats) and from a narrow one alike.
+  Run to its stationary point, the objective sends 85-90% of the filters to the prior and
+  the expected loss under the posterior to 5-8 nats; the surviving filters' values are
+  dominated by noise (d_sym 0.92 between two seeds, against 0.09 for montecarlo). See
+  BENCHMARKS.md, "Variational convergence"; montecarlo is the estimator to use.
 * The expansion assumes the first-order term averages out. A ReLU right after a noisy
   output breaks this near its kink (``E[relu(o + σε)] − relu(o)`` is O(σ), not O(σ²)), so
   on layers with many pre-activations near 0 the estimate also measures that: on a small
@@ -111,6 +124,7 @@ from ..constants import (
 )
 from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
+from ._variational_fixed_point import optimise_fixed_point
 from ._variational_layers import resolve_layers
 from ._variational_run import (
     LossFn,
@@ -130,7 +144,13 @@ from ._variational_run import (
 )
 from .result import FisherResult
 
-__all__ = ["UNCONVERGED_FRACTION", "estimate_variational"]
+__all__ = ["OPTIMIZERS", "UNCONVERGED_FRACTION", "estimate_variational"]
+
+# "adam" (default): the supplement's recipe, Adam on L at ``lr``; "fixed_point": the
+# closed-form step per filter of :mod:`._variational_fixed_point` (exact and fast on a loss
+# quadratic in the weights; on real probes it exposes an objective whose optimum is not a
+# usable embedding, see BENCHMARKS.md "Variational convergence", hence not the default).
+OPTIMIZERS = ("fixed_point", "adam")
 
 UNCONVERGED_FRACTION = 0.05  # late_change_fraction above which the estimate is reported as unconverged
 
@@ -156,6 +176,7 @@ def estimate_variational(
     average_last: float = 0.0,
     likelihood: str = "categorical",
     init_hessian: Mapping[str, Tensor] | None = None,
+    optimizer: str = "adam",
     **_: object,
 ) -> FisherResult:
     """Robust Fisher of supplement section 6 (see the module docstring for the derivation).
@@ -171,6 +192,12 @@ def estimate_variational(
     is trained jointly at ``head_lr`` if ``train_head``; measured weights never change.
     ``device``: where to run (default: the model's device; always on a copy).
 
+    ``optimizer``: ``"adam"`` (the supplement's recipe, at ``lr``) or ``"fixed_point"`` (a
+    closed-form step per filter from antithetic slope estimates; ``lr`` unused, recorded as
+    None; the config then also records the share of filters with a non-positive slope after
+    the first step and at the end, and the expected loss under the posterior then and over
+    the last 10% of the steps).
+
     ``average_last`` in [0, 1): the result averages the iterates of the last fraction of the
     steps (Polyak-Ruppert) instead of taking the last one (0, the reference's behaviour).
     Adam at lr 1e-2 keeps ``L`` jittering by several percent around the optimum; averaging
@@ -184,6 +211,8 @@ def estimate_variational(
     of all steps when ``steps`` stops earlier). Deterministic given ``generator``.
     """
     check_settings(beta, lr, head_lr, epochs, steps, input_var_floor, var_init_scale, prior_precision, average_last)
+    if optimizer not in OPTIMIZERS:
+        raise FisherError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}.")
     avg_from = _averaging_start(loader, epochs, steps, average_last)
     names = list(params) if params is not None else filter_parameter_names(model)
     if not names:
@@ -198,19 +227,25 @@ def estimate_variational(
     if init_hessian is not None:
         _warm_start(layers, init_hessian, beta)
     head_params = trainable_head(work, layers, train_head, head_lr)
-    handles = install_noise(layers, input_var_floor, _noise_generator(generator, device))
-    optimizer = make_optimizer(layers, learn_prior, lr, head_params, head_lr)
+    fixed_point = optimizer == "fixed_point"
+    handles = install_noise(layers, input_var_floor, _noise_generator(generator, device), antithetic=fixed_point)
     # Convergence diagnostic: L at the start and at 90% of the steps (when the count is known).
     total_steps = _total_steps(loader, epochs, steps)
     track = Tracker(layers, avg_from, max(int(0.9 * total_steps), 0) if total_steps else None)
     try:
-        num_samples = _optimise(work, loader, epochs, steps, layers, loss, beta, optimizer, track, device)
+        diagnostics: dict[str, float] = {}
+        if fixed_point:
+            num_samples, diagnostics = optimise_fixed_point(work, loader, epochs, steps, layers, loss, beta, learn_prior,
+                                               head_params, head_lr, track, device)
+        else:
+            adam = make_optimizer(layers, learn_prior, lr, head_params, head_lr)
+            num_samples = _optimise(work, loader, epochs, steps, layers, loss, beta, adam, track, device)
     finally:
         for h in handles:
             h.remove()
     change, late = track.change()
     config: dict[str, Any] = {
-        "beta": beta, "lr": lr, "head_lr": head_lr, "epochs": epochs, "steps": steps,
+        "optimizer": optimizer, "beta": beta, "lr": lr if not fixed_point else None, "head_lr": head_lr, "epochs": epochs, "steps": steps,
         "steps_done": track.steps_done, "log_prec_change": change, "late_change_fraction": late,
         "learn_prior": learn_prior, "train_head": bool(head_params), "input_var_floor": input_var_floor,
         "var_init_scale": var_init_scale, "prior_precision": prior_precision,
@@ -218,6 +253,7 @@ def estimate_variational(
         "average_last": average_last, "averaged_steps": track.averaged,
         "loss_fn": getattr(loss, "__name__", type(loss).__name__),
         "likelihood": likelihood if loss_fn is None else "custom", "kl_weight": "beta/2", "params": list(names),
+        **diagnostics,
     }
     return track.result(beta, num_samples, config)
 
