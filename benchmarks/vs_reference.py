@@ -160,6 +160,7 @@ def child_reference(ref: Path, inputs: Path, method: str, samples: int, seed: in
         for n in TTA_SAMPLES:
             c = time.process_time()
             t.loader_opts["num_samples"] = min(n, N_IMAGES)
+            t.loader_opts["batch_size"] = min(n, BATCH)  # its loader drops the last partial batch
             t.montecarlo_fisher(ds, epochs=max(n // N_IMAGES, 1))
             sec = time.process_time() - c
             v = torch.cat([m.weight.grad2_acc.flatten(1).mean(1) for _, m in model.named_modules()

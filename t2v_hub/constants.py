@@ -52,3 +52,14 @@ def cache_dir() -> str:
     """Embedding cache; overridable with T2V_HUB_CACHE."""
     default = os.path.join(os.path.expanduser("~"), ".cache", "t2v_hub")
     return os.environ.get("T2V_HUB_CACHE", default)
+
+
+# Decoded images (uint8 crops) are kept in RAM up to this many bytes; a bigger task's decode
+# cache is a file-backed tensor under cache_dir()/decoded (see data/rows.py). 2 GiB: ~14k
+# images at 224 px. Overridable with T2V_HUB_DECODE_RAM_MB.
+DECODE_RAM_BYTES = 2 * 1024**3
+
+
+def decode_ram_bytes() -> int:
+    mb = os.environ.get("T2V_HUB_DECODE_RAM_MB")
+    return int(float(mb) * 1024**2) if mb else DECODE_RAM_BYTES

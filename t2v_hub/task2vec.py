@@ -32,6 +32,7 @@ from torch import nn
 
 from . import constants as C
 from .config import EmbedConfig, FisherConfig, HeadConfig
+from .data.rows import ImageRows
 from .data.tensors import TensorBatches, TensorTask, as_task
 from .distributed import DistInfo, dist_info, gather_rows, reduce_result, shard_indices
 from .embedding import Task2VecEmbedding
@@ -49,7 +50,7 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def _batched_features(
-    probe: Probe, images: torch.Tensor, batch_size: int, device: torch.device, quiet: bool = True
+    probe: Probe, images: torch.Tensor | ImageRows, batch_size: int, device: torch.device, quiet: bool = True
 ) -> torch.Tensor:
     out = []
     with torch.no_grad():
@@ -108,7 +109,7 @@ class _Run:
     probe: Probe
     config: EmbedConfig
     label_kind: str
-    images: torch.Tensor
+    images: ImageRows  # normalised batch by batch: the task is never one float tensor
     labels: torch.Tensor
     shard: torch.Tensor
     dist: DistInfo
@@ -117,7 +118,7 @@ class _Run:
     quiet: bool
 
     def batches(self, labels: torch.Tensor, desc: str) -> TensorBatches:
-        return TensorBatches(self.images[self.shard], labels[self.shard], self.config.fisher.batch_size,
+        return TensorBatches(self.images.select(self.shard), labels[self.shard], self.config.fisher.batch_size,
                              None if self.quiet else desc)
 
     def montecarlo(self, logits: torch.Tensor, generator: torch.Generator, options: dict[str, Any]) -> FisherResult:
@@ -259,7 +260,7 @@ def embed(
             stats.update(cached=True, seconds=time.perf_counter() - t0)
         return Task2VecEmbedding.load(cache_path)
 
-    images, labels = task.tensors(p.data_config, progress=not quiet)
+    images, labels = task.image_rows(p.data_config, progress=not quiet), task.labels
     n = int(images.shape[0])
     if n == 0:
         raise DataError("no usable samples left after filtering; check the dataset and on_bad_image")
@@ -271,7 +272,7 @@ def embed(
     _log(f"features of {n} images with {p.name}...", quiet)
     t_feat = time.perf_counter()
     # Each process embeds its shard; every process then fits the same head on all features.
-    feats = gather_rows(_batched_features(p, images[run.shard], batch_size, dev, quiet), dist)
+    feats = gather_rows(_batched_features(p, images.select(run.shard), batch_size, dev, quiet), dist)
     head_stats = fit_head(p.head(), feats.to(dev), labels.to(dev), config.head, torch.Generator().manual_seed(seed),
                           multilabel=label_kind == "multi", regression=label_kind == "regression")
     t_fisher = time.perf_counter()

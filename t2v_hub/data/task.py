@@ -25,12 +25,14 @@ import torch
 from datasets import IterableDataset
 from tqdm.auto import tqdm
 
+from .. import constants as K
 from ..errors import BadImageError, DataError, ImageTooLargeError
 from . import columns as C
 
 # Streaming: rows are shuffled through a buffer of this many before taking max_samples.
 from .decode import DECODE_BATCH, Decoded, Refs, _as_list, _DecodeSet  # noqa: E402
 from .images import Preprocessor
+from .rows import ImageRows, uint8_cache
 from .select import _select_stream, _select_table  # noqa: E402
 from .sources import resolve
 
@@ -87,6 +89,7 @@ class TaskData:
         self._base_dir = base_dir
         self._token = token
         self._cache: tuple[str, Preprocessor, torch.Tensor] | None = None
+        self._kept: torch.Tensor | None = None  # rows of the decode cache left after skipped images
 
     @property
     def num_samples(self) -> int:
@@ -115,8 +118,16 @@ class TaskData:
         the uint8 crops; rows whose image is bad are dropped when on_bad_image="skip".
         The float tensor is 4x the cache's size: use :meth:`loader` for big tasks.
         """
+        return self.image_rows(transform_cfg, num_workers=num_workers, progress=progress).materialize(), self.labels
+
+    def image_rows(self, transform_cfg: dict[str, Any], *, num_workers: int = 0, progress: bool = True) -> ImageRows:
+        """All samples as :class:`~t2v_hub.data.rows.ImageRows`: normalised batch by batch.
+
+        The decoded uint8 cache is kept (in RAM, or file-backed above
+        ``constants.decode_ram_bytes()``); a float batch exists only while it is used.
+        """
         pre, cache = self._ensure(transform_cfg, num_workers, progress)
-        return pre.normalize(cache), self.labels
+        return ImageRows(cache, pre.normalize, self._kept)
 
     def loader(
         self,
@@ -139,7 +150,7 @@ class TaskData:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         pre, cache = self._ensure(transform_cfg, num_workers, progress)
         labels = self.labels
-        n = cache.shape[0]
+        n = cache.shape[0] if self._kept is None else int(self._kept.numel())
         if shuffle:
             order = torch.randperm(n, generator=generator or torch.Generator().manual_seed(self.seed))
         else:
@@ -149,7 +160,8 @@ class TaskData:
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
-                x, y = pre.normalize(cache[idx]), labels[idx]
+                rows = idx if self._kept is None else self._kept[idx]
+                x, y = pre.normalize(cache[rows]), labels[idx]
                 yield (x.pin_memory(), y.pin_memory()) if pin else (x, y)
 
         return batches()
@@ -164,7 +176,8 @@ class TaskData:
         if self._cache is not None and self._cache[0] == pre.key:
             return self._cache[1], self._cache[2]
         n = len(self._keys)
-        out = torch.empty((n, 3, *pre.size), dtype=torch.uint8)
+        out = uint8_cache((n, 3, *pre.size), K.decode_ram_bytes(), os.path.join(K.cache_dir(), "decoded"))
+        self._kept = None
         # Per-image copies go through numpy: torch would split each 150 KB copy
         # across its intra-op threads, which costs milliseconds on a busy machine.
         buf = out.numpy()
@@ -185,7 +198,7 @@ class TaskData:
                     bad.append(pos)
                 bar.update(len(batch))
         if bad:
-            out = self._drop(bad, out)
+            self._kept = self._drop(bad)
         self._cache = (pre.key, pre, out)
         return pre, out
 
@@ -201,8 +214,11 @@ class TaskData:
         )
         yield from dl
 
-    def _drop(self, bad: list[int], cache: torch.Tensor) -> torch.Tensor:
-        """Forget rows whose image failed (skip mode); the task must still be a task."""
+    def _drop(self, bad: list[int]) -> torch.Tensor:
+        """Forget rows whose image failed (skip mode); the task must still be a task.
+
+        Returns the rows of the decode cache that are kept (the cache itself is not copied).
+        """
         keep = torch.ones(len(self._keys), dtype=torch.bool)
         keep[bad] = False
         n_bad = int(self.metadata.get("num_bad_images", 0)) + len(bad)
@@ -220,7 +236,7 @@ class TaskData:
             _check_classes(self.labels, f"after dropping {n_bad} bad images")
         self.metadata["num_bad_images"] = n_bad
         self.metadata["num_samples"] = self.num_samples
-        return cache[keep]
+        return keep.nonzero().flatten()
 
 
 def _check_classes(labels: torch.Tensor, when: str) -> None:

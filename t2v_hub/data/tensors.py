@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError
+from .rows import ImageRows
 
 LABEL_KINDS = ("single", "multi", "regression")
 
@@ -74,6 +75,10 @@ class TensorTask:
     def tensors(self, transform_cfg: dict[str, Any], **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images, self.labels
 
+    def image_rows(self, transform_cfg: dict[str, Any] | None = None, *, progress: bool = True) -> ImageRows:
+        """The images as :class:`~t2v_hub.data.rows.ImageRows` (already normalised: a plain view)."""
+        return ImageRows(self.images)
+
     def subsample(self, max_samples: int, seed: int) -> TensorTask:
         """``max_samples`` rows drawn without replacement by a generator seeded with ``seed``.
 
@@ -105,7 +110,8 @@ class TensorBatches:
     passes over the data: a one-shot generator silently ended it after the first.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, desc: str | None = None) -> None:
+    def __init__(self, images: torch.Tensor | ImageRows, labels: torch.Tensor, batch_size: int,
+                 desc: str | None = None) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be at least 1, got {batch_size}")
         self.images, self.labels, self.batch_size, self.desc = images, labels, batch_size, desc

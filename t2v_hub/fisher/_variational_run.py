@@ -100,8 +100,14 @@ def _averaging_start(loader: Iterable[Any], epochs: int, steps: int | None, frac
     return max(total - max(math.ceil(fraction * total), 1), 0)
 
 
+OPTIMIZERS = ("adam", "fixed_point")
+
+
 def check_settings(beta: float, lr: float, head_lr: float, epochs: int, steps: int | None, input_var_floor: float,
-                   var_init_scale: float, prior_precision: float | None, average_last: float) -> None:
+                   var_init_scale: float, prior_precision: float | None, average_last: float,
+                   optimizer: str = "adam") -> None:
+    if optimizer not in OPTIMIZERS:
+        raise FisherError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}.")
     if not beta > 0 or not math.isfinite(beta):
         raise FisherError(f"beta must be a positive number, got {beta!r}.")
     if not lr > 0 or head_lr < 0:

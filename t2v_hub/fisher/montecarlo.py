@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.rows import ImageRows, take_rows
 from ..errors import FisherError
 from .likelihoods import LIKELIHOODS, sample_labels
 from .persample import estimate_persample
@@ -25,7 +26,7 @@ from .result import FisherResult
 
 def estimate_montecarlo_presampled(
     model: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | ImageRows,
     logits: torch.Tensor,
     *,
     params: list[str] | None = None,
@@ -61,7 +62,7 @@ def estimate_montecarlo_presampled(
     for k in range(mc_samples):
         desc = f"Fisher montecarlo {k + 1}/{mc_samples}" if progress else None
         r = estimate_persample(
-            model, TensorBatches(images[rows], draws[k][rows], batch_size, desc), method="empirical",
+            model, TensorBatches(take_rows(images, rows), draws[k][rows], batch_size, desc), method="empirical",
             params=params, likelihood=likelihood, autocast_dtype=autocast_dtype, device=device, **options,
         )
         assert r.sums is not None

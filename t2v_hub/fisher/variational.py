@@ -150,7 +150,7 @@ __all__ = ["OPTIMIZERS", "UNCONVERGED_FRACTION", "estimate_variational"]
 # closed-form step per filter of :mod:`._variational_fixed_point` (exact and fast on a loss
 # quadratic in the weights; on real probes it exposes an objective whose optimum is not a
 # usable embedding, see BENCHMARKS.md "Variational convergence", hence not the default).
-OPTIMIZERS = ("fixed_point", "adam")
+from ._variational_run import OPTIMIZERS  # noqa: E402  (defined with the other settings checks)
 
 UNCONVERGED_FRACTION = 0.05  # late_change_fraction above which the estimate is reported as unconverged
 
@@ -192,35 +192,26 @@ def estimate_variational(
     is trained jointly at ``head_lr`` if ``train_head``; measured weights never change.
     ``device``: where to run (default: the model's device; always on a copy).
 
-    ``optimizer``: ``"adam"`` (the supplement's recipe, at ``lr``) or ``"fixed_point"`` (a
-    closed-form step per filter from antithetic slope estimates; ``lr`` unused, recorded as
-    None; the config then also records the share of filters with a non-positive slope after
-    the first step and at the end, and the expected loss under the posterior then and over
-    the last 10% of the steps).
+    ``optimizer``: ``"adam"`` (the supplement's recipe, at ``lr``) or ``"fixed_point"``
+    (:mod:`._variational_fixed_point`; ``lr`` unused, recorded as None, extra diagnostics).
 
-    ``average_last`` in [0, 1): the result averages the iterates of the last fraction of the
-    steps (Polyak-Ruppert) instead of taking the last one (0, the reference's behaviour).
-    Adam at lr 1e-2 keeps ``L`` jittering by several percent around the optimum; averaging
-    the posterior variances ``exp(-L)`` (whose mean is what the stationarity condition fixes,
-    since ``∂J/∂L`` is affine in ``exp(-L)``) and the priors ``λ²`` removes most of it.
-    The total step count must be known: ``steps``, or ``epochs × len(loader)``.
+    ``average_last`` in [0, 1): average the iterates of the last fraction of the steps
+    (Polyak-Ruppert: the posterior variances ``exp(-L)``, whose mean the stationarity
+    condition fixes, and ``λ²``) instead of taking the last one (0, the reference's
+    behaviour); the step count must be known (``steps``, or ``epochs × len(loader)``).
 
     Returns ``per_param[name]`` = ``Ĥ_f = (β/2)(Λ_f − λ²)⁺`` broadcast to the weight's shape,
     ``extras["precision/<name>"]`` = ``Λ_f`` and ``extras["prior/<name>"]`` = ``λ²`` (CPU,
     float32). ``num_samples`` counts the samples of the first pass over the loader (those
     of all steps when ``steps`` stops earlier). Deterministic given ``generator``.
     """
-    check_settings(beta, lr, head_lr, epochs, steps, input_var_floor, var_init_scale, prior_precision, average_last)
-    if optimizer not in OPTIMIZERS:
-        raise FisherError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}.")
+    check_settings(beta, lr, head_lr, epochs, steps, input_var_floor, var_init_scale, prior_precision, average_last,
+                   optimizer)
     avg_from = _averaging_start(loader, epochs, steps, average_last)
     names = list(params) if params is not None else filter_parameter_names(model)
     if not names:
         raise FisherError("no parameter to measure: params is empty.")
-    if device is None:
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = _device_of(model, device)
     loss = loss_for(likelihood, loss_fn)
     work = working_copy(model, device)
     layers = resolve_layers(work, names, var_init_scale, prior_precision, learn_prior)
@@ -232,30 +223,35 @@ def estimate_variational(
     # Convergence diagnostic: L at the start and at 90% of the steps (when the count is known).
     total_steps = _total_steps(loader, epochs, steps)
     track = Tracker(layers, avg_from, max(int(0.9 * total_steps), 0) if total_steps else None)
+    diagnostics: dict[str, float] = {}
     try:
-        diagnostics: dict[str, float] = {}
         if fixed_point:
-            num_samples, diagnostics = optimise_fixed_point(work, loader, epochs, steps, layers, loss, beta, learn_prior,
-                                               head_params, head_lr, track, device)
+            num_samples, diagnostics = optimise_fixed_point(work, loader, epochs, steps, layers, loss, beta,
+                                                            learn_prior, head_params, head_lr, track, device)
         else:
-            adam = make_optimizer(layers, learn_prior, lr, head_params, head_lr)
-            num_samples = _optimise(work, loader, epochs, steps, layers, loss, beta, adam, track, device)
+            num_samples = _optimise(work, loader, epochs, steps, layers, loss, beta,
+                                    make_optimizer(layers, learn_prior, lr, head_params, head_lr), track, device)
     finally:
         for h in handles:
             h.remove()
     change, late = track.change()
     config: dict[str, Any] = {
-        "optimizer": optimizer, "beta": beta, "lr": lr if not fixed_point else None, "head_lr": head_lr, "epochs": epochs, "steps": steps,
-        "steps_done": track.steps_done, "log_prec_change": change, "late_change_fraction": late,
+        "optimizer": optimizer, "beta": beta, "lr": None if fixed_point else lr, "head_lr": head_lr, "epochs": epochs,
+        "steps": steps, "steps_done": track.steps_done, "log_prec_change": change, "late_change_fraction": late,
         "learn_prior": learn_prior, "train_head": bool(head_params), "input_var_floor": input_var_floor,
-        "var_init_scale": var_init_scale, "prior_precision": prior_precision,
-        "init": "hessian (warm start)" if init_hessian is not None else "reference",
-        "average_last": average_last, "averaged_steps": track.averaged,
-        "loss_fn": getattr(loss, "__name__", type(loss).__name__),
-        "likelihood": likelihood if loss_fn is None else "custom", "kl_weight": "beta/2", "params": list(names),
-        **diagnostics,
+        "var_init_scale": var_init_scale, "prior_precision": prior_precision, "average_last": average_last,
+        "init": "hessian (warm start)" if init_hessian is not None else "reference", "averaged_steps": track.averaged,
+        "loss_fn": getattr(loss, "__name__", type(loss).__name__), "kl_weight": "beta/2", "params": list(names),
+        "likelihood": likelihood if loss_fn is None else "custom", **diagnostics,
     }
     return track.result(beta, num_samples, config)
+
+
+def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is None:
+        first = next(model.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+    return torch.device(device)
 
 
 def _optimise(work: nn.Module, loader: Iterable[Any], epochs: int, steps: int | None, layers: list[Any],
