@@ -100,6 +100,13 @@ def prepare() -> Path:
 # ----------------------------------------------------------------------------------- children
 
 
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _conv_names(model: Any) -> list[str]:
     import torch.nn as nn
 
@@ -138,23 +145,28 @@ def child_reference(ref: Path, inputs: Path, method: str, samples: int, seed: in
                                                             "num_samples": N_IMAGES})
     model.eval()  # see the module doc: BatchNorm in eval mode, as for t2v-hub
     stages: dict[str, float] = {"startup": time.process_time() - c0}
+    peak = {"startup": _rss_mb()}
     c = time.process_time()
     t._cache_features(ds, max_samples=None, loader_opts=t.loader_opts)  # its default: 6 worker processes
     stages["features"] = time.process_time() - c
+    peak["features"] = _rss_mb()
     c = time.process_time()
     t._fit_classifier(**t.classifier_opts)
     stages["head"] = time.process_time() - c
+    peak["head"] = _rss_mb()
     c = time.process_time()
     epochs = max(samples // N_IMAGES, 1)
     t.loader_opts["num_samples"] = min(samples, N_IMAGES)
     t.compute_fisher(ds) if epochs == 1 else t.montecarlo_fisher(ds, epochs=epochs)
     stages["fisher"] = time.process_time() - c
     stages["total"] = time.process_time() - c0
+    peak["fisher"] = _rss_mb()
     vec = torch.cat([m.weight.grad2_acc.flatten(1).mean(1) for _, m in model.named_modules()
                      if isinstance(m, torch.nn.Conv2d)])
     out: dict[str, Any] = {"impl": "reference", "method": method, "samples": samples, "stages": stages,
-                           "vector": vec.tolist()}
+                           "peak_rss_mb": peak, "vector": vec.tolist()}
     if tta:  # the Fisher pass alone, at other sample counts, on this same fitted model
+        sys.path.remove(str(ref))  # the reference's datasets.py would shadow HF datasets
         truth = _truth(model, data["images"], seed + 100)
         out["tta"] = []
         for n in TTA_SAMPLES:
@@ -189,9 +201,11 @@ def child_ours(inputs: Path, method: str, samples: int, seed: int, tta: bool) ->
                 return _fn(*a, **k)
             finally:
                 stages[_stage] = stages.get(_stage, 0.0) + time.process_time() - c
+                peak[_stage] = _rss_mb()
 
         setattr(T, attr, wrapped)
     stages["startup"] = time.process_time() - c0
+    peak: dict[str, float] = {"startup": _rss_mb()}
     mc = max(samples // N_IMAGES, 1)
     n = min(samples, N_IMAGES)
     captured: dict[str, Any] = {}
@@ -207,7 +221,7 @@ def child_ours(inputs: Path, method: str, samples: int, seed: int, tta: bool) ->
                 max_samples=n, mc_samples=mc, cache=False, quiet=True)
     stages["total"] = time.process_time() - c0
     out: dict[str, Any] = {"impl": "t2v-hub", "method": method, "samples": samples, "stages": stages,
-                           "vector": e.vector.tolist()}
+                           "peak_rss_mb": peak, "vector": e.vector.tolist()}
     if tta:  # the Fisher pass alone (the library's estimator), on this same fitted model
         from t2v_hub.fisher import estimate
 
@@ -288,6 +302,9 @@ def summarise(rows: list[dict[str, Any]], tta: list[dict[str, Any]]) -> dict[str
              for i, m in (("reference", "montecarlo"), ("t2v-hub", "montecarlo"), ("t2v-hub", "batch"))}
     ratios = {m: {s: round(table[f"t2v-hub/{m}"][s] / table["reference/montecarlo"][s], 3) for s in stages}
               for m in ("montecarlo", "batch")}
+    peaks = {f"{i}/{m}": {s: max(r["peak_rss_mb"][s] for r in rows if r["impl"] == i and r["method"] == m)
+                          for s in ("startup", "features", "head", "fisher")}
+             for i, m in (("reference", "montecarlo"), ("t2v-hub", "montecarlo"), ("t2v-hub", "batch"))}
     vec = {(r["impl"], r["method"], r["rep"]): r["_v"] for r in rows}
     agree = {}
     if len({r["rep"] for r in rows}) >= 2:
@@ -305,7 +322,7 @@ def summarise(rows: list[dict[str, Any]], tta: list[dict[str, Any]]) -> dict[str
 
     return {"setting": {"model": "resnet18 (fixed random init)", "images": N_IMAGES, "size": SIZE, "batch": BATCH,
                         "threads": THREADS, "reps": len({r["rep"] for r in rows})},
-            "cpu_seconds": table, "ratio_to_reference": ratios,
+            "cpu_seconds": table, "ratio_to_reference": ratios, "peak_rss_mb_after_stage": peaks,
             "agreement": {k: round(v, 4) for k, v in agree.items()},
             "time_to_accuracy": {"runs": tta, "cos_0.99_s": {i: reach(i, 0.99) for i in ("reference", "t2v-hub")},
                                  "cos_0.999_s": {i: reach(i, 0.999) for i in ("reference", "t2v-hub")}},
@@ -320,6 +337,9 @@ def render(out: dict[str, Any]) -> str:
     for m, r in out["ratio_to_reference"].items():
         lines.append(f"| ratio t2v-hub {m} / reference | " + " | ".join(f"{r[s]:.2f}x" for s in
                      ("startup", "features", "head", "fisher", "total")) + " |")
+    lines += ["", "| peak RSS (MiB) after | startup | features | head | Fisher |", "|---|---:|---:|---:|---:|"]
+    for k, v in out["peak_rss_mb_after_stage"].items():
+        lines.append(f"| {k} | " + " | ".join(f"{v[s]:.0f}" for s in ("startup", "features", "head", "fisher")) + " |")
     lines += ["", "| Fisher pass | samples | CPU s | cos to truth |", "|---|---:|---:|---:|"]
     for r in out["time_to_accuracy"]["runs"]:
         lines.append(f"| {r['impl']} {r['method']} | {r['samples']} | {r['fisher_cpu_s']:.1f} | {r['cos_truth']:.4f} |")

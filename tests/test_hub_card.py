@@ -85,6 +85,20 @@ def test_update_keeps_other_keys_comments_and_body_byte_for_byte() -> None:
     assert "layout_hash: '1e5'" in out
 
 
+def test_existing_card_gains_only_the_standard_fields_it_lacks() -> None:
+    extra = {"license": "mit", "datasets": ["org/other"], "library_name": "timm", "base_model": "timm/x"}
+    out = update_card(OWNER_CARD, [entry()], "org/m", extra)
+    meta = parse_card(out).metadata
+    # The owner's values stay (license, datasets); only absent fields are added.
+    assert meta["license"] == "apache-2.0" and meta["datasets"] == ["fashion_mnist", "mnist"]
+    assert meta["library_name"] == "timm" and meta["base_model"] == "timm/x"
+    for line in OWNER_CARD.splitlines()[1:17]:
+        assert line in out.splitlines()
+    assert update_card(out, [entry()], "org/m", extra) == out  # idempotent
+    bare = update_card("# just a body\n", [entry()], "org/m", {"license": "mit"})
+    assert parse_card(bare).metadata["license"] == "mit" and parse_card(bare).body.startswith("# just a body")
+
+
 def test_second_update_replaces_only_our_block_and_section() -> None:
     once = update_card(OWNER_CARD, [entry()], "org/m")
     twice = update_card(once, [entry(), entry("resnet18", norm=2.0)], "org/m")

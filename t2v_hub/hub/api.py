@@ -250,7 +250,8 @@ def push_embedding(
     entries = read_entries(parse_card(state.text).metadata) if state.text else []
     path = _choose_path(entries, embedding.probe, method)
     entry = make_entry(embedding, path, sha, nearest)
-    fields = None if state.text else card_fields(embedding, hub, repo_id, license=license, base_model=base_model)
+    # A new card states every field known; an existing one gains only those it lacks (update_card).
+    fields = card_fields(embedding, hub, repo_id, license=license, base_model=base_model)
     new_card = update_card(state.text, merge_entries(entries, entry), repo_id, fields)
     files = {path: data, "README.md": new_card.encode("utf-8")}
     result = PushResult(

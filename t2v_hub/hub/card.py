@@ -212,11 +212,18 @@ def _with_tag(tags: Any) -> list[Any] | None:
     raise CardError(f"README.md 'tags' must be a list, found {type(tags).__name__}; fix the card")
 
 
-def _edit_front_matter(card: ParsedCard, entries: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """New YAML text and the metadata it must parse to."""
+def _edit_front_matter(card: ParsedCard, entries: list[dict[str, Any]],
+                       extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """New YAML text and the metadata it must parse to.
+
+    ``extra``: standard fields added only where the card does not have them (the owner's
+    values are never changed).
+    """
     nl = card.newline
     expected = copy.deepcopy(card.metadata)
     expected[CARD_BLOCK_KEY] = entries
+    added = {k: v for k, v in (extra or {}).items() if k not in card.metadata}
+    expected.update(added)
     new_tags = _with_tag(card.metadata.get("tags"))
     if new_tags is not None:
         expected["tags"] = new_tags
@@ -243,6 +250,7 @@ def _edit_front_matter(card: ParsedCard, entries: list[dict[str, Any]]) -> tuple
             s, e = spans["tags"]
             edits.append((s, e, _dump({"tags": new_tags}, nl)))
 
+    new_keys.extend(_dump({k: v}, nl) for k, v in added.items())
     block = _dump({CARD_BLOCK_KEY: entries}, nl)
     if CARD_BLOCK_KEY in spans:
         s, e = spans[CARD_BLOCK_KEY]
@@ -338,6 +346,9 @@ def update_card(text: str | None, entries: list[dict[str, Any]], repo_id: str,
                 extra: dict[str, Any] | None = None) -> str:
     """The card with our block, tag and section set to ``entries``; all else unchanged.
 
+    ``extra`` (the Hub's standard fields when known): a new card states them all; an
+    existing card gains only those it lacks.
+
     The result is parsed again and must give exactly the intended metadata and body,
     otherwise CardError is raised and nothing should be written.
     """
@@ -351,10 +362,10 @@ def update_card(text: str | None, entries: list[dict[str, Any]], repo_id: str,
     nl = card.newline
     body = _edit_body(card.body, section, nl)
     if card.has_front_matter:
-        yaml_text, expected = _edit_front_matter(card, entries)
+        yaml_text, expected = _edit_front_matter(card, entries, extra)
         out = card.head + yaml_text + card.tail + body
     else:
-        expected = {"tags": [TASK2VEC_TAG], CARD_BLOCK_KEY: entries}
+        expected = {**(extra or {}), "tags": [TASK2VEC_TAG], CARD_BLOCK_KEY: entries}
         out = "---" + nl + _dump(expected, nl) + "---" + nl + body
     _verify(out, expected, body)
     return out
