@@ -118,6 +118,9 @@ def test_cli_index_then_recommend(setup: dict[str, Any], tmp_path: Path, capsys)
     assert main(["index", "--hub", hub, "--out", str(idx), "--shard-rows", "4", "--trivial", t0, "--format", "json"]) == 0
     cap = capsys.readouterr()
     assert json.loads(cap.out)["experts"] == 6 and "org/broken" in cap.err and "other probes" in cap.err
+    assert "reading expert cards" in cap.err  # progress while the hub's cards and files are read
+    assert main(["index", "--hub", hub, "--out", str(idx), "--trivial", t0, "--force", "--quiet"]) == 0
+    assert "reading expert cards" not in capsys.readouterr().err
     args = ["recommend", "--dataset", str(setup["tmp"] / "target.safetensors"),
             "--index", str(idx), "--trivial", str(setup["tmp"] / "t0.safetensors"), "--format", "json", "--top-k", "3"]
     assert main(args) == 0

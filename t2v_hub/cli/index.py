@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--shard-rows", type=positive_int, default=8192, help="experts per shard file")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
     p.add_argument("--force", action="store_true", help="replace an existing index folder")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_format_arg(p, what="the summary")
     add_hub_args(p)
     return p
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..selection.scoring import partition_experts
 
     hub = get_hub(args.hub, endpoint=args.endpoint, token=args.token)
-    experts, skipped = list_experts(hub, filter=args.filter or None)
+    experts, skipped = list_experts(hub, filter=args.filter or None, progress=not args.quiet)
     for repo_id, why in skipped:
         hint(f"skipped {repo_id}: {why}")
     plan = choose_probe(experts, args.probe, args.method)

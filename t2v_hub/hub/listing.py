@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -85,6 +86,7 @@ def list_experts(
     probe: str | None = None,
     method: str | None = None,
     compatible_with: Task2VecEmbedding | None = None,
+    progress: bool = False,
 ) -> tuple[list[Expert], list[tuple[str, str]]]:
     """Every model tagged ``task2vec`` (and all of ``filter``) with a usable embedding.
 
@@ -92,11 +94,16 @@ def list_experts(
     (through the cache) and checked against the card. Repos whose card or file is
     missing, malformed, mismatched or incompatible (other probe/method, or not
     comparable with ``compatible_with``) are returned in ``skipped`` with a reason.
+    ``progress``: a bar on stderr counting the repos read (a hub's listing has no known length).
     """
+    from tqdm.auto import tqdm
+
     tags = list(dict.fromkeys([TASK2VEC_TAG, *(filter or [])]))
     experts: list[Expert] = []
     skipped: list[tuple[str, str]] = []
-    for listing in hub.list_models(filter=tags):
+    listings = tqdm(hub.list_models(filter=tags), desc="reading expert cards", unit="repo", disable=not progress,
+                    file=sys.stderr, leave=False)
+    for listing in listings:
         repo_id = listing.repo_id
         try:
             validate_repo_id(repo_id)  # a hostile server could list "../x"

@@ -158,7 +158,7 @@ def recommend(
     from ..hub import list_experts
 
     source = getattr(hub_obj, "description", "the hub")
-    experts, skipped = list_experts(hub_obj, filter=filter)
+    experts, skipped = list_experts(hub_obj, filter=filter, progress=not embed_kwargs.get("quiet", True))
     for repo_id, reason in skipped:
         logger.info("skipped %s: %s", repo_id, reason)
     notes: list[str] = []
