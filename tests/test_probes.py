@@ -123,8 +123,19 @@ def test_local_checkpoint_safetensors_and_pth(tmp_path) -> None:
     assert create_probe("test_resnet", 3, checkpoint_path=str(pth)).config.weights_sha256 != probe.config.weights_sha256
     bad = tmp_path / "bad.pth"
     torch.save({first: torch.zeros(1)}, bad)
-    with pytest.raises(WeightsError, match="does not fit"):
+    with pytest.raises(WeightsError, match=f"does not fit the probe architecture: size mismatch for {first}"):
         create_probe("test_resnet", 3, checkpoint_path=str(bad))
+    # A fine-tuned checkpoint with its own head size loads: the probe refits its head anyway.
+    tuned = timm.create_model("test_resnet", num_classes=7)
+    with torch.no_grad():
+        tuned.get_parameter(first).fill_(0.5)
+    ft = tmp_path / "tuned.pth"
+    torch.save(tuned.state_dict(), ft)
+    assert torch.all(create_probe("test_resnet", 3, checkpoint_path=str(ft)).model.get_parameter(first) == 0.5)
+    partial = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in model.state_dict().items() if k != first}, partial)
+    with pytest.raises(WeightsError, match=f"missing '{first}'"):
+        create_probe("test_resnet", 3, checkpoint_path=str(partial))
 
 
 needs_offline = pytest.mark.skipif(

@@ -163,12 +163,35 @@ def _load_checkpoint(model: nn.Module, path: str) -> str:
                 state = state["state_dict"]
     except Exception as exc:
         raise WeightsError(f"cannot read checkpoint {path!r}: {exc}") from exc
+    # A fine-tuned checkpoint's classifier has its own number of classes: the probe refits its
+    # head from zero anyway, so a head of another shape is left out instead of refused.
+    head_keys = _classifier_keys(model)
+    own = model.state_dict()
+    dropped = {k for k, v in state.items() if k in head_keys and k in own and tuple(own[k].shape) != tuple(v.shape)}
     try:
-        model.load_state_dict(state, strict=True)
+        missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in dropped},
+                                                    strict=False)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise WeightsError(f"checkpoint {path!r} does not fit the probe architecture: {first}") from exc
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]  # line 0 is only "Error(s) in loading ..."
+        raise WeightsError(f"checkpoint {path!r} does not fit the probe architecture: {detail}") from exc
+    missing = [k for k in missing if k not in dropped]
+    if missing or unexpected:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise WeightsError(f"checkpoint {path!r} does not fit the probe architecture: {what} "
+                           f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
     return file_sha256(path)
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    getter = getattr(model, "get_classifier", None)
+    head = getter() if callable(getter) else None
+    if not isinstance(head, nn.Module):
+        return set()
+    for prefix, module in model.named_modules():
+        if module is head:
+            return {f"{prefix}.{n}" if prefix else n for n, _ in head.named_parameters()}
+    return set()
 
 
 def resolve_weights(
