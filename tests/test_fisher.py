@@ -536,3 +536,39 @@ def test_levit_matches_a_per_sample_loop_over_a_batched_forward() -> None:
                 ref[n] += g.square()
     ref = {n: r / sum(x.shape[0] for x, _ in data) for n, r in ref.items()}
     assert_matches(estimate(model, data, "empirical"), ref, 1e-5, 1e-3)
+
+
+class FunctionalQKV(nn.Module):
+    """BEiT/EVA-style attention: the qkv weight is used by F.linear with a bias assembled in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.embed = nn.Conv2d(3, 8, 2, stride=2)
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.q_bias = nn.Parameter(torch.randn(8, generator=g))
+        self.v_bias = nn.Parameter(torch.randn(8, generator=g))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)  # (B, N, 8)
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        q, k, v = F.linear(input=t, weight=self.qkv.weight, bias=bias).chunk(3, dim=-1)
+        att = (q @ k.transpose(1, 2) / 8**0.5).softmax(dim=-1) @ v
+        return self.head(att.mean(1))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+
+def test_weight_used_by_a_direct_f_linear_call_matches_the_naive_loop() -> None:
+    torch.manual_seed(0)
+    model = FunctionalQKV().eval()
+    g = gen(5)
+    data = [(torch.randn(3, 3, 8, 8, generator=g), torch.randint(3, (3,), generator=g)) for _ in range(2)]
+    names = ["embed.weight", "qkv.weight"]
+    res = estimate(model, data, "montecarlo", params=names, mc_samples=2, generator=gen())
+    ref = naive_fisher(model, data, {"mc": drawn_labels(model, data, 2)}, names)["mc"]
+    assert res.per_param["qkv.weight"].abs().sum() > 0
+    assert_matches(res, ref, norm_tol=1e-5, elem_rtol=1e-4)
+    assert res.config["unused_params"] == []

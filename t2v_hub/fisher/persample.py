@@ -31,12 +31,15 @@ squaring, which is what the per-sample gradient of a shared weight is.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import FisherError
 from .common import (
@@ -174,15 +177,18 @@ class _Tap:
 
 def _check_unused(
     model: nn.Module, taps: list[_Tap], x: torch.Tensor, dtype: torch.dtype | None
-) -> list[str]:
-    """Names of never-called layers whose weight truly does not affect the output (Fisher 0).
+) -> tuple[list[str], list[_Tap]]:
+    """Never-called layers: those whose weight does not affect the output (Fisher 0), and the
+    Linear layers whose weight is used by a direct ``F.linear`` call instead.
 
-    A weight used outside its module's ``forward`` (``nn.MultiheadAttention.out_proj``)
-    would get no hook call yet a non-zero Fisher: that is an error, not a zero.
+    timm's BEiT/EVA attention calls ``F.linear(x, self.qkv.weight, bias)`` with a bias it
+    assembles itself: that use is caught by :class:`_FunctionalLinear` from then on. Any
+    other layer whose weight is used outside its module's ``forward`` (a convolution, or
+    ``nn.MultiheadAttention``'s packed projection via its own kernels) is an error.
     """
     silent = [t for t in taps if not t.inputs]
     if not silent:
-        return []
+        return [], []
     for t in taps:
         t.active = False
     try:
@@ -198,14 +204,58 @@ def _check_unused(
         for t in taps:
             t.active = True
             t.reset()
-    used = [t.name for t, g in zip(silent, grads, strict=True) if g is not None]
-    if used:
+    used = [t for t, g in zip(silent, grads, strict=True) if g is not None]
+    # nn.MultiheadAttention runs its projections sequence-first (and on its fast path not through
+    # F.linear at all): its out_proj stays an error, not a functional linear.
+    mha = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    for t in taps:
+        t.active = False
+    try:
+        functional = [t for t in used if t.spec is None and not t.norm and id(t.module) not in mha
+                      and _calls_linear(model, x, dtype, t)]
+    finally:
+        for t in taps:
+            t.active = True
+            t.reset()
+    others = [t.name for t in used if t not in functional]
+    if others:
         raise FisherError(
-            f"parameters {used} affect the output but their module's forward is never called "
+            f"parameters {others} affect the output but their module's forward is never called "
             "(e.g. nn.MultiheadAttention uses out_proj.weight directly); leave them out of `params`, or use "
             "method='batch' (the reference's estimator, any layer)."
         )
-    return [t.name for t in silent]
+    return [t.name for t, g in zip(silent, grads, strict=True) if g is None], functional
+
+
+class _FunctionalLinear(TorchFunctionMode):
+    """Routes ``F.linear(x, W, b)`` calls on a measured weight ``W`` to that weight's tap,
+    as if its module had been called: same input, same output-gradient hook."""
+
+    def __init__(self, taps: list[_Tap]) -> None:
+        super().__init__()
+        self.by_weight = {id(t.module.weight): t for t in taps}
+        self.calls: set[int] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.linear or func is torch._C._nn.linear:
+            weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
+            tap = self.by_weight.get(id(weight))
+            if tap is not None:
+                x = kwargs.get("input", args[0] if args else None)
+                self.calls.add(id(weight))
+                if tap.active:
+                    tap.forward_hook(tap.module, (x,), out)
+        return out
+
+
+def _calls_linear(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, tap: _Tap) -> bool:
+    """Whether ``tap``'s weight reaches the output through a direct ``F.linear`` call."""
+    mode = _FunctionalLinear([tap])  # the caller has every tap inactive: nothing is captured
+    with torch.no_grad(), autocast_ctx(x.device, dtype), mode:
+        model(x[:1])
+    return id(tap.module.weight) in mode.calls
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -285,6 +335,7 @@ def _run(
     """The pass over the data: per batch one forward, then one backward per label draw (hooks accumulate)."""
     num_samples = 0
     unused: list[str] = []
+    mode: _FunctionalLinear | None = None  # set on the first batch when a weight is used via F.linear
     handles = []
     try:
         with requires_grad_only(run_model, []), torch.enable_grad():
@@ -293,12 +344,13 @@ def _run(
                 if not x.dtype.is_floating_point:
                     raise FisherError(f"inputs must be floating point images, got {x.dtype}")
                 x_in = x.detach().requires_grad_(True)  # a new tensor: the caller's batch is untouched
-                with autocast_ctx(dev, dtype):
+                with autocast_ctx(dev, dtype), (mode or contextlib.nullcontext()):
                     logits = run_model(x_in)
                 if batch_index == 0:
-                    unused = _check_unused(run_model, taps, x, dtype)
-                    if unused:  # the check consumed the hooks' captures: redo the forward
-                        with autocast_ctx(dev, dtype):
+                    unused, functional = _check_unused(run_model, taps, x, dtype)
+                    mode = _FunctionalLinear(functional) if functional else None
+                    if unused or functional:  # the check consumed the hooks' captures: redo the forward
+                        with autocast_ctx(dev, dtype), (mode or contextlib.nullcontext()):
                             logits = run_model(x_in)
                 _check_captures(taps, x.shape[0])
                 targets = draw_targets(logits, y, labels, draws, generator, likelihood)
