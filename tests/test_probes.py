@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from t2v_hub.errors import ProbeError, UnknownProbeError, WeightsError
-from t2v_hub.probes import build_layout, create_probe, get_probe_adapter, list_probe_adapters
+from t2v_hub.probes import (
+    build_layout,
+    create_probe,
+    filter_parameter_names,
+    get_probe_adapter,
+    list_probe_adapters,
+)
 from t2v_hub.probes.weights import offline_weights_path
 
 
@@ -226,3 +232,20 @@ def test_conv_classifiers_run_on_pooled_vectors() -> None:
     assert isinstance(head, ConvHeadOnVectors) and head.head is m.fc
     v = torch.randn(2, 4)
     assert torch.allclose(head(v), m.fc(v[:, :, None, None]).flatten(1))
+
+
+def test_layers_whose_output_ignores_the_input_are_left_out_of_the_layout() -> None:
+    # test_vit_relpos: each block's relative-position MLP computes the same bias for every image;
+    # its per-sample Fisher would need one backward per sample, so the layout leaves it out.
+    probe = create_probe("test_vit_relpos", 3, input_size=64, img_size=64)
+    assert probe.constant_layers and all(".rel_pos." in n for n in probe.constant_layers)
+    assert not set(probe.constant_layers) & set(probe.layout.param_names)
+    assert any(".attn.qkv." in n for n in probe.layout.param_names)  # the image-dependent layers stay
+    from t2v_hub.task2vec import embed
+
+    g = torch.Generator().manual_seed(0)
+    e = embed((torch.randn(6, 3, 64, 64, generator=g), torch.arange(6) % 3), probe,
+              cache=False, quiet=True)
+    assert e.vector.numel() == probe.layout.dim and bool(torch.isfinite(e.vector).all()) and e.norm > 0
+    plain = create_probe("test_vit", 3, input_size=32)
+    assert plain.constant_layers == [] and plain.layout.param_names == filter_parameter_names(plain.model)

@@ -30,6 +30,7 @@ from .adapters import (
     model_family,
     register_probe_adapter,
 )
+from .constant import input_independent
 from .layout import EmbeddingLayout, build_layout, filter_parameter_names
 from .weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_path, state_dict_sha256
 
@@ -72,8 +73,13 @@ class Probe(nn.Module):
         self.num_classes = num_classes
         self.data_config = data_config
         self.adapter = get_probe_adapter(model)
-        self.layout: EmbeddingLayout = build_layout(model, include_norm=config.include_norm)
         self.eval()
+        layout = build_layout(model, include_norm=config.include_norm)
+        # Layers whose output is the same for every image are left out (see probes/constant.py).
+        self.constant_layers = input_independent(model, layout.param_names, tuple(data_config["input_size"]))
+        if self.constant_layers:
+            layout = EmbeddingLayout(tuple(e for e in layout.entries if e.name not in self.constant_layers))
+        self.layout: EmbeddingLayout = layout
 
     @property
     def name(self) -> str:
