@@ -30,7 +30,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CASES = (("tf_efficientnet_lite0", 32), ("tf_efficientnet_lite0", 64), ("tf_efficientnet_lite0", 224),
-         ("resnet18", 64), ("resnet18", 224), ("resnet34", 224), ("vit_tiny_patch16_224", 224))
+         ("resnet18", 64), ("resnet34", 224), ("vit_tiny_patch16_224", 224))
 
 
 def _kind(module: nn.Module) -> str:
@@ -113,7 +113,7 @@ def render(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", type=Path, default=RESULTS / "step_cost.json")
     args = ap.parse_args(argv)
