@@ -572,3 +572,20 @@ def test_weight_used_by_a_direct_f_linear_call_matches_the_naive_loop() -> None:
     assert res.per_param["qkv.weight"].abs().sum() > 0
     assert_matches(res, ref, norm_tol=1e-5, elem_rtol=1e-4)
     assert res.config["unused_params"] == []
+
+
+@pytest.mark.parametrize("stride,dilation,padding", [(1, 1, 1), (2, 1, 1), (1, 2, 2), (2, 1, 0)])
+def test_depthwise_auto_path_equals_the_unfolded_contraction(stride: int, dilation: int, padding: int) -> None:
+    # "auto" sends depthwise layers to the grouped weight gradient (and skips the pairwise
+    # formula); the unfolded contraction is an independent computation of the same squares.
+    from t2v_hub.fisher.conv import conv_spec, conv_sq_sum
+
+    conv = nn.Conv2d(6, 6, 3, stride=stride, dilation=dilation, padding=padding, groups=6).double()
+    g = gen(11)
+    a = torch.randn(5, 6, 9, 9, generator=g, dtype=torch.float64)
+    out_shape = conv(a).shape
+    grad = torch.randn(out_shape, generator=g, dtype=torch.float64)
+    spec = conv_spec(conv, "w")
+    fast = conv_sq_sum(spec, a, grad, "auto", dtype=torch.float64)
+    slow = conv_sq_sum(spec, a, grad, "unfold", dtype=torch.float64, pairwise_max=0)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)

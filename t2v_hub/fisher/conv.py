@@ -194,6 +194,10 @@ def conv_sq_sum(
         wnumel *= s
     itemsize = torch.finfo(dtype).bits // 8
     out = torch.zeros(spec.weight_shape, dtype=dtype, device=a.device)
+    if backend == "auto" and _is_depthwise(spec):
+        # k*k weights per filter: the generic paths run one tiny 1 x L by L x k*k product per
+        # channel and sample; the grouped weight gradient was 4-15x faster at every lite0 size.
+        backend, pairwise_max = "grouped", -1
     pairwise = spec.nd <= 2 and length <= pairwise_max
     if pairwise or (spec.nd <= 2 and pick_backend(backend, a.device, length) == "unfold"):
         per_in = wnumel // cout * groups  # Cin * k
@@ -218,6 +222,11 @@ def conv_sq_sum(
     for s in range(0, b, step):
         out += _grouped(spec, a[s : s + step], g[s : s + step]).square_().sum(dim=0)
     return out
+
+
+def _is_depthwise(spec: ConvSpec) -> bool:
+    """A 2-D convolution with one input channel per filter and one filter per group."""
+    return spec.nd == 2 and spec.groups > 1 and spec.weight_shape[1] == 1 and spec.weight_shape[0] == spec.groups
 
 
 def conv_persample(spec: ConvSpec, a: torch.Tensor, g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
