@@ -20,7 +20,9 @@ gradients altogether and use the pairwise formula of :mod:`.linear` on the patch
 Default backend (``auto``, chosen per layer by :func:`pick_backend`): ``grouped`` on CUDA,
 where cuDNN runs the many-group weight gradient without materialising patches; on CPU
 ``grouped`` for layers with many output positions and ``unfold`` (batched GEMMs) for the
-rest -- the faster one on each side of the measured crossover.
+rest -- the faster one on each side of the measured crossover -- except depthwise layers,
+which always take ``grouped`` (their k*k weights per filter make the unfolded contraction a
+sea of tiny matrix products: 4-15x slower at every lite0 layer size).
 
 Padding is applied to the captured input *before* the weight-gradient computation
 whenever the module pads outside the convolution itself: timm's ``Conv2dSame`` (pads
