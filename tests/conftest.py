@@ -116,3 +116,18 @@ def fast_hf_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.utils._http as http
 
     monkeypatch.setattr(http, "time", types.SimpleNamespace(sleep=lambda s: None))
+
+
+def write_imagefolder(root: Path, names: list[str], per_class: int, shape: tuple[int, int]) -> Path:
+    """A class-per-folder PNG tree: noise images with each class's own channel brightened."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(names):
+        (root / name).mkdir()
+        for i in range(per_class):
+            a = (rng.random((*shape, 3)) * 120).astype("uint8")
+            a[..., c] += 120
+            Image.fromarray(a).save(root / name / f"{i}.png")
+    return root

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_imagefolder
 from PIL import Image
 
 from t2v_hub.cli.main import main
@@ -29,15 +30,7 @@ def tensors(n: int = 24, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor,
 
 @pytest.fixture(scope="module")
 def imagefolder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("imf")
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["cat", "dog", "fish"]):
-        (root / name).mkdir()
-        for i in range(8):
-            a = (rng.random((36, 40, 3)) * 120).astype("uint8")
-            a[..., c] += 120
-            Image.fromarray(a).save(root / name / f"{i}.png")
-    return root
+    return write_imagefolder(tmp_path_factory.mktemp("imf"), ["cat", "dog", "fish"], 8, (36, 40))
 
 
 def test_same_seed_same_bytes_different_seed_close_but_different() -> None:

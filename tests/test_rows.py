@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_imagefolder
 
 from t2v_hub.data.rows import ImageRows, as_rows, take_rows, uint8_cache
 from t2v_hub.data.task import load_task
@@ -25,14 +24,7 @@ CFG = {"input_size": (3, 16, 16), "interpolation": "bilinear", "mean": (0.5, 0.4
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("rows")
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["a", "b", "c"]):
-        (root / name).mkdir()
-        for i in range(7):
-            arr = (rng.random((20, 24, 3)) * 120).astype("uint8")
-            arr[..., c] += 120
-            Image.fromarray(arr).save(root / name / f"{i}.png")
+    root = write_imagefolder(tmp_path_factory.mktemp("rows"), ["a", "b", "c"], 7, (20, 24))
     (root / "a" / "broken.png").write_bytes(b"not a png")
     return root
 

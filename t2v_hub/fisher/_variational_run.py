@@ -100,6 +100,10 @@ def _averaging_start(loader: Iterable[Any], epochs: int, steps: int | None, frac
     return max(total - max(math.ceil(fraction * total), 1), 0)
 
 
+# "adam" (default): the supplement's recipe, Adam on L at ``lr``; "fixed_point": the
+# closed-form step per filter of :mod:`._variational_fixed_point` (exact and fast on a loss
+# quadratic in the weights; on real probes it exposes an objective whose optimum is not a
+# usable embedding, see BENCHMARKS.md "Variational convergence", hence not the default).
 OPTIMIZERS = ("adam", "fixed_point")
 
 

@@ -211,8 +211,8 @@ def _check_unused(
     for t in taps:
         t.active = False
     try:
-        functional = [t for t in used if t.spec is None and not t.norm and id(t.module) not in mha
-                      and _calls_linear(model, x, dtype, t)]
+        candidates = [t for t in used if t.spec is None and not t.norm and id(t.module) not in mha]
+        functional = _calls_linear(model, x, dtype, candidates) if candidates else []
     finally:
         for t in taps:
             t.active = True
@@ -250,12 +250,12 @@ class _FunctionalLinear(TorchFunctionMode):
         return out
 
 
-def _calls_linear(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, tap: _Tap) -> bool:
-    """Whether ``tap``'s weight reaches the output through a direct ``F.linear`` call."""
-    mode = _FunctionalLinear([tap])  # the caller has every tap inactive: nothing is captured
+def _calls_linear(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, taps: list[_Tap]) -> list[_Tap]:
+    """Those of ``taps`` whose weight reaches the output through a direct ``F.linear`` call (one forward)."""
+    mode = _FunctionalLinear(taps)  # the caller has every tap inactive: nothing is captured
     with torch.no_grad(), autocast_ctx(x.device, dtype), mode:
         model(x[:1])
-    return id(tap.module.weight) in mode.calls
+    return [t for t in taps if id(t.module.weight) in mode.calls]
 
 
 # ----------------------------------------------------------------------------- estimator

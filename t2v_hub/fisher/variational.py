@@ -127,6 +127,7 @@ from ..probes.layout import filter_parameter_names
 from ._variational_fixed_point import optimise_fixed_point
 from ._variational_layers import resolve_layers
 from ._variational_run import (
+    OPTIMIZERS,
     LossFn,
     Tracker,
     _averaging_start,
@@ -145,12 +146,6 @@ from ._variational_run import (
 from .result import FisherResult
 
 __all__ = ["OPTIMIZERS", "UNCONVERGED_FRACTION", "estimate_variational"]
-
-# "adam" (default): the supplement's recipe, Adam on L at ``lr``; "fixed_point": the
-# closed-form step per filter of :mod:`._variational_fixed_point` (exact and fast on a loss
-# quadratic in the weights; on real probes it exposes an objective whose optimum is not a
-# usable embedding, see BENCHMARKS.md "Variational convergence", hence not the default).
-from ._variational_run import OPTIMIZERS  # noqa: E402  (defined with the other settings checks)
 
 UNCONVERGED_FRACTION = 0.05  # late_change_fraction above which the estimate is reported as unconverged
 

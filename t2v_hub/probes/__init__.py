@@ -66,7 +66,8 @@ class ProbeConfig:
 class Probe(nn.Module):
     """A timm model with a task head; ``forward`` returns logits."""
 
-    def __init__(self, model: nn.Module, config: ProbeConfig, num_classes: int, data_config: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module, config: ProbeConfig, num_classes: int, data_config: dict[str, Any],
+                 layout: tuple[EmbeddingLayout, list[str]] | None = None) -> None:
         super().__init__()
         self.model = model
         self.config = config
@@ -74,12 +75,10 @@ class Probe(nn.Module):
         self.data_config = data_config
         self.adapter = get_probe_adapter(model)
         self.eval()
-        layout = build_layout(model, include_norm=config.include_norm)
-        # Layers whose output is the same for every image are left out (see probes/constant.py).
-        self.constant_layers = input_independent(model, layout.param_names, tuple(data_config["input_size"]))
-        if self.constant_layers:
-            layout = EmbeddingLayout(tuple(e for e in layout.entries if e.name not in self.constant_layers))
-        self.layout: EmbeddingLayout = layout
+        if layout is None:  # copies pass theirs: the detection forward runs once per probe
+            layout = _measured_layout(model, config.include_norm, tuple(data_config["input_size"]))
+        self.layout: EmbeddingLayout = layout[0]
+        self.constant_layers: list[str] = list(layout[1])
 
     @property
     def name(self) -> str:
@@ -118,11 +117,22 @@ class Probe(nn.Module):
         model = copy.deepcopy(self.model)
         self.adapter.reset_head(model, outputs)
         _init_head(self.adapter, model)
-        return Probe(model, self.config, outputs, dict(self.data_config))
+        return Probe(model, self.config, outputs, dict(self.data_config), (self.layout, self.constant_layers))
 
     def copy(self) -> Probe:
         """An independent copy (weights included), so a pipeline can move or fit it freely."""
-        return Probe(copy.deepcopy(self.model), self.config, self.num_classes, dict(self.data_config))
+        return Probe(copy.deepcopy(self.model), self.config, self.num_classes, dict(self.data_config),
+                     (self.layout, self.constant_layers))
+
+
+def _measured_layout(model: nn.Module, include_norm: bool,
+                     input_size: tuple[int, ...]) -> tuple[EmbeddingLayout, list[str]]:
+    """The layout, less the layers whose output is the same for every image (probes/constant.py)."""
+    layout = build_layout(model, include_norm=include_norm)
+    constant = input_independent(model, layout.param_names, input_size)
+    if constant:
+        layout = EmbeddingLayout(tuple(e for e in layout.entries if e.name not in constant))
+    return layout, constant
 
 
 def _init_head(adapter: Any, model: nn.Module) -> None:
