@@ -44,6 +44,7 @@ from torch import nn
 
 from t2v_hub.fisher import estimate
 from t2v_hub.probes import Probe, create_probe
+from t2v_hub.probes.decoder import PixelDecoder, conv_bn_relu, upsample_sizes
 from t2v_hub.selection.distances import pdist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,10 +106,6 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------- heads (supplement 1.1)
 
 
-def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
-
-
 class LabelHead(nn.Module):
     """conv3x3 256 (+BN+ReLU) -> global average pool -> linear; logits or a regression output."""
 
@@ -119,30 +116,6 @@ class LabelHead(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(f).mean(dim=(2, 3)))
-
-
-def upsample_sizes(feat: int, target: int) -> list[int]:
-    """Three nearest-upsampling steps from the feature map to the target, a constant factor each."""
-    r = (target / feat) ** (1 / 3)
-    return [max(feat, round(feat * r)), max(feat, round(feat * r * r)), target]
-
-
-class PixelHead(nn.Module):
-    """conv3x3 256 -> up -> conv3x3 256 -> up -> conv3x3 128 -> up -> conv3x3 32 -> conv1x1 out."""
-
-    def __init__(self, cin: int, out: int, sizes: list[int]) -> None:
-        super().__init__()
-        self.sizes = sizes
-        self.c1, self.c2 = conv_bn_relu(cin, 256), conv_bn_relu(256, 256)
-        self.c3, self.c4 = conv_bn_relu(256, 128), conv_bn_relu(128, 32)
-        self.out = nn.Conv2d(32, out, 1)  # no nonlinearity: softmax / regression comes after
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        h = self.c1(f)
-        h = self.c2(F.interpolate(h, size=self.sizes[0], mode="nearest"))
-        h = self.c3(F.interpolate(h, size=self.sizes[1], mode="nearest"))
-        h = self.c4(F.interpolate(h, size=self.sizes[2], mode="nearest"))
-        return self.out(h)
 
 
 class BackboneWithHead(nn.Module):
@@ -160,7 +133,7 @@ def make_head(task: Task, cin: int, feat_px: int, target_px: int) -> nn.Module:
     if task.kind in ("label", "angle"):
         return LabelHead(cin, task.out)
     size = target_px // 2 if task.name == "inpainting" else target_px  # the centre only
-    return PixelHead(cin, task.out, upsample_sizes(feat_px, size))
+    return PixelDecoder(cin, task.out, upsample_sizes((feat_px, feat_px), (size, size)))
 
 
 # ----------------------------------------------------------------------------- data
@@ -467,8 +440,8 @@ def run(config: str = "small", results_dir: Path | None = RESULTS, seed: int = 0
                      "likelihoods": {"label": "categorical", "pixel_seg": "categorical (pixel-wise softmax)",
                                      "pixel_reg": "gaussian (unit variance, standardised targets)",
                                      "angle": "gaussian (unit variance, standardised target)"},
-                     "upsample_sizes": {"full": upsample_sizes(feat_px, cfg.target_px),
-                                        "inpainting": upsample_sizes(feat_px, cfg.target_px // 2)}},
+                     "upsample_sizes": {"full": upsample_sizes((feat_px, feat_px), (cfg.target_px, cfg.target_px)),
+                                        "inpainting": upsample_sizes((feat_px, feat_px), (cfg.target_px // 2,) * 2)}},
         "tasks": tasks_out, "names": names, "groups": groups,
         "distance_matrix": np.round(D, 6).tolist(),
         "separation_2d_vs_semantic": sep,

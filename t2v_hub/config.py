@@ -35,6 +35,9 @@ class HeadConfig:
     draws_per_epoch: int = C.HEAD_DRAWS_PER_EPOCH
     batch_size: int = C.HEAD_BATCH_SIZE
     balanced: bool = True
+    # Pixel-wise tasks (supplement 1.1): every draw carries H x W labels and costs a decoder
+    # pass at the target resolution, so an epoch is far fewer draws.
+    dense_draws_per_epoch: int = C.DENSE_HEAD_DRAWS_PER_EPOCH
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HeadConfig:

@@ -14,6 +14,7 @@ HEAD_EPOCHS = 2
 HEAD_LR = 1e-3
 HEAD_WEIGHT_DECAY = 5e-4
 HEAD_DRAWS_PER_EPOCH = 10_000
+DENSE_HEAD_DRAWS_PER_EPOCH = 2_000  # pixel-wise decoder (see config.HeadConfig)
 HEAD_BATCH_SIZE = 64
 
 # Fisher

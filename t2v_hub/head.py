@@ -91,3 +91,47 @@ def fit_head(
             p.grad = None
             p.requires_grad_(s)
     return {"head_final_loss": last, "head_train_accuracy": acc}
+
+
+def fit_dense_head(
+    decoder: nn.Module,
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    config: HeadConfig,
+    generator: torch.Generator,
+    regression: bool,
+) -> dict[str, float]:
+    """Train a pixel-wise decoder (supplement 1.1) on cached feature maps; left in eval mode.
+
+    ``targets``: ``(N, H, W)`` int64 class ids (per-pixel cross-entropy) or ``(N, k, H, W)``
+    standardised floats (per-pixel MSE). Draws are uniform over samples, ``config.dense_draws_per_epoch``
+    per epoch: every sample carries H x W labels, so far fewer are needed than for one label each.
+    Stats: ``head_final_loss`` and ``head_train_pixel_accuracy`` or ``head_train_r2``.
+    """
+    opt = torch.optim.Adam(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn: nn.Module = nn.MSELoss() if regression else nn.CrossEntropyLoss()
+    features = features.detach().to(torch.float32)
+    n, last = features.shape[0], float("nan")
+    decoder.train()  # BatchNorm learns the decoder's own statistics
+    try:
+        for _ in range(config.epochs):
+            idx = torch.randint(0, n, (config.dense_draws_per_epoch,), generator=generator)
+            for start in range(0, len(idx), config.batch_size):
+                b = idx[start : start + config.batch_size]
+                if len(b) < 2:
+                    continue  # BatchNorm needs two samples in training mode
+                loss = loss_fn(decoder(features[b]), targets[b])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                last = float(loss.detach())
+    finally:
+        decoder.eval()
+        for p in decoder.parameters():
+            p.grad = None
+            p.requires_grad_(False)
+    with torch.no_grad():
+        out = torch.cat([decoder(features[i : i + config.batch_size]) for i in range(0, n, config.batch_size)])
+    if regression:
+        return {"head_final_loss": last, "head_train_r2": _r2(out, targets)}
+    return {"head_final_loss": last, "head_train_pixel_accuracy": float((out.argmax(1) == targets).float().mean())}

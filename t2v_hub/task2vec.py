@@ -23,7 +23,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,17 @@ from torch import nn
 
 from . import constants as C
 from .config import EmbedConfig, FisherConfig, HeadConfig
+from .data.dense import DENSE_KINDS
 from .data.rows import ImageRows
 from .data.tensors import TensorBatches, TensorTask, as_task
-from .distributed import DistInfo, dist_info, gather_rows, reduce_result, shard_indices
+from .dense import check_method, dense_fisher
+from .distributed import dist_info, gather_rows, reduce_result, shard_indices
 from .embedding import Task2VecEmbedding
 from .errors import DataError, FisherError
 from .fisher.result import FisherResult
 from .head import fit_head
 from .probes import Probe, create_probe
-
-_LIKELIHOOD = {"single": "categorical", "multi": "bernoulli", "regression": "gaussian"}
+from .run import LIKELIHOOD, EmbedRun
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -89,58 +90,31 @@ def _warn_if_unconverged(config: dict[str, Any]) -> None:
         )
 
 
-def _probe_for(probe: str | nn.Module | Probe, num_classes: int, config: EmbedConfig,
+def _probe_for(probe: str | nn.Module | Probe, num_classes: int | None, config: EmbedConfig,
                pretrained: bool | None, checkpoint: str | None = None) -> Probe:
-    """A fresh probe with a zero head of ``num_classes`` outputs (a copy when one is given)."""
+    """A fresh probe with a zero head of ``num_classes`` outputs (a copy when one is given).
+
+    ``num_classes=None`` (dense tasks: the decoder replaces the head) keeps any head.
+    """
     if isinstance(probe, Probe):
-        if probe.num_classes != num_classes:
+        if num_classes is not None and probe.num_classes != num_classes:
             raise DataError(f"probe has {probe.num_classes} classes but the task has {num_classes}")
         return probe.copy()
     # create_probe wants 2+ classes; a one-output regression head is made from it.
+    num_classes = 2 if num_classes is None else num_classes
     p = create_probe(probe, max(num_classes, 2), include_norm=config.include_norm, input_size=config.input_size,
                      pretrained=pretrained, checkpoint_path=checkpoint)
     return p.with_outputs(num_classes) if p.num_classes != num_classes else p
 
 
-@dataclass
-class _Run:
-    """What the steps of one embedding share."""
-
-    probe: Probe
-    config: EmbedConfig
-    label_kind: str
-    images: ImageRows  # normalised batch by batch: the task is never one float tensor
-    labels: torch.Tensor
-    shard: torch.Tensor
-    dist: DistInfo
-    device: torch.device
-    autocast_dtype: torch.dtype | None
-    quiet: bool
-
-    def batches(self, labels: torch.Tensor, desc: str) -> TensorBatches:
-        return TensorBatches(self.images.select(self.shard), labels[self.shard], self.config.fisher.batch_size,
-                             None if self.quiet else desc)
-
-    def montecarlo(self, logits: torch.Tensor, generator: torch.Generator, options: dict[str, Any]) -> FisherResult:
-        from .fisher import estimate_montecarlo_presampled
-
-        return estimate_montecarlo_presampled(
-            self.probe.model, self.images, logits, params=self.probe.measured_params(),
-            mc_samples=self.config.fisher.mc_samples, generator=generator,
-            likelihood=_LIKELIHOOD[self.label_kind], shard=self.shard, batch_size=self.config.fisher.batch_size,
-            autocast_dtype=self.autocast_dtype, device=self.device, progress=not self.quiet,
-            **{k: v for k, v in options.items() if k != "likelihood"},
-        )
-
-
-def _fisher(run: _Run, feats: torch.Tensor) -> FisherResult:
+def _fisher(run: EmbedRun, feats: torch.Tensor) -> FisherResult:
     """The configured estimator on this process's shard, then the exact cross-process sum."""
     from .fisher import estimate
 
     cfg = run.config.fisher
     g_fisher = torch.Generator().manual_seed(run.config.seed + 1)
     options = dict(cfg.options)
-    options["likelihood"] = _LIKELIHOOD[run.label_kind]
+    options["likelihood"] = LIKELIHOOD[run.label_kind]
     if cfg.method == "montecarlo":
         with torch.no_grad():
             logits = run.probe.logits_from_features(feats.to(run.device)).float().cpu()
@@ -170,8 +144,22 @@ def _fisher(run: _Run, feats: torch.Tensor) -> FisherResult:
     return reduce_result(result, run.dist)
 
 
-def _artifact(run: _Run, task: Any, result: FisherResult, head_stats: dict[str, float],
-              timings: dict[str, float]) -> Task2VecEmbedding:
+def _label_fisher(run: EmbedRun, batch_size: int) -> tuple[FisherResult, dict[str, float], dict[str, Any]]:
+    """Head fit on pooled features, then the configured estimator (one label, or a vector, per image)."""
+    t0, p, kind = time.perf_counter(), run.probe, run.label_kind
+    # Each process embeds its shard; every process then fits the same head on all features.
+    feats = gather_rows(_batched_features(p, run.images.select(run.shard), batch_size, run.device, run.quiet),
+                        run.dist)
+    head_stats = fit_head(p.head(), feats.to(run.device), run.labels.to(run.device), run.config.head,
+                          torch.Generator().manual_seed(run.config.seed),
+                          multilabel=kind == "multi", regression=kind == "regression")
+    record = {"seconds_features_and_head": time.perf_counter() - t0}
+    _log(f"Fisher ({run.config.fisher.method}) over {run.images.shape[0]} images...", run.quiet)
+    return _fisher(run, feats), head_stats, record
+
+
+def _artifact(run: EmbedRun, task: Any, result: FisherResult, head_stats: dict[str, float],
+              timings: dict[str, float], record: dict[str, Any]) -> Task2VecEmbedding:
     p, cfg = run.probe, run.config
     meta = {k: v for k, v in task.metadata.items() if v is not None}
     return Task2VecEmbedding.create(
@@ -188,13 +176,15 @@ def _artifact(run: _Run, task: Any, result: FisherResult, head_stats: dict[str, 
         head_config=asdict(cfg.head),
         mc_samples=cfg.fisher.mc_samples,
         num_samples=result.num_samples,
-        num_classes=p.num_classes,
+        num_classes=int(record.get("dense_outputs", p.num_classes)),
         label_kind=run.label_kind,
         seed=cfg.seed,
         max_samples=cfg.max_samples,
         **cfg.to_metadata(),
         **{k: v for k, v in meta.items() if k not in {"num_classes", "num_samples", "seed", "label_kind"}},
-        **{k: round(v, 6) for k, v in head_stats.items() if k in ("head_train_accuracy", "head_train_r2")},
+        **{k: v for k, v in record.items() if k != "dense_outputs"},
+        **{k: round(v, 6) for k, v in head_stats.items()
+           if k in ("head_train_accuracy", "head_train_r2", "head_train_pixel_accuracy")},
         **{k: round(v, 3) for k, v in timings.items()},
     )
 
@@ -249,7 +239,10 @@ def embed(
     if label_kind == "regression" and method == "variational":
         raise FisherError("the variational estimator has no Gaussian likelihood for regression targets;"
                           " use method='montecarlo', 'empirical' or 'batch'")
-    p = _probe_for(probe, int(task.num_classes), config, pretrained, checkpoint)
+    dense = label_kind in DENSE_KINDS
+    if dense:
+        check_method(method)
+    p = _probe_for(probe, None if dense else int(task.num_classes), config, pretrained, checkpoint)
     p.to(dev)
 
     key = cache_key(task.metadata, p, config) if cache else None
@@ -267,20 +260,18 @@ def embed(
     dist = dist_info()
     if dist.enabled and method == "variational":
         raise FisherError("the variational estimator is not data-parallel; run it in a single process")
-    run = _Run(p, config, label_kind, images, labels, shard_indices(n, dist), dist, dev, autocast_dtype, quiet)
+    run = EmbedRun(p, config, label_kind, images, labels, shard_indices(n, dist), dist, dev, autocast_dtype, quiet)
 
     _log(f"features of {n} images with {p.name}...", quiet)
     t_feat = time.perf_counter()
-    # Each process embeds its shard; every process then fits the same head on all features.
-    feats = gather_rows(_batched_features(p, images.select(run.shard), batch_size, dev, quiet), dist)
-    head_stats = fit_head(p.head(), feats.to(dev), labels.to(dev), config.head, torch.Generator().manual_seed(seed),
-                          multilabel=label_kind == "multi", regression=label_kind == "regression")
-    t_fisher = time.perf_counter()
-    _log(f"Fisher ({method}) over {n} images...", quiet)
-    result = _fisher(run, feats)
+    if dense:  # decoder fit and Fisher through it: t2v_hub/dense.py
+        result, head_stats, record = dense_fisher(run)
+    else:
+        result, head_stats, record = _label_fisher(run, batch_size)
+    t_fisher = t_feat + record.pop("seconds_features_and_head")
     seconds = time.perf_counter() - t0
     emb = _artifact(run, task, result, head_stats,
-                    {"seconds_features_and_head": t_fisher - t_feat, "seconds_total": seconds})
+                    {"seconds_features_and_head": t_fisher - t_feat, "seconds_total": seconds}, record)
     if stats is not None:
         stats.update(cached=False, seconds=seconds, num_samples=n, num_classes=p.num_classes, **head_stats)
     if cache_path is not None and dist.is_main:

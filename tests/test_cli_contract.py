@@ -13,7 +13,7 @@ DS = "--dataset"
 BAD_NUMBERS = ["0", "-5", "nan", "abc", "99999999999999999999999"]
 
 CASES: list[list[str]] = []
-for flag in ("--batch-size", "--mc-samples", "--max-samples", "--input-size", "--fisher-steps"):
+for flag in ("--batch-size", "--mc-samples", "--max-samples", "--input-size", "--fisher-steps", "--head-draws"):
     CASES += [["embed", DS, "d", "--out", "o.safetensors", flag, v] for v in BAD_NUMBERS]
 CASES += [["embed", DS, "d", "--out", "o.safetensors", "--seed", v] for v in ("-1", "2e3", "99999999999999999999999")]
 CASES += [["embed", DS, "d", "--out", "o.safetensors", "--device", v] for v in ("bogus", "gpu0", "")]

@@ -126,7 +126,10 @@ def add_data_args(p: argparse.ArgumentParser, *, required: bool = True,
     g.add_argument("--revision", default=None, help="dataset revision (hub datasets)")
     g.add_argument("--streaming", action="store_true", help="stream the dataset; only --max-samples rows are read")
     g.add_argument("--image-column", default=None, help="override the detected image column")
-    g.add_argument("--label-column", default=None, help="override the detected label column")
+    g.add_argument("--label-column", default=None,
+                   help="override the detected label column; a mask or map column (Image or 2-D array of the"
+                        " image's size) makes a pixel-wise task: per-pixel softmax for integer masks, Gaussian"
+                        " for float maps, with the decoder head of the TASK2VEC supplement (section 1.1)")
     g.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail", help="undecodable images: stop or skip")
 
 
@@ -151,12 +154,15 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
                         "with antithetic noise (reaches the optimum of a quadratic loss in tens of steps; see "
                         "BENCHMARKS.md on what the optimum is on a real probe)")
     g.add_argument("--batch-size", type=positive_int, default=32, help="images per forward/backward pass")
+    g.add_argument("--head-draws", type=positive_int, default=None, metavar="N",
+                   help="samples drawn per epoch of the head fit (default 10000; 2000 for the decoder of a"
+                        " pixel-wise task, whose draws each carry a whole mask)")
     g.add_argument("--input-size", type=positive_int, default=None, help="override the probe's input resolution")
     g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not with --method variational)")
     g.add_argument("--no-pretrained", action="store_true", help="random-init probe (tests only)")
     g.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="load the probe's weights from a local .safetensors/.pth file (its sha256 is recorded)")
-    g.add_argument("--device", type=device_name, default=None, help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    g.add_argument("--device", type=device_name, default=None, help="torch device: auto, cpu, cuda, cuda:N, mps (default auto: CUDA when present, else the CPU)")
     g.add_argument(
         "--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto",
         help="autocast the forward passes (default auto: bf16 on CUDA, none on the CPU); squares are always "
@@ -175,6 +181,15 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
         "label_column": args.label_column,
         "on_bad_image": args.on_bad_image,
     }
+
+
+def head_from_args(args: argparse.Namespace) -> Any:
+    """The HeadConfig ``--head-draws`` asks for (None: the defaults)."""
+    if getattr(args, "head_draws", None) is None:
+        return None
+    from ..config import HeadConfig
+
+    return HeadConfig(draws_per_epoch=args.head_draws, dense_draws_per_epoch=args.head_draws)
 
 
 def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]):
@@ -199,6 +214,7 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
         seed=args.seed,
         mc_samples=args.mc_samples,
         batch_size=args.batch_size,
+        head=head_from_args(args),
         include_norm=args.include_norm,
         input_size=args.input_size,
         pretrained=False if args.no_pretrained else None,

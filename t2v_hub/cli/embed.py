@@ -15,6 +15,9 @@ from ._common import (
     hint,
 )
 
+_KIND_WORDS = {"regression": "outputs (regression)", "segmentation": "classes per pixel",
+               "dense_regression": "outputs per pixel (regression)"}
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed a dataset as a task", description=__doc__)
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     }
     emit_summary(args.format, summary, (
         f"{summary['dataset']} [{summary['split']}]: {summary['num_samples']} samples, "
-        f"{summary['num_classes']} {'outputs (regression)' if summary['label_kind'] == 'regression' else 'classes'}, "
+        f"{summary['num_classes']} {_KIND_WORDS.get(summary['label_kind'], 'classes')}, "
         f"probe {emb.probe}, {emb.method}, dim {emb.dim}, "
         f"{summary['seconds']:.1f}s{' (cached)' if summary['cached'] else ''} -> {args.out}"
     ))

@@ -65,11 +65,14 @@ def _looks_like_path(value: Any) -> bool:
     return isinstance(value, str) and value.lower().rsplit("?", 1)[0].endswith(IMAGE_EXTENSIONS)
 
 
-def find_image_column(features: Mapping[str, Any], override: str | None, sample: Mapping[str, Any]) -> str:
+def find_image_column(features: Mapping[str, Any], override: str | None, sample: Mapping[str, Any],
+                      label_column: str | None = None) -> str:
     """The image column: ``override``, else the one ``Image`` column, else the one path-string column.
 
-    ``sample`` is one row (undecoded) used to tell path strings from other strings.
+    ``sample`` is one row (undecoded) used to tell path strings from other strings;
+    ``label_column`` (a mask, say) is never a candidate.
     """
+    features = {n: f for n, f in features.items() if n != label_column}
     if override is not None:
         if override not in features:
             raise DataError(f"image_column {override!r} not found; columns: {describe(features)}")
@@ -116,6 +119,8 @@ class LabelSpec:
 
     @property
     def label_kind(self) -> str:
+        if self.kind == "dense":
+            return "dense"  # segmentation or dense_regression: known once a target is read (data/dense.py)
         if self.kind == "float":
             return "regression"
         return "multi" if self.multi else "single"
@@ -137,6 +142,19 @@ def _spec_for(name: str, f: Any) -> LabelSpec | None:
     return None
 
 
+def _depth(f: Any) -> int:
+    return 1 + _depth(f.feature) if isinstance(f, (List, LargeList)) else 0
+
+
+def _is_dense(f: Any, value: Any) -> bool:
+    """A per-pixel target: an Image, image paths/bytes, a 2-D/3-D array or lists of lists of numbers."""
+    if isinstance(f, Image) or _is_image_struct(f) or type(f).__name__ in ("Array2D", "Array3D"):
+        return True
+    if isinstance(f, Value) and (f.dtype in ("binary", "large_binary") or (f.dtype in _STR and _looks_like_path(value))):
+        return True
+    return _depth(f) >= 2
+
+
 def _is_float(f: Any) -> bool:
     inner = f.feature if isinstance(f, (List, LargeList)) else f
     return isinstance(inner, Value) and inner.dtype in _FLOAT
@@ -150,11 +168,14 @@ def find_label_column(
     if override is not None:
         if override not in features:
             raise DataError(f"label_column {override!r} not found; columns: {describe(features)}")
-        spec = _spec_for(override, features[override])
+        f = features[override]
+        if _is_dense(f, sample.get(override)):
+            return LabelSpec(override, "dense", False)
+        spec = _spec_for(override, f)
         if spec is None:
             raise DataError(
-                f"label_column {override!r} has type {describe({override: features[override]})};"
-                " expected class labels or float regression targets"
+                f"label_column {override!r} has type {describe({override: f})};"
+                " expected class labels, float regression targets, or a mask/map (Image or 2-D array)"
             )
         return spec
     rest = {n: f for n, f in features.items() if n != image_column}

@@ -128,6 +128,16 @@ def _open(data: bytes, min_side: int) -> Image.Image:
     return im
 
 
+def displayed_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as displayed: the header's size, swapped when EXIF rotates by 90 degrees."""
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
+    with contextlib.suppress(Exception):  # a broken EXIF block means no rotation, as in decoding
+        if im.getexif().get(0x0112) in (5, 6, 7, 8):
+            return h, w
+    return w, h
+
+
 def _check_pixels(w: int, h: int) -> None:
     if w * h > MAX_PIXELS:
         raise ImageTooLargeError(

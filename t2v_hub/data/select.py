@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,23 @@ from .decode import Refs, _ArrowRefs, _ListRefs  # noqa: E402
 from .sources import Resolved
 
 STREAM_SHUFFLE_BUFFER = 1000  # rows a streamed dataset is shuffled over before the first max_samples are taken
+
+
+@dataclass
+class Selected:
+    """The chosen rows of a split: image references, row keys, the label spec, names and labels.
+
+    Dense tasks: ``targets`` refers to the mask/map column (read with the images);
+    ``names`` is empty and ``labels`` a placeholder until then.
+    """
+
+    refs: Refs
+    keys: np.ndarray
+    spec: C.LabelSpec
+    names: list[str]
+    labels: torch.Tensor
+    fingerprint: str
+    targets: Refs | None = None
 
 
 def _content_fingerprint(refs: list[Any], values: list[Any]) -> str:
@@ -37,15 +55,19 @@ def _empty(r: Resolved) -> DataError:
 
 def _select_table(
     r: Resolved, image_column: str | None, label_column: str | None, max_samples: int | None, seed: int
-) -> tuple[Refs, np.ndarray, C.LabelSpec, list[str], torch.Tensor, str]:
+) -> Selected:
     ds = r.dataset
     assert isinstance(ds, Dataset)
     n = len(ds)
     if n == 0:
         raise _empty(r)
     sample = ds.with_format("arrow")[:1].to_pylist()[0]
-    img = C.find_image_column(ds.features, image_column, sample)
+    img = C.find_image_column(ds.features, image_column, sample, label_column)
     spec = C.find_label_column(ds.features, label_column, img, sample)
+    if spec.kind == "dense":  # masks are read with the images, not here (they are as large)
+        keys = _keys(n, max_samples, seed)
+        return Selected(_ArrowRefs(ds, img), keys, spec, [], torch.zeros(len(keys), dtype=torch.int64),
+                        r.fingerprint or ds._fingerprint, _ArrowRefs(ds, spec.column))
     # The whole label column is read (labels are small) so that bad labels fail
     # deterministically and class ids do not depend on max_samples or the seed.
     values = ds.select_columns([spec.column]).with_format("arrow")[:].column(spec.column).to_pylist()
@@ -59,12 +81,15 @@ def _select_table(
             raise DataError(
                 f"max_samples={max_samples} is smaller than the {present} classes present; use at least {present}"
             )
-    if max_samples is not None and max_samples < n:
-        keys = np.sort(np.random.default_rng(seed).permutation(n)[:max_samples])
-    else:
-        keys = np.arange(n)
+    keys = _keys(n, max_samples, seed)
     labels = C.encode(spec, [values[k] for k in keys], names)
-    return _ArrowRefs(ds, img), keys, spec, names, labels, r.fingerprint or ds._fingerprint
+    return Selected(_ArrowRefs(ds, img), keys, spec, names, labels, r.fingerprint or ds._fingerprint)
+
+
+def _keys(n: int, max_samples: int | None, seed: int) -> np.ndarray:
+    if max_samples is not None and max_samples < n:
+        return np.sort(np.random.default_rng(seed).permutation(n)[:max_samples])
+    return np.arange(n)
 
 
 def _check_label_space(names: list[str], r: Resolved) -> None:
@@ -77,7 +102,7 @@ def _check_label_space(names: list[str], r: Resolved) -> None:
 
 def _select_stream(
     r: Resolved, image_column: str | None, label_column: str | None, max_samples: int | None, seed: int
-) -> tuple[Refs, np.ndarray, C.LabelSpec, list[str], torch.Tensor, str]:
+) -> Selected:
     ids = r.dataset
     assert isinstance(ids, IterableDataset)
     if ids.features is None:
@@ -87,11 +112,12 @@ def _select_stream(
     if image_column is None and not any(isinstance(f, Image) for f in features.values()):
         # Path columns are recognised by their values: peek at one row.
         sample = next(iter(ids.take(1)), {})
-    img = C.find_image_column(features, image_column, sample)
+    img = C.find_image_column(features, image_column, sample, label_column)
     spec = C.find_label_column(features, label_column, img, sample)
     ids = ids.select_columns([img, spec.column])
-    if isinstance(features[img], Image):
-        ids = ids.cast_column(img, Image(decode=False))
+    for column in (img, spec.column):
+        if isinstance(features[column], Image):
+            ids = ids.cast_column(column, Image(decode=False))
     if max_samples is not None:
         if spec.names is not None and spec.label_kind == "single" and max_samples < len(spec.names):
             raise DataError(
@@ -107,10 +133,14 @@ def _select_stream(
         values.append(row[spec.column])
     if not refs:
         raise _empty(r)
+    if spec.kind == "dense":
+        fp = r.fingerprint or _content_fingerprint(refs + values, [None] * (2 * len(refs)))
+        return Selected(_ListRefs(refs, img), np.arange(len(refs)), spec, [],
+                        torch.zeros(len(refs), dtype=torch.int64), fp, _ListRefs(values, spec.column))
     C.validate_labels(spec, values, range(len(values)))
     names = C.class_names(spec, values)
     if spec.label_kind != "regression":
         _check_label_space(names, r)
     labels = C.encode(spec, values, names)
     fingerprint = r.fingerprint or _content_fingerprint(refs, values)
-    return _ListRefs(refs, img), np.arange(len(refs)), spec, names, labels, fingerprint
+    return Selected(_ListRefs(refs, img), np.arange(len(refs)), spec, names, labels, fingerprint)

@@ -31,9 +31,17 @@ from . import columns as C
 
 # Streaming: rows are shuffled through a buffer of this many before taking max_samples.
 from .decode import DECODE_BATCH, Decoded, Refs, _as_list, _DecodeSet  # noqa: E402
+from .dense import (
+    TargetTransform,
+    decode_target,
+    encode_segmentation,
+    kind_of,
+    standardize_maps,
+    target_array_of_row,
+)
 from .images import Preprocessor
 from .rows import ImageRows, uint8_cache
-from .select import _select_stream, _select_table  # noqa: E402
+from .select import Selected, _select_stream, _select_table  # noqa: E402
 from .sources import resolve
 
 ON_BAD_IMAGE = ("fail", "skip")
@@ -75,8 +83,10 @@ class TaskData:
         base_dir: str | None = None,
         token: Any = None,
         raw_targets: torch.Tensor | None = None,
+        targets: Refs | None = None,
     ) -> None:
         self._refs = refs
+        self._targets = targets  # dense tasks: the mask/map column, decoded with the images
         self._raw_targets = raw_targets  # regression: unstandardised float64 N x k
         self._keys = keys  # row ids in the source split (streaming: position in the read order)
         self.labels = labels
@@ -199,8 +209,36 @@ class TaskData:
                 bar.update(len(batch))
         if bad:
             self._kept = self._drop(bad)
+        if self._targets is not None:
+            self._decode_targets(pre, progress)
         self._cache = (pre.key, pre, out)
         return pre, out
+
+    def _decode_targets(self, pre: Preprocessor, progress: bool) -> None:
+        """Dense tasks: every kept row's mask/map at the probe's crop; sets labels, class names, metadata."""
+        column = str(self.metadata["label_column"])
+        tf = TargetTransform(pre, self.label_kind)
+        out = []
+        keys = [int(k) for k in self._keys]
+        with tqdm(total=len(keys), disable=not progress, desc="decoding targets", unit="img") as bar:
+            for start in range(0, len(keys), DECODE_BATCH):
+                part = keys[start : start + DECODE_BATCH]
+                for row, value, ref in zip(part, self._targets.get(part), self._refs.get(part), strict=True):
+                    out.append(decode_target(value, ref, row, column, tf, self._base_dir, self._token))
+                bar.update(len(part))
+        stacked = torch.stack(out)
+        size = list(stacked.shape[-2:])
+        if self.label_kind == "segmentation":
+            self.labels, self.class_names = encode_segmentation(stacked, column)
+            extra: dict[str, str | int] = {}
+        else:
+            self.labels, mean, std = standardize_maps(stacked, column)
+            k = int(stacked.shape[1])
+            self.class_names = [column] if k == 1 else [f"{column}[{i}]" for i in range(k)]
+            extra = {"target_dim": k, "target_mean": json.dumps(mean), "target_std": json.dumps(std)}
+        self.num_classes = len(self.class_names)
+        self.metadata.update(num_classes=self.num_classes, label_names=C.names_json(self.class_names),
+                             target_size=json.dumps(size), **extra)
 
     @staticmethod
     def _batches(dset: _DecodeSet, num_workers: int) -> Iterator[list[Decoded]]:
@@ -225,7 +263,9 @@ class TaskData:
         if not bool(keep.any()):
             raise DataError(f"all {len(bad)} images failed to decode; nothing is left of the task")
         self._keys = self._keys[keep.numpy()]
-        if self._raw_targets is not None:
+        if self._targets is not None:
+            self.labels = self.labels[keep]  # a placeholder: the targets are decoded after this
+        elif self._raw_targets is not None:
             # Standardise again over the samples that are left.
             self._raw_targets = self._raw_targets[keep]
             column = str(self.metadata.get("label_column"))
@@ -244,6 +284,25 @@ def _check_classes(labels: torch.Tensor, when: str) -> None:
         raise DataError(
             f"only one class is present {when}: TASK2VEC needs at least two (raise max_samples or check the labels)"
         )
+
+
+def _labels_of(
+    sel: Selected, base_dir: str | None, token: Any
+) -> tuple[torch.Tensor, str, torch.Tensor | None, dict[str, str | int]]:
+    """(labels, label kind, raw regression targets, target metadata) of the selected rows."""
+    spec, labels = sel.spec, sel.labels
+    if sel.targets is not None:
+        # The kind (class mask or float map) is what the first selected row stores.
+        row = int(sel.keys[0])
+        return labels, kind_of(target_array_of_row(sel.targets.get([row])[0], row, spec.column, base_dir, token)), \
+            None, {}
+    if spec.label_kind == "regression":
+        std_labels, mean, std = C.standardize(labels, spec.column)
+        meta: dict[str, str | int] = {"target_dim": len(sel.names), "target_mean": json.dumps(mean),
+                                      "target_std": json.dumps(std)}
+        return std_labels, "regression", labels, meta
+    _check_classes(labels, "in the selected samples")
+    return labels, spec.label_kind, None, {}
 
 
 def load_task(
@@ -289,26 +348,16 @@ def load_task(
         raise DataError(f"image_column and label_column are both {image_column!r}")
     r = resolve(source, split=split, config=config, revision=revision, streaming=streaming, token=token)
     select = _select_stream if isinstance(r.dataset, IterableDataset) else _select_table
-    refs, keys, spec, names, labels, fingerprint = select(r, image_column, label_column, max_samples, seed)
-    raw_targets: torch.Tensor | None = None
-    target_meta: dict[str, str | int] = {}
-    if spec.label_kind == "regression":
-        raw_targets = labels
-        labels, mean, std = C.standardize(raw_targets, spec.column)
-        target_meta = {
-            "target_dim": len(names),
-            "target_mean": json.dumps(mean),
-            "target_std": json.dumps(std),
-        }
-    else:
-        _check_classes(labels, "in the selected samples")
+    sel = select(r, image_column, label_column, max_samples, seed)
+    refs, keys, spec, names, fingerprint = sel.refs, sel.keys, sel.spec, sel.names, sel.fingerprint
+    labels, label_kind, raw_targets, target_meta = _labels_of(sel, r.base_dir, token)
     metadata: dict[str, str | int] = {
         "dataset_id": public_dataset_id(r.dataset_id),
         "split": r.split,
         "fingerprint": fingerprint,
         "image_column": refs.column,
         "label_column": spec.column,
-        "label_kind": spec.label_kind,
+        "label_kind": label_kind,
         "num_classes": len(names),
         "num_samples": int(labels.shape[0]),
         "label_names": C.names_json(names),
@@ -325,11 +374,12 @@ def load_task(
         keys=keys,
         labels=labels,
         class_names=names,
-        label_kind=spec.label_kind,
+        label_kind=label_kind,
         metadata=metadata,
         on_bad_image=on_bad_image,
         seed=seed,
         base_dir=r.base_dir,
         token=token,
         raw_targets=raw_targets,
+        targets=sel.targets,
     )

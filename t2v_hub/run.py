@@ -1,0 +1,51 @@
+"""What the steps of one embedding share: the probe, the config, the task's rows and where to run.
+
+Pipeline floor, beside :mod:`t2v_hub.task2vec` (which makes one) and :mod:`t2v_hub.dense`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import EmbedConfig
+from .data.rows import ImageRows
+from .data.tensors import TensorBatches
+from .distributed import DistInfo
+from .fisher.result import FisherResult
+from .probes import Probe
+
+LIKELIHOOD = {"single": "categorical", "multi": "bernoulli", "regression": "gaussian"}
+
+
+@dataclass
+class EmbedRun:
+    """What the steps of one embedding share."""
+
+    probe: Probe
+    config: EmbedConfig
+    label_kind: str
+    images: ImageRows  # normalised batch by batch: the task is never one float tensor
+    labels: torch.Tensor
+    shard: torch.Tensor
+    dist: DistInfo
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    quiet: bool
+
+    def batches(self, labels: torch.Tensor, desc: str) -> TensorBatches:
+        return TensorBatches(self.images.select(self.shard), labels[self.shard], self.config.fisher.batch_size,
+                             None if self.quiet else desc)
+
+    def montecarlo(self, logits: torch.Tensor, generator: torch.Generator, options: dict[str, Any]) -> FisherResult:
+        from .fisher import estimate_montecarlo_presampled
+
+        return estimate_montecarlo_presampled(
+            self.probe.model, self.images, logits, params=self.probe.measured_params(),
+            mc_samples=self.config.fisher.mc_samples, generator=generator,
+            likelihood=LIKELIHOOD[self.label_kind], shard=self.shard, batch_size=self.config.fisher.batch_size,
+            autocast_dtype=self.autocast_dtype, device=self.device, progress=not self.quiet,
+            **{k: v for k, v in options.items() if k != "likelihood"},
+        )
