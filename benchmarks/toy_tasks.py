@@ -186,37 +186,76 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def spread(Z: np.ndarray, size: np.ndarray, steps: int = 3000) -> np.ndarray:
+    """Positions near ``Z`` (scaled to [0, 1]) whose ``size`` (width, height) boxes do not overlap.
+
+    Pairwise pushes along the axis of least overlap plus a weak pull home: each thumbnail
+    moves only as far as it must, and a leader line shows where its task really is.
+    """
+    P = Z.copy()
+    for _ in range(steps):
+        moved = False
+        d = P[:, None, :] - P[None, :, :]
+        over = size - np.abs(d)
+        clash = (over > 0).all(-1) & ~np.eye(len(P), dtype=bool)
+        if clash.any():
+            moved = True
+            axis = over.argmin(-1)  # push along the axis that needs less
+            push = np.where(np.arange(2)[None, None, :] == axis[..., None], np.sign(d + 1e-9) * over, 0.0)
+            P += 0.5 * (push * clash[..., None]).sum(1) / np.maximum(clash.sum(1, keepdims=True), 1)
+        P = np.clip(P + 0.002 * (Z - P), size / 2, 1 - size / 2)
+        if not moved:
+            break
+    return P
+
+
 def plot(X: np.ndarray, tasks: list[dict[str, Any]], emb: dict[str, np.ndarray], path: Path, seed: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
     from sklearn.manifold import TSNE
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    fig, axes = plt.subplots(1, 2, figsize=(18, 9.5))
     titles = {"relu": "(a) 10 random ReLU features (Fisher of the feature weights)",
               "poly": "(b) degree-3 polynomial features (Fisher of the classifier)"}
+    norm, cmap = Normalize(3, 16), plt.cm.viridis
+    zoom = 1.2
+    fig.canvas.draw()
     for ax, (probe, V) in zip(axes, emb.items(), strict=True):
+        box = ax.get_window_extent()
+        side = (GRID * zoom + 8) * fig.dpi / 72  # the map, its frame and padding, in pixels
+        size = np.array([side / box.width, side / box.height]) * 1.04
         D = d_sym_matrix(V)
         Z = TSNE(n_components=2, metric="precomputed", init="random", perplexity=10, random_state=seed).fit_transform(D)
-        ax.scatter(Z[:, 0], Z[:, 1], s=0)
-        for z, t in zip(Z, tasks, strict=True):
+        lo, hi = Z.min(0), Z.max(0)
+        Zn = 0.08 + 0.84 * (Z - lo) / np.maximum(hi - lo, 1e-9)
+        P = spread(Zn, size)
+        ks = np.array([t["k"] for t in tasks])
+        for z, q in zip(Zn, P, strict=True):
+            ax.plot([z[0], q[0]], [z[1], q[1]], color="0.6", lw=0.6, zorder=1)
+        ax.scatter(Zn[:, 0], Zn[:, 1], c=ks, cmap=cmap, norm=norm, s=14, zorder=2, edgecolors="k", linewidths=0.3)
+        for q, t in zip(P, tasks, strict=True):
             img = t["y"].reshape(GRID, GRID)[::-1]
-            ab = AnnotationBbox(OffsetImage(img, zoom=1.1, cmap="coolwarm"), z, frameon=True, pad=0.05,
-                                bboxprops={"lw": 0.3 + 0.12 * t["k"], "ec": plt.cm.viridis((t["k"] - 3) / 13)})
+            ab = AnnotationBbox(OffsetImage(img, zoom=zoom, cmap="coolwarm"), q, frameon=True, pad=0.1, zorder=3,
+                                bboxprops={"lw": 2.0, "ec": cmap(norm(t["k"]))})
             ax.add_artist(ab)
-            ax.annotate(str(t["k"]), z, xytext=(9, 9), textcoords="offset points", fontsize=6)
-        ax.set_title(titles[probe], fontsize=9)
+            ax.text(q[0] + 0.5 * size[0], q[1] - 0.5 * size[1], str(t["k"]), fontsize=8, fontweight="bold", zorder=4,
+                    ha="right", va="bottom", bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
+                                                   "alpha": 0.85})
+        ax.set_title(titles[probe], fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
-        pad = 0.08 * (Z.max(0) - Z.min(0))
-        ax.set_xlim(Z[:, 0].min() - pad[0], Z[:, 0].max() + pad[0])
-        ax.set_ylim(Z[:, 1].min() - pad[1], Z[:, 1].max() + pad[1])
-    fig.suptitle("Toy task space (supplement Fig. 4): t-SNE of d_sym; marker = the task, number = k clusters",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    bar = fig.colorbar(sm, ax=axes, fraction=0.02, pad=0.01, ticks=range(3, 17))
+    bar.set_label("k: clusters in the task's label map (frame colour, dot colour and the number on each map)")
+    fig.suptitle("Toy task space (supplement Fig. 4): t-SNE of d_sym. Each map is one task's labels on the grid"
+                 " (red = 1); the dot is where t-SNE put it, the line leads to its map.", fontsize=11)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
 
 
