@@ -4,7 +4,7 @@
 
 For every module of ``timm.models`` that registers models, the smallest-sounding
 variant (test_/atto/femto/pico/nano/tiny/... first) is built with random weights,
-at 64 px where the model accepts ``img_size`` (else its default size), and embedded
+at 64 px (56 px for 14-pixel patches; the model's default size if neither runs), and embedded
 with ``montecarlo`` on 8 random images (2 classes), each in its own subprocess with
 a time limit. The table (family, model, dim, seconds, status, the one-line error)
 goes to ``benchmarks/results/probe_coverage.{json,md}``. Families that fail must fail
@@ -27,29 +27,38 @@ SIZE_WORDS = ("test_", "atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "mi
 CHILD = r"""
 import json, sys, time, warnings
 import timm, torch
+from t2v_hub.errors import T2VError
 from t2v_hub.task2vec import TensorTask, embed
 warnings.simplefilter("ignore")
 torch.set_num_threads(1)
 name = sys.argv[1]
 t = time.perf_counter()
+
+def build(size):
+    try:
+        return timm.create_model(name, pretrained=False, img_size=size)
+    except Exception:  # no img_size: a CNN runs at any size, anything else at its default
+        return timm.create_model(name, pretrained=False)
+
+def run(model, size):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, size, size, generator=g), torch.arange(8) % 2
+    return embed(TensorTask(x, y), model, "montecarlo", input_size=size, batch_size=4)
+
 try:
-    try:
-        model, size = timm.create_model(name, pretrained=False, img_size=64), 64
-    except Exception:
-        model = timm.create_model(name, pretrained=False)
-        size = int(timm.data.resolve_model_data_config(model)["input_size"][-1])
-    def run(model, size):
-        g = torch.Generator().manual_seed(0)
-        x, y = torch.randn(8, 3, size, size, generator=g), torch.arange(8) % 2
-        return embed(TensorTask(x, y), model, "montecarlo", input_size=size, batch_size=4)
-    try:
-        e = run(model, size)
-    except RuntimeError:  # the model accepted img_size=64 but cannot run at it: its default size
-        if size != 64:
-            raise
-        model = timm.create_model(name, pretrained=False)
-        size = int(timm.data.resolve_model_data_config(model)["input_size"][-1])
-        e = run(model, size)
+    e = None
+    # 64 px, else 56 (a multiple of 14-, 8- and 7-pixel patches), else the model's default size.
+    for size in (64, 56, None):
+        model = build(size) if size else timm.create_model(name, pretrained=False)
+        size = size or int(timm.data.resolve_model_data_config(model)["input_size"][-1])
+        try:
+            e = run(model, size)
+            break
+        except T2VError:
+            raise  # the library's own verdict, not a size the model cannot take
+        except Exception:
+            if size not in (64, 56):
+                raise
     print(json.dumps({"status": "ok", "dim": e.dim, "input": size, "seconds": round(time.perf_counter() - t, 1)}))
 except Exception as exc:
     msg = " ".join(str(exc).split())[:240]

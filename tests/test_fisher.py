@@ -86,12 +86,46 @@ class ExoticNet(nn.Module):
         return self.head(x.mean(dim=(1, 2)))
 
 
+class StdNet(nn.Module):
+    """Weight-standardised convolutions (BiT, NFNets, hybrid ViTs), static and dynamic 'same' padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from timm.layers import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
+
+        self.std = StdConv2d(3, 6, 3, padding=1)
+        self.std_same = StdConv2dSame(6, 8, 3, stride=2, padding="same")  # dynamic: odd input, stride 2
+        self.scaled = ScaledStdConv2d(8, 8, 3, padding=1, groups=2)
+        self.scaled_same = ScaledStdConv2dSame(8, 10, 3, stride=2, padding="same")
+        self.head = nn.Linear(10, 5)
+        with torch.no_grad():
+            self.scaled.gain.uniform_(0.5, 1.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.std(x))
+        x = torch.tanh(self.std_same(x))
+        x = torch.tanh(self.scaled(x))
+        return self.head(torch.tanh(self.scaled_same(x)).mean(dim=(2, 3)))
+
+
 def make_model(name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "hand":
         model: nn.Module = HandNet()
     elif name == "exotic":
         model = ExoticNet()
+    elif name == "std":
+        model = StdNet()
+    elif name == "tiny_tnt":
+        # Inner transformer: pixel_embed's conv sees (B * patches, C, p, p), batch outermost.
+        model = timm.create_model("tnt_s_patch16_224", img_size=32, patch_size=16, embed_dim=16, inner_dim=8,
+                                  depth=1, num_heads_inner=1, num_heads_outer=2, num_classes=5)
+    elif name == "tiny_mvit":
+        # Pooling attention: pool_q/k/v convs see (B * heads, C, H, W).
+        from timm.models.mvitv2 import MultiScaleVit, MultiScaleVitCfg
+
+        model = MultiScaleVit(MultiScaleVitCfg(depths=(1, 1), embed_dim=(8, 16), num_heads=(2, 2)), img_size=(32, 32),
+                              num_classes=5)
     elif name == "tiny_swin":
         # Windowed attention: qkv sees (B * windows, tokens, C); the second block is shifted.
         model = timm.create_model("swin_tiny_patch4_window7_224", num_classes=5, img_size=16, patch_size=2,
@@ -116,7 +150,7 @@ def make_model(name: str) -> nn.Module:
     return model.eval()
 
 
-IMG = {"hand": 10, "exotic": 6, "test_resnet": 16, "test_efficientnet": 16, "test_vit": 16, "tiny_swin": 16,
+IMG = {"hand": 10, "exotic": 6, "std": 9, "test_nfnet": 16, "tiny_tnt": 32, "tiny_mvit": 32, "test_resnet": 16, "test_efficientnet": 16, "test_vit": 16, "tiny_swin": 16,
        "tiny_levit": 32}
 CLASSES = {"exotic": 3}
 
@@ -202,7 +236,8 @@ SETTINGS = {
 @pytest.mark.parametrize("setting", list(SETTINGS))
 # tiny_levit has its own test below: a batch-of-1 forward of LeViT gives wrong stem gradients
 # (finite differences agree with the batched ones), so its reference loops over a batched forward.
-@pytest.mark.parametrize("name", ["hand", "exotic", "test_resnet", "test_efficientnet", "test_vit", "tiny_swin"])
+@pytest.mark.parametrize("name", ["hand", "exotic", "std", "test_nfnet", "test_resnet", "test_efficientnet", "test_vit",
+                                  "tiny_swin", "tiny_tnt", "tiny_mvit"])
 def test_equals_naive_loop(name: str, setting: str) -> None:
     """fp32 vectorised estimator vs the fp64 per-sample loop with the same labels: 1e-5."""
     method, backend, pairwise, mc = SETTINGS[setting]
@@ -407,7 +442,8 @@ def test_model_is_not_mutated() -> None:
 
 def test_errors() -> None:
     model, data = make_model("hand"), make_data("hand")
-    std = nn.Sequential(timm.layers.StdConv2d(3, 4, 3), nn.Flatten(), nn.Linear(256, 2)).eval()
+    # A transposed convolution is not a convolution of its weight over the input's patches.
+    std = nn.Sequential(nn.ConvTranspose2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 12 * 12, 2)).eval()
     cases = [  # (model, loader, method, kwargs, message the FisherError must contain)
         (model, data, "fisherish", {}, "montecarlo, empirical, batch, variational"),
         (model, [], "montecarlo", {}, "no samples"),
@@ -416,7 +452,7 @@ def test_errors() -> None:
         (model, data, "montecarlo", {"conv_bakend": "unfold"}, "conv_bakend"),
         (model, data, "montecarlo", {"mc_samples": 0}, "mc_samples"),
         (model, data, "batch", {"labels": "true"}, "labels"),
-        (std, data, "montecarlo", {"params": ["0.weight"]}, "StdConv2d"),
+        (std, data, "montecarlo", {"params": ["0.weight"]}, "ConvTranspose2d"),
     ]
     for net, loader, method, kwargs, message in cases:
         with pytest.raises(FisherError, match=re.escape(message)):

@@ -216,6 +216,48 @@ def test_distilled_two_head_models_are_probes() -> None:
     assert {id(q) for q in probe.head().parameters()} <= {id(q) for q in probe.model.parameters()}
 
 
+@pytest.mark.parametrize("name", ["efficientvim_m1", "crossvit_tiny"])
+def test_branch_heads_give_the_models_own_logits(name: str) -> None:
+    # CrossViT and EfficientViM have one head per branch (a ModuleList) over concatenated
+    # pre-logits; CrossViT averages them, EfficientViM weights them by softmax(model.weights).
+    if name == "crossvit_tiny":  # a 2-branch CrossViT small enough for a test
+        from timm.models.crossvit import CrossVit
+
+        model = CrossVit(img_size=[32, 32], patch_size=[8, 16], embed_dim=[16, 32], depth=[[1, 1, 0]],
+                         num_heads=[2, 2], mlp_ratio=[2, 2, 1], num_classes=5)
+        size = 32
+    else:
+        model, size = timm.create_model(name, pretrained=False, num_classes=5), 64
+    probe = create_probe(model, 5, input_size=size)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for q in probe.head().parameters():
+            q.normal_()
+        if hasattr(probe.model, "weights"):
+            probe.model.weights.normal_()  # non-uniform branch weights: the softmax must be applied
+        assert torch.allclose(probe.logits_from_features(probe.features(x)), probe.model(x), atol=1e-5)
+
+
+def test_only_the_classifier_of_an_mlp_head_starts_at_zero() -> None:
+    # MetaFormer's MlpHead is fc1 -> act -> norm -> fc2; zeroing fc1 as well would cut every
+    # gradient to the backbone (the embedding would be all zero, whatever the task).
+    from timm.models.metaformer import MetaFormer, MlpHead
+
+    model = MetaFormer(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), use_mlp_head=True, num_classes=7)
+    probe = create_probe(model, 3, input_size=32)
+    head = probe.head()
+    assert isinstance(head, MlpHead) and head.fc2.out_features == 3
+    assert float(head.fc2.weight.abs().sum()) == 0 and float(head.fc1.weight.abs().sum()) > 0
+    # A gradient reaches the backbone once the classifier moves off zero.
+    with torch.no_grad():
+        head.fc2.weight.normal_()
+    x = torch.randn(2, 3, 32, 32)
+    w = dict(probe.model.named_parameters())[probe.measured_params()[0]]
+    w.requires_grad_(True)
+    (g,) = torch.autograd.grad(probe.model(x).logsumexp(1).sum(), [w])
+    assert float(g.abs().sum()) > 0
+
+
 def test_conv_classifiers_run_on_pooled_vectors() -> None:
     from t2v_hub.probes.adapters import ConvHeadOnVectors, GenericAdapter
 

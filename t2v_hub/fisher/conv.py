@@ -32,6 +32,7 @@ inside ``forward`` with ``pad_same``, asymmetric when strided), string padding
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,9 +77,23 @@ def _supported_forwards() -> dict[Callable, str]:
 
         table[Conv2dSame.forward] = "same"
         table[Conv2dSameExport.forward] = "same"
+        from timm.layers.std_conv import ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
+
+        # Weight-standardised convolutions (NFNets, BiT, hybrid ViTs): a plain convolution of
+        # standardise(w); the per-sample gradient of w is that of the standardised weight
+        # pulled back through the standardisation (one small VJP per filter, same for all samples).
+        table[StdConv2d.forward] = table[ScaledStdConv2d.forward] = "std"
+        table[StdConv2dSame.forward] = table[ScaledStdConv2dSame.forward] = "std_same"
     except ImportError:  # pragma: no cover
         pass
     return table
+
+
+def standardize(module: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """timm's StdConv2d / ScaledStdConv2d weight: per-filter (w - mean) / sqrt(var + eps), times gain * scale."""
+    gain = (module.gain * module.scale).view(-1).to(w.dtype) if hasattr(module, "gain") else None
+    return F.batch_norm(w.reshape(1, w.shape[0], -1), None, None, weight=gain, training=True, momentum=0.0,
+                        eps=module.eps).reshape_as(w)
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ class ConvSpec:
     dilation: tuple[int, ...]
     groups: int
     pre_pad: Callable[[torch.Tensor], torch.Tensor] | None
+    standardized: nn.Module | None = None  # a StdConv: gradients are pulled back through `standardize`
 
     @property
     def kernel(self) -> tuple[int, ...]:
@@ -112,8 +128,10 @@ def conv_spec(module: nn.Module, name: str) -> ConvSpec:
     kernel = tuple(module.weight.shape[2:])
     pre_pad: Callable[[torch.Tensor], torch.Tensor] | None = None
     padding: tuple[int, ...] = (0,) * nd
-    if kind == "same":
+    if kind == "same" or (kind == "std_same" and module.same_pad):
         pre_pad = _same_pad_fn(kernel, stride, dilation)
+        if kind == "std_same":
+            padding = tuple(int(p) for p in module.padding)
     elif isinstance(module.padding, str) or module.padding_mode != "zeros":
         # "same"/"valid" strings and reflect/replicate/circular modes: torch pads with
         # `_reversed_padding_repeated_twice` (extra pixel on the right for odd totals).
@@ -126,7 +144,8 @@ def conv_spec(module: nn.Module, name: str) -> ConvSpec:
 
     else:
         padding = tuple(int(p) for p in module.padding)
-    return ConvSpec(nd, tuple(module.weight.shape), stride, padding, dilation, int(module.groups), pre_pad)
+    return ConvSpec(nd, tuple(module.weight.shape), stride, padding, dilation, int(module.groups), pre_pad,
+                    module if kind in ("std", "std_same") else None)
 
 
 def pick_backend(backend: str, device: torch.device, length: int) -> str:
@@ -184,6 +203,13 @@ def conv_sq_sum(
     Few output positions (``L <= pairwise_max``, 1-/2-D) always take the pairwise
     formula of :func:`contract_sq_sum`; otherwise ``backend`` decides.
     """
+    if spec.standardized is not None:
+        out = torch.zeros(spec.weight_shape, dtype=dtype, device=a.device)
+        numel = math.prod(spec.weight_shape)
+        step = chunk_for(2 * numel, chunk_size, torch.finfo(dtype).bits // 8, chunk_bytes)
+        for s in range(0, a.shape[0], step):
+            out += conv_persample(spec, a[s : s + step], g[s : s + step], dtype).square_().sum(dim=0)
+        return out
     if spec.pre_pad is not None:
         a = spec.pre_pad(a)
     a = a.to(dtype).contiguous()
@@ -235,4 +261,11 @@ def conv_persample(spec: ConvSpec, a: torch.Tensor, g: torch.Tensor, dtype: torc
     """Per-sample weight gradients ``(b, *weight_shape)`` (for layers called several times)."""
     if spec.pre_pad is not None:
         a = spec.pre_pad(a)
-    return _grouped(spec, a.to(dtype).contiguous(), g.to(dtype).contiguous())
+    grads = _grouped(spec, a.to(dtype).contiguous(), g.to(dtype).contiguous())
+    m = spec.standardized
+    if m is None:
+        return grads
+    # The gradients above are w.r.t. the standardised weight; the Jacobian of the
+    # standardisation is the same for every sample, so one VJP is vmapped over them.
+    _, pull = torch.func.vjp(lambda w: standardize(m, w), m.weight.detach().to(dtype))
+    return torch.func.vmap(pull)(grads)[0]

@@ -37,9 +37,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ..errors import FisherError
 from .common import (
@@ -54,6 +52,8 @@ from .common import (
     warn_if_training,
 )
 from .conv import CONV_BACKENDS, ConvSpec, conv_persample, conv_spec, conv_sq_sum
+from .functional import FunctionalLinear as _FunctionalLinear
+from .functional import calls_linear as _calls_linear
 from .likelihoods import LIKELIHOODS, draw_targets, loss_sum
 from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, default_chunk_bytes, linear_persample, linear_sq_sum
 from .norm import is_norm, norm_persample, norm_sq_sum
@@ -123,6 +123,13 @@ class _Tap:
                 f"the input of {self.name!r} was modified in place after the layer used it; "
                 "per-sample gradients would be wrong. Use out-of-place ops before this layer."
             )
+        if self.fold > 1 and self.spec is not None:  # a conv over (B * fold, C, ...): sum each sample's rows
+            if len(self.inputs) > 1:
+                raise FisherError(f"{self.name!r} is called several times on a folded batch; "
+                                  "use method='batch' for this model")
+            p = self._persample(a, grad)
+            self.acc += p.reshape(-1, self.fold, *p.shape[1:]).sum(dim=1).square_().sum(dim=0)
+            return
         if self.fold > 1:  # one sample's windows are consecutive rows: regroup them per sample
             a = a.reshape(a.shape[0] // self.fold, -1, a.shape[-1])
             grad = grad.reshape(grad.shape[0] // self.fold, -1, grad.shape[-1])
@@ -225,37 +232,6 @@ def _check_unused(
             "method='batch' (the reference's estimator, any layer)."
         )
     return [t.name for t, g in zip(silent, grads, strict=True) if g is None], functional
-
-
-class _FunctionalLinear(TorchFunctionMode):
-    """Routes ``F.linear(x, W, b)`` calls on a measured weight ``W`` to that weight's tap,
-    as if its module had been called: same input, same output-gradient hook."""
-
-    def __init__(self, taps: list[_Tap]) -> None:
-        super().__init__()
-        self.by_weight = {id(t.module.weight): t for t in taps}
-        self.calls: set[int] = set()
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func is F.linear or func is torch._C._nn.linear:
-            weight = kwargs.get("weight", args[1] if len(args) > 1 else None)
-            tap = self.by_weight.get(id(weight))
-            if tap is not None:
-                x = kwargs.get("input", args[0] if args else None)
-                self.calls.add(id(weight))
-                if tap.active:
-                    tap.forward_hook(tap.module, (x,), out)
-        return out
-
-
-def _calls_linear(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, taps: list[_Tap]) -> list[_Tap]:
-    """Those of ``taps`` whose weight reaches the output through a direct ``F.linear`` call (one forward)."""
-    mode = _FunctionalLinear(taps)  # the caller has every tap inactive: nothing is captured
-    with torch.no_grad(), autocast_ctx(x.device, dtype), mode:
-        model(x[:1])
-    return [t for t in taps if id(t.module.weight) in mode.calls]
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -382,10 +358,10 @@ def _check_captures(taps: list[_Tap], batch: int) -> None:
         for a in t.inputs:
             if a.shape[0] == batch:
                 continue
-            linear = t.spec is None and not t.norm
-            if linear and a.dim() >= 3 and a.shape[0] % batch == 0:
-                # timm's window_partition keeps the batch outermost: (B * nW, N, C). Regrouping rows
-                # per sample is exact then (tested against a per-sample loop on Swin).
+            if not t.norm and a.dim() >= 3 and a.shape[0] % batch == 0:
+                # timm folds with the batch outermost: window_partition's (B * nW, N, C), TNT's
+                # (B * patches, C, p, p), MViTv2's pooling over (B * heads, C, H, W). Regrouping rows
+                # per sample is exact then (tested against per-sample loops on Swin and TNT).
                 t.fold = a.shape[0] // batch
                 continue
             raise FisherError(

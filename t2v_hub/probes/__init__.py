@@ -136,14 +136,21 @@ def _measured_layout(model: nn.Module, include_norm: bool,
 
 
 def _init_head(adapter: Any, model: nn.Module) -> None:
-    """Zero head, frozen model: the head is fit from zero on every task, whatever the RNG state."""
+    """Zero classifier, frozen model: the head is fit from zero on every task, whatever the RNG state.
+
+    Only the layers that output the classes are zeroed. An MLP head's hidden layers
+    (MetaFormer's ``MlpHead``) keep their weights: zeroed too, no gradient could reach them
+    or the backbone, and the head would fit nothing (an all-zero Fisher).
+    """
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_RANDOM_INIT_SEED)
-        for m in adapter.head(model).modules():
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        linears = [m for m in adapter.head(model).modules() if isinstance(m, nn.Linear)]
+        outputs = [m for m in linears if m.out_features == num_classes] or linears[-1:]
+        for m in outputs:
+            nn.init.zeros_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -29,6 +29,10 @@ class GenericAdapter:
 
     def head(self, model: nn.Module) -> nn.Module:
         head = model.get_classifier()
+        if isinstance(head, nn.ModuleList):
+            # Multi-branch models (CrossViT, EfficientViM): one head per branch, each on its slice
+            # of the concatenated pre-logits, combined as the model's own forward_head does.
+            return SplitHeads(head, getattr(model, "weights", None) if _softmax_weighted(model) else None)
         if isinstance(head, tuple | list):
             # Distilled models (LeViT, DeiT-distilled) return (head, head_dist); in eval mode timm
             # averages their logits. One module over both, sharing the model's parameters.
@@ -81,6 +85,27 @@ class AveragedHeads(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([h(x) for h in self.heads]).mean(0)
+
+
+def _softmax_weighted(model: nn.Module) -> bool:
+    # EfficientViM sums its heads' logits weighted by softmax(model.weights); CrossViT averages.
+    return type(model).__name__.startswith("EfficientViM")
+
+
+class SplitHeads(nn.Module):
+    """Branch heads over concatenated features: ``sum_i w_i head_i(x_i)``, w uniform or ``softmax(weights)``."""
+
+    def __init__(self, heads: nn.ModuleList, weights: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.heads = heads
+        self.sizes = [int(h.in_features) for h in heads]
+        self._weights = weights  # the model's parameter, not a copy (never registered here: not ours to fit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, self.sizes, dim=1)
+        n = len(self.heads)
+        w = self._weights.softmax(-1) if self._weights is not None else torch.full((n,), 1.0 / n, device=x.device)
+        return sum(w[i] * head(part) for i, (head, part) in enumerate(zip(self.heads, parts, strict=True)))
 
 
 class ConvHeadOnVectors(nn.Module):
