@@ -155,7 +155,22 @@ def _label_fisher(run: EmbedRun, batch_size: int) -> tuple[FisherResult, dict[st
                           multilabel=kind == "multi", regression=kind == "regression")
     record = {"seconds_features_and_head": time.perf_counter() - t0}
     _log(f"Fisher ({run.config.fisher.method}) over {run.images.shape[0]} images...", run.quiet)
-    return _fisher(run, feats), head_stats, record
+    result = _fisher(run, feats)
+    if kind == "single" and all(not bool(v.any()) for v in result.per_param.values()):
+        _refuse_if_saturated(run, feats)
+    return result, head_stats, record
+
+
+def _refuse_if_saturated(run: EmbedRun, feats: torch.Tensor) -> None:
+    """An all-zero Fisher from a head that is certain of every image: say so, not "no weight matters"."""
+    with torch.no_grad():
+        logits = run.probe.logits_from_features(feats.to(run.device)).float().cpu()
+    if bool((logits.softmax(1).max(1).values == 1.0).all()):
+        raise FisherError(
+            f"the fitted head predicts every image with probability 1.0 (logits up to {float(logits.abs().max()):.3g},"
+            f" features up to {float(feats.abs().max()):.3g}), so no sampled label has a gradient and the Fisher is"
+            " exactly zero: the probe's features are far out of scale (a random-init probe?); use pretrained weights"
+        )
 
 
 def _artifact(run: EmbedRun, task: Any, result: FisherResult, head_stats: dict[str, float],

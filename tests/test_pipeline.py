@@ -268,3 +268,15 @@ def test_cli_embed_with_a_local_checkpoint(tmp_path, monkeypatch, capsys) -> Non
     assert main(["embed", "--dataset", str(data), "--probe", "test_resnet", "--checkpoint", str(tmp_path / "no.pth"),
                  "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_saturated_head_is_named_as_the_cause_of_a_zero_fisher() -> None:
+    # Features of ~1e5 (random-init InceptionV3 has them): the head is certain of every image,
+    # every sampled label's gradient is zero, and the error must say that (not "no weight matters").
+    from t2v_hub.errors import FisherError
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32, generator=g) * 1e6, torch.arange(8) % 2
+    with pytest.raises(FisherError, match="probability 1.0 .* exactly zero"):
+        embed(TensorTask(x, y), "test_efficientnet", pretrained=False, input_size=32)
+    assert embed(TensorTask(x / 1e6, y), "test_efficientnet", pretrained=False, input_size=32).norm > 0

@@ -258,6 +258,27 @@ def test_only_the_classifier_of_an_mlp_head_starts_at_zero() -> None:
     assert float(g.abs().sum()) > 0
 
 
+def test_a_whole_classifier_head_is_reduced_to_its_fc() -> None:
+    # Sequencer's get_classifier() is timm's ClassifierHead (pool + fc); the probe's features are
+    # already pooled, so pooling again failed ("Dimension out of range").
+    from timm.layers import ClassifierHead
+
+    from t2v_hub.probes.adapters import GenericAdapter
+
+    class Headed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = ClassifierHead(8, 3)
+
+        def get_classifier(self) -> torch.nn.Module:
+            return self.head
+
+    m = Headed()
+    assert GenericAdapter().head(m) is m.head.fc
+    v = torch.randn(2, 8, 4, 4)
+    assert torch.allclose(GenericAdapter().head(m)(m.head(v, pre_logits=True)), m.head(v))
+
+
 def test_conv_classifiers_run_on_pooled_vectors() -> None:
     from t2v_hub.probes.adapters import ConvHeadOnVectors, GenericAdapter
 

@@ -29,6 +29,10 @@ class GenericAdapter:
 
     def head(self, model: nn.Module) -> nn.Module:
         head = model.get_classifier()
+        if hasattr(head, "global_pool") and isinstance(getattr(head, "fc", None), nn.Module):
+            # A whole timm ClassifierHead (Sequencer): pooling + fc. The probe's features are
+            # already pooled (forward_head(pre_logits=True)); the head proper is its fc.
+            head = head.fc
         if isinstance(head, nn.ModuleList):
             # Multi-branch models (CrossViT, EfficientViM): one head per branch, each on its slice
             # of the concatenated pre-logits, combined as the model's own forward_head does.
