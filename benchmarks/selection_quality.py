@@ -1,28 +1,32 @@
-"""Selection quality on the zoo's expert tasks: leave-one-out and leave-one-domain-out, one- and two-stage.
+"""Selection quality on the zoo: pool leave-one-out, mixed and leave-one-domain-out, one- and two-stage.
 
-    python -m benchmarks.selection_quality      # ~2 min on 2 CPUs; writes benchmarks/results/selection_quality.*
+    python -m benchmarks.selection_quality      # ~6 min on 2 CPUs; writes benchmarks/results/selection_quality.*
 
 Inputs (nothing is recomputed from images): the reproduction's ground truth in
 ``benchmarks/results/reproduce_small.json`` (the error of a linear probe on every
-expert's features for every task, and LogME of every expert for every task), and the
-TASK2VEC embeddings of the 12 expert tasks as the demo zoo carries them
-(``examples/zoo``). Candidates are the 12 fine-tuned experts; the expert trained on
-the task itself is never a candidate ("pool_loo" of the reproduction).
+expert's features for every one of the 36 tasks, and LogME of every expert for every
+task), and the montecarlo TASK2VEC embeddings of the 36 tasks
+(``benchmarks/results/zoo_embeddings_small.safetensors``, packed from the reproduction's
+cache by :func:`pack_embeddings`). Candidates are the 12 fine-tuned experts; the
+expert trained on a task itself is never a candidate for it.
 
-Meta-tasks for the learned methods (the static prior and MODEL2VEC):
+Meta-tasks (:data:`META_TASKS`):
 
-- ``loo``: trained on the other 11 tasks;
-- ``lodo`` (leave-one-domain-out): trained only on tasks of *other* pools (Fashion,
-  MNIST, digits, glyphs), so what generalises to a new domain is measured.
+- ``loo``: the 12 expert tasks (the reproduction's pool_loo); learned methods trained
+  on the 35 other tasks;
+- ``mixed``: the 24 tasks no expert was trained on, against all 12 experts;
+- ``lodo`` (leave-one-domain-out): all 36 tasks, the learned methods (static prior,
+  MODEL2VEC) trained only on tasks of *other* pools (Fashion, MNIST, digits, glyphs), so
+  what generalises to a new domain is measured.
 
 Methods: chance, always-ImageNet, oracle, static prior (lowest mean error on the
-training tasks), d_sym, d_asym (alpha 0.15), MODEL2VEC (the shipped ``bias="both"``,
-and the per-filter-only, per-expert-offset-only and temperature-only variants), LogME on
-all 12 experts, and the two-stage recommender (shortlist K by d_sym or d_asym, then
-LogME) at K = 1, 2, 3, 5, 12. Reported: relative error increase (ratio of means),
+training tasks), d_sym, d_asym (alpha 0.15), MODEL2VEC (``bias="both"``, and the
+per-filter-only (the default), per-expert-offset-only and temperature-only variants),
+LogME on all experts, and the two-stage recommender (shortlist K by d_sym or d_asym,
+then LogME) at K = 1, 2, 3, 5, 12. Reported: relative error increase (ratio of means),
 top-1, weighted tau, forward passes per query (experts run over the task's images),
 and 95% paired-bootstrap intervals (2,000 resamples of the tasks) for the differences
-that matter. 12 tasks is a small sample: read the intervals.
+that matter. 12-36 tasks is a small sample: read the intervals.
 """
 
 from __future__ import annotations
@@ -47,24 +51,63 @@ KS = (1, 2, 3, 5, 12)
 ALPHA = 0.15
 
 
-def load() -> dict[str, Any]:
+PACK = RESULTS / "zoo_embeddings_small.safetensors"
+
+
+def pack_embeddings(path: Path = PACK, cache: Path | None = None) -> Path:
+    """The reproduction's montecarlo embeddings of every zoo task (and t0) as one committed file.
+
+    Read from ``benchmarks/zoo/out/small/embeddings/montecarlo`` (written by
+    ``python -m benchmarks.reproduce --config small``), so this benchmark needs no rerun.
+    """
+    from safetensors.torch import save_file
+
+    from benchmarks.reproduce import DEFAULT_OUT
     from t2v_hub.trivial import trivial_for
 
+    folder = cache or DEFAULT_OUT / "small" / "embeddings" / "montecarlo"
+    names = json.loads((RESULTS / "reproduce_small.json").read_text())["error_matrix"]["tasks"]
+    missing = [n for n in names if not (folder / f"{n}.safetensors").is_file()]
+    if missing:
+        raise SystemExit(f"{len(missing)} task embeddings missing under {folder} (e.g. {missing[0]}); run "
+                         "`python -m benchmarks.reproduce --config small --no-demo` first")
+    embs = [Task2VecEmbedding.load(folder / f"{n}.safetensors") for n in names]
+    t0 = trivial_for(embs[0]).vector
+    # The ground truth of the same run travels with its embeddings: the glyph pool is rendered from
+    # the fonts installed, so two machines' runs differ there and must not be mixed.
+    gt = torch.load(folder.parent.parent / "groundtruth.pt", weights_only=False)["value"]
+    meta = {"names": json.dumps(names), "probe": embs[0].probe, "method": embs[0].method,
+            "input_size": json.dumps(embs[0].config("input_size")), "source": str(folder.relative_to(ROOT)),
+            "experts": json.dumps(json.loads((RESULTS / "reproduce_small.json").read_text())["error_matrix"]["experts"])}
+    tensors = {"vectors": torch.stack([e.vector for e in embs]).contiguous(), "t0": t0.contiguous(),
+               "errors": torch.tensor([gt["errors"][n] for n in names], dtype=torch.float32),
+               "logme": torch.tensor([gt["logme"][n] for n in names], dtype=torch.float32)}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def load(pack: Path = PACK) -> dict[str, Any]:
+    """Ground truth of every zoo task (36) against the 12 fine-tuned experts, and the tasks' embeddings."""
+    from safetensors import safe_open
+
     d = json.loads((RESULTS / "reproduce_small.json").read_text())
-    em = d["error_matrix"]
-    experts = [e for e in em["experts"] if e != "generic_imagenet"]
-    tasks = [t for t in experts if t in em["tasks"]]  # the expert tasks (pool_loo)
-    col = {e: em["experts"].index(e) for e in em["experts"]}
-    row = {t: em["tasks"].index(t) for t in em["tasks"]}
-    E = torch.tensor([[em["errors"][row[t]][col[e]] for e in experts] for t in tasks], dtype=torch.float32)
-    generic = torch.tensor([em["errors"][row[t]][col["generic_imagenet"]] for t in tasks])
-    logme = torch.tensor([[d["logme"][t][col[e]] for e in experts] for t in tasks], dtype=torch.float32)
-    embs = [Task2VecEmbedding.load(next((ROOT / "examples/zoo/t2v-zoo" / t / "task2vec").glob("*.safetensors")))
-            for t in tasks]
-    X = torch.stack([e.vector for e in embs])
+    if not pack.is_file():
+        pack_embeddings(pack)
+    with safe_open(str(pack), "pt") as f:
+        meta = f.metadata()
+        tasks, cols = json.loads(meta["names"]), json.loads(meta["experts"])
+        V, t0, errors, lm = (f.get_tensor(k) for k in ("vectors", "t0", "errors", "logme"))
+    experts = [e for e in cols if e != "generic_imagenet"]
+    keep = [cols.index(e) for e in experts]
+    E, logme, generic = errors[:, keep], lm[:, keep], errors[:, cols.index("generic_imagenet")]
+    X = V
+    F = V[[tasks.index(e) for e in experts]]  # an expert's embedding is that of the task it was trained on
     pools = [d["tasks"][t]["pool"] for t in tasks]
     return {"tasks": tasks, "experts": experts, "errors": E, "generic": generic, "logme": logme, "X": X,
-            "F": X.clone(), "t0": trivial_for(embs[0]).vector, "pools": pools, "cost": d["cost_per_query"]}
+            "F": F, "t0": t0, "pools": pools, "cost": d["cost_per_query"],
+            "is_expert_task": [t in experts for t in tasks], "pack": pack.name}
 
 
 def _mask(scores: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
@@ -95,7 +138,7 @@ def two_stage(stage1: torch.Tensor, logme: torch.Tensor, k: int) -> torch.Tensor
 
 
 def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool) -> dict[str, torch.Tensor]:
-    """Static prior and MODEL2VEC scores, trained per test task on the allowed tasks only."""
+    """Static prior and MODEL2VEC scores for every task, each trained without it (lodo: without its pool)."""
     E, X, F, t0, pools = data["errors"], data["X"], data["F"], data["t0"], data["pools"]
     masked = E.clone()
     masked[exclude] = float("nan")
@@ -112,6 +155,33 @@ def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool) -> dict[str
         for name, bias in variants.items():
             sel = train_model2vec(X[train], F, tr, t0, SelectorConfig(alpha=ALPHA, bias=bias))
             out[name][i] = sel.scores(X[i], sel.expert_ids, F)[0]
+    return out
+
+
+COMPLEXITY_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+def complexity_cv(data: dict[str, Any], d_sym: torch.Tensor, exclude: torch.Tensor, lodo: bool) -> torch.Tensor:
+    """``d_sym - a * log ||F_j||`` with ``a`` chosen per test task on its training tasks only.
+
+    The term prefers experts whose own task embedding is larger (supplement 1.2: more data,
+    more complex tasks, larger norm), which is what the paper's asymmetric term is for; its one
+    weight is a function of the expert's embedding, not of its identity, so it can carry over to
+    a domain no training task came from. ``a`` minimises the training tasks' mean chosen error.
+    """
+    E, pools = data["errors"], data["pools"]
+    lognorm = data["F"].norm(dim=1).log()
+    T = E.shape[0]
+    out = torch.full(E.shape, float("nan"))
+    for i in range(T):
+        train = [j for j in range(T) if j != i and (not lodo or pools[j] != pools[i])]
+        best_a, best_err = 0.0, float("inf")
+        for a in COMPLEXITY_GRID:
+            s = _mask(d_sym[train] - a * lognorm[None, :], exclude[train])
+            err = float(_chosen_errors(E[train], s).mean())
+            if err < best_err - 1e-9:
+                best_a, best_err = a, err
+        out[i] = d_sym[i] - best_a * lognorm
     return out
 
 
@@ -132,63 +202,82 @@ def bootstrap(chosen_a: torch.Tensor, chosen_b: torch.Tensor, best: torch.Tensor
             "ci95": [float(d.quantile(0.025)), float(d.quantile(0.975))]}
 
 
-def run() -> dict[str, Any]:
-    data = load()
+META_TASKS = {
+    "loo": "the 12 expert tasks, self excluded; learned methods trained on the 35 other tasks",
+    "mixed": "the 24 tasks no expert was trained on, all 12 experts; learned methods trained on the 35 other tasks",
+    "lodo": "all 36 tasks, self excluded; learned methods trained only on tasks of other pools",
+}
+
+
+def run(pack: Path = PACK) -> dict[str, Any]:
+    data = load(pack)
     E, X, F, t0, logme = data["errors"], data["X"], data["F"], data["t0"], data["logme"]
     exclude = torch.tensor([[e == t for e in data["experts"]] for t in data["tasks"]])
-    n_exp = int((~exclude[0]).sum())
-    best = torch.where(exclude, torch.full_like(E, float("inf")), E).min(1).values
+    best_all = torch.where(exclude, torch.full_like(E, float("inf")), E).min(1).values
     d_sym = cdist(F, X).T
     d_asym = cdist_asym(F, X, t0, alpha=ALPHA).T
-    out: dict[str, Any] = {"tasks": data["tasks"], "pools": data["pools"], "num_candidates": n_exp,
-                           "alpha": ALPHA, "meta_tasks": {}}
+    out: dict[str, Any] = {"tasks": data["tasks"], "pools": data["pools"], "num_experts": len(data["experts"]),
+                           "alpha": ALPHA, "embeddings": data["pack"], "meta_task_definitions": META_TASKS,
+                           "meta_tasks": {}}
     images = data["cost"]["logme"]["forward_passes_mean"] / data["cost"]["logme"]["networks_run"]
     sec_fwd = data["cost"]["logme"]["seconds_forward_mean"] / data["cost"]["logme"]["networks_run"]
     sec_probe = data["cost"]["task2vec[montecarlo]"]["seconds_mean"]
-    for meta in ("loo", "lodo"):
+    trained = {"loo": learned(data, exclude, lodo=False)}
+    trained["mixed"] = trained["loo"]
+    trained["lodo"] = learned(data, exclude, lodo=True)
+    for meta, lodo in (("loo", False), ("lodo", True)):
+        trained[meta]["complexity_cv"] = complexity_cv(data, d_sym, exclude, lodo)
+    expert_task = torch.tensor(data["is_expert_task"])
+    rows = {"loo": expert_task, "mixed": ~expert_task, "lodo": torch.ones_like(expert_task)}
+    for meta, keep in rows.items():
+        Em, ex, best = E[keep], exclude[keep], best_all[keep]
+        n_exp = int((~ex).sum(1).float().mean().round())
+        lrn = {k: v[keep] for k, v in trained[meta].items()}
         scores: dict[str, tuple[torch.Tensor, int, float]] = {}  # name -> (scores, forward passes, seconds)
-        lrn = learned(data, exclude, lodo=meta == "lodo")
         scores["static_prior"] = (lrn["static_prior"], 0, 0.0)
-        scores["d_sym"] = (d_sym, 0, sec_probe)
-        scores["d_asym"] = (d_asym, 0, sec_probe)
-        for name in ("model2vec", "model2vec[bias=filter]", "model2vec[bias=scalar]", "model2vec[bias=none]"):
+        scores["d_sym"] = (d_sym[keep], 0, sec_probe)
+        scores["d_asym"] = (d_asym[keep], 0, sec_probe)
+        for name in ("model2vec", "model2vec[bias=filter]", "model2vec[bias=scalar]", "model2vec[bias=none]",
+                     "complexity_cv"):
             scores[name] = (lrn[name], 0, sec_probe)
-        scores["logme_all"] = (-logme, n_exp, n_exp * sec_fwd)
-        for name, base in (("d_sym", d_sym), ("d_asym", d_asym)):
+        scores["logme_all"] = (-logme[keep], n_exp, n_exp * sec_fwd)
+        for name, base in (("d_sym", d_sym[keep]), ("d_asym", d_asym[keep])):
             for k in KS:
-                scores[f"two_stage[{name}, K={k}]"] = (two_stage(_mask(base, exclude), logme, k), min(k, n_exp),
+                scores[f"two_stage[{name}, K={k}]"] = (two_stage(_mask(base, ex), logme[keep], k), min(k, n_exp),
                                                        sec_probe + min(k, n_exp) * sec_fwd)
-        scores["oracle"] = (E, 0, 0.0)
-        table: dict[str, Any] = {"chance": chance_baseline(E, exclude)}
-        gen = data["generic"]
+        scores["oracle"] = (Em, 0, 0.0)
+        table: dict[str, Any] = {"chance": chance_baseline(Em, ex)}
+        gen = data["generic"][keep]
         table["generic_imagenet"] = {"relative_error_increase": _rel_increase(gen, best),
                                      "top1": float((gen <= best).float().mean())}
         chosen: dict[str, torch.Tensor] = {}
-        for name, (s, passes, sec) in scores.items():
-            m = _mask(s, exclude)
-            r = evaluate_selection(E, m, exclude)
-            chosen[name] = _chosen_errors(E, m)
+        for name, (sc, passes, sec) in scores.items():
+            m = _mask(sc, ex)
+            r = evaluate_selection(Em, m, ex)
+            chosen[name] = _chosen_errors(Em, m)
             table[name] = {**{k: r[k] for k in ("relative_error_increase", "top1", "weighted_tau")},
                            "forward_passes_per_query": passes, "images_per_query": round(passes * images),
                            "seconds_per_query": round(sec, 2)}
         ci = {
             "two_stage[d_sym, K=3] - logme_all": bootstrap(chosen["two_stage[d_sym, K=3]"], chosen["logme_all"], best),
             "model2vec - static_prior": bootstrap(chosen["model2vec"], chosen["static_prior"], best),
+            "model2vec[bias=filter] - d_asym": bootstrap(chosen["model2vec[bias=filter]"], chosen["d_asym"], best),
             "d_asym - d_sym": bootstrap(chosen["d_asym"], chosen["d_sym"], best),
+            "complexity_cv - d_sym": bootstrap(chosen["complexity_cv"], chosen["d_sym"], best),
         }
         same = sum(int(a == b) for a, b in zip(chosen["d_asym"].tolist(), chosen["d_sym"].tolist(), strict=True))
-        out["meta_tasks"][meta] = {"methods": table, "paired_bootstrap": ci,
-                                   "d_asym_same_choice_as_d_sym": f"{same}/{len(best)}"}
+        out["meta_tasks"][meta] = {"num_tasks": int(keep.sum()), "candidates_per_task": n_exp, "methods": table,
+                                   "paired_bootstrap": ci, "d_asym_same_choice_as_d_sym": f"{same}/{len(best)}"}
     return out
 
 
 def write(res: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "selection_quality.json").write_text(json.dumps(res, indent=1) + "\n")
-    lines = ["# Selection quality on the zoo's 12 expert tasks (self excluded)", "",
-             f"Candidates: {res['num_candidates']} fine-tuned experts per task. alpha = {res['alpha']}.", ""]
+    lines = ["# Selection quality on the zoo's 36 tasks and 12 fine-tuned experts", "",
+             f"alpha = {res['alpha']}; embeddings: {res['embeddings']}.", ""]
     for meta, r in res["meta_tasks"].items():
-        lines += [f"## {meta}", "", "| method | rel. error incr. | top-1 | w. tau | experts run / query | s / query |",
+        lines += [f"## {meta}: {res['meta_task_definitions'][meta]}", "", "| method | rel. error incr. | top-1 | w. tau | experts run / query | s / query |",
                   "|---|---|---|---|---|---|"]
         for name, m in r["methods"].items():
             tau = m.get("weighted_tau")
@@ -208,7 +297,7 @@ def write(res: dict[str, Any]) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, len(res["meta_tasks"]), figsize=(15, 4.2), sharey=True)
     for ax, (meta, r) in zip(axes, res["meta_tasks"].items(), strict=True):
         m = r["methods"]
         for base, style in (("d_sym", "o-"), ("d_asym", "s--")):
@@ -225,7 +314,7 @@ def write(res: dict[str, Any]) -> None:
         ax.set_xlabel("expert forward passes per query")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("relative error increase over the best expert (%)")
-    axes[1].legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / "selection_quality_frontier.png", dpi=120)
 
