@@ -78,6 +78,7 @@ def pack_embeddings(path: Path = PACK, cache: Path | None = None) -> Path:
     gt = torch.load(folder.parent.parent / "groundtruth.pt", weights_only=False)["value"]
     meta = {"names": json.dumps(names), "probe": embs[0].probe, "method": embs[0].method,
             "input_size": json.dumps(embs[0].config("input_size")), "source": str(folder.relative_to(ROOT)),
+            "num_fonts": str(_num_fonts()),
             "experts": json.dumps(json.loads((RESULTS / "reproduce_small.json").read_text())["error_matrix"]["experts"])}
     tensors = {"vectors": torch.stack([e.vector for e in embs]).contiguous(), "t0": t0.contiguous(),
                "errors": torch.tensor([gt["errors"][n] for n in names], dtype=torch.float32),
@@ -86,6 +87,12 @@ def pack_embeddings(path: Path = PACK, cache: Path | None = None) -> Path:
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+def _num_fonts() -> int:
+    from benchmarks.zoo.data import list_glyph_fonts
+
+    return len(list_glyph_fonts())
 
 
 def load(pack: Path = PACK) -> dict[str, Any]:
@@ -137,7 +144,7 @@ def two_stage(stage1: torch.Tensor, logme: torch.Tensor, k: int) -> torch.Tensor
     return out
 
 
-def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool) -> dict[str, torch.Tensor]:
+def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: bool = True) -> dict[str, torch.Tensor]:
     """Static prior and MODEL2VEC scores for every task, each trained without it (lodo: without its pool)."""
     E, X, F, t0, pools = data["errors"], data["X"], data["F"], data["t0"], data["pools"]
     masked = E.clone()
@@ -145,7 +152,7 @@ def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool) -> dict[str
     T = E.shape[0]
     out = {"static_prior": torch.full(E.shape, float("nan"))}
     variants = {"model2vec": "both", "model2vec[bias=filter]": "filter", "model2vec[bias=scalar]": "scalar",
-                "model2vec[bias=none]": "none"}
+                "model2vec[bias=none]": "none"} if model2vec else {}
     for name in variants:
         out[name] = torch.full(E.shape, float("nan"))
     for i in range(T):
@@ -209,7 +216,8 @@ META_TASKS = {
 }
 
 
-def run(pack: Path = PACK) -> dict[str, Any]:
+def run(pack: Path = PACK, model2vec: bool = True) -> dict[str, Any]:
+    """Every method on every meta-task; ``model2vec=False`` skips its 288 trainings (the slow part)."""
     data = load(pack)
     E, X, F, t0, logme = data["errors"], data["X"], data["F"], data["t0"], data["logme"]
     exclude = torch.tensor([[e == t for e in data["experts"]] for t in data["tasks"]])
@@ -222,9 +230,9 @@ def run(pack: Path = PACK) -> dict[str, Any]:
     images = data["cost"]["logme"]["forward_passes_mean"] / data["cost"]["logme"]["networks_run"]
     sec_fwd = data["cost"]["logme"]["seconds_forward_mean"] / data["cost"]["logme"]["networks_run"]
     sec_probe = data["cost"]["task2vec[montecarlo]"]["seconds_mean"]
-    trained = {"loo": learned(data, exclude, lodo=False)}
+    trained = {"loo": learned(data, exclude, lodo=False, model2vec=model2vec)}
     trained["mixed"] = trained["loo"]
-    trained["lodo"] = learned(data, exclude, lodo=True)
+    trained["lodo"] = learned(data, exclude, lodo=True, model2vec=model2vec)
     for meta, lodo in (("loo", False), ("lodo", True)):
         trained[meta]["complexity_cv"] = complexity_cv(data, d_sym, exclude, lodo)
     expert_task = torch.tensor(data["is_expert_task"])
@@ -239,7 +247,8 @@ def run(pack: Path = PACK) -> dict[str, Any]:
         scores["d_asym"] = (d_asym[keep], 0, sec_probe)
         for name in ("model2vec", "model2vec[bias=filter]", "model2vec[bias=scalar]", "model2vec[bias=none]",
                      "complexity_cv"):
-            scores[name] = (lrn[name], 0, sec_probe)
+            if name in lrn:
+                scores[name] = (lrn[name], 0, sec_probe)
         scores["logme_all"] = (-logme[keep], n_exp, n_exp * sec_fwd)
         for name, base in (("d_sym", d_sym[keep]), ("d_asym", d_asym[keep])):
             for k in KS:
@@ -260,8 +269,9 @@ def run(pack: Path = PACK) -> dict[str, Any]:
                            "seconds_per_query": round(sec, 2)}
         ci = {
             "two_stage[d_sym, K=3] - logme_all": bootstrap(chosen["two_stage[d_sym, K=3]"], chosen["logme_all"], best),
-            "model2vec - static_prior": bootstrap(chosen["model2vec"], chosen["static_prior"], best),
-            "model2vec[bias=filter] - d_asym": bootstrap(chosen["model2vec[bias=filter]"], chosen["d_asym"], best),
+            **({"model2vec - static_prior": bootstrap(chosen["model2vec"], chosen["static_prior"], best),
+                "model2vec[bias=filter] - d_asym": bootstrap(chosen["model2vec[bias=filter]"], chosen["d_asym"], best)}
+               if model2vec else {}),
             "d_asym - d_sym": bootstrap(chosen["d_asym"], chosen["d_sym"], best),
             "complexity_cv - d_sym": bootstrap(chosen["complexity_cv"], chosen["d_sym"], best),
         }
