@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--filter", action="extend", nargs="+", default=[], metavar="TAG", help="only experts with these tags")
     g.add_argument("--alpha", type=float_in(0.0, 1.0), default=None,
                    help=f"trivial-task weight of d_asym (default: the selector's, else {ASYM_ALPHA}); measured on "
-                        "the demo zoo, the trivial term changes no choice at any alpha (BENCHMARKS.md)")
+                        "the zoo's 36 tasks (leave-one-out, mixed, leave-one-domain-out), at this alpha no one of four"
+                        " definitions of the trivial task changes a first choice (BENCHMARKS.md)")
     g.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
     r = p.add_argument_group("two-stage ranking")
     r.add_argument("--rerank", choices=("none", "logme", "hscore", "knn"), default="none",
