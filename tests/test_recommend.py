@@ -201,7 +201,9 @@ def test_cli_recommend_table_json_explain(setup: dict[str, Any], capsys) -> None
     assert main(["recommend", *setup["args"], "--explain", "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:7] == ["rank", "model", "d_asym", "score", "d_task", "d_trivial", "bias"]
-    assert lines[1].split()[1] == "org/expert-0" and "task-0" in lines[1] and "file://" in lines[1]
+    # A local card is a plain path in the table (relative to the working directory when under it).
+    assert lines[1].split()[1] == "org/expert-0" and "task-0" in lines[1]
+    assert lines[1].split()[-1].endswith("README.md") and "file://" not in lines[1]
     assert len(lines) == 3
 
 

@@ -154,6 +154,18 @@ def _print_table(recs: list[Any], with_prob: bool, explain: bool, fmt: str, rera
         if rerank != "none":
             row += [f"{r.transfer_score:.4f}" if r.transfer_score is not None else "-", str(r.stage1_rank),
                     r.ordered_by]
-        row += [r.task or "-", r.url]
+        row += [r.task or "-", _shown(r.url) if fmt == "table" else r.url]
         rows.append(row)
     emit(fmt, head, rows)
+
+
+def _shown(url: str) -> str:
+    """A local card as a path relative to the working directory (short, and a shell can open it)."""
+    if not url.startswith("file://"):
+        return url
+    import os
+    from urllib.parse import unquote, urlparse
+
+    path = unquote(urlparse(url).path)
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
