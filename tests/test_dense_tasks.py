@@ -200,3 +200,13 @@ def test_streamed_mask_column_gives_the_same_targets() -> None:
     stream = load_task(ds.to_iterable_dataset(), label_column="mask", image_column="image")
     stream.image_rows(CFG, progress=False)
     assert stream.label_kind == "segmentation" and torch.equal(stream.labels, table.labels)
+
+
+def test_a_mask_claiming_a_huge_size_is_refused_before_decoding(monkeypatch) -> None:
+    # The image path's pixel bound applies to masks too, checked on the header.
+    import t2v_hub.data.images as images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 2000)  # the images (30x40) fit, a 60x80 mask does not
+    ds = _dataset(4).map(lambda r: {"mask": Image.new("L", (60, 80), 0)})
+    with pytest.raises(DataError, match="pixel bound"):
+        load_task(ds, label_column="mask", image_column="image")

@@ -31,16 +31,14 @@ Decisions:
 from __future__ import annotations
 
 import copy
-import io
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from ..errors import DataError
-from .images import Preprocessor, displayed_size, read_bytes
+from .images import Preprocessor, _open, displayed_size, read_bytes
 
 MAX_MASK_CLASSES = 1000
 _CLASS_MODES = {"1", "L", "P"}
@@ -52,14 +50,22 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, (list, tuple, np.ndarray))
 
 
-def target_array(value: Any, base_dir: str | None = None, token: Any = None) -> np.ndarray:
-    """One stored target -> an ``(H, W)`` or ``(H, W, k)`` numpy array, as stored."""
+def target_array(value: Any, base_dir: str | None = None, token: Any = None,
+                 expect: tuple[int, int] | None = None) -> np.ndarray:
+    """One stored target -> an ``(H, W)`` or ``(H, W, k)`` numpy array, as stored.
+
+    Images are opened with the image path's own pixel bound (a 600-byte PNG can claim
+    65500 x 65500), and ``expect`` (width, height) is checked on the header, before any
+    pixel is decoded.
+    """
     if _is_array(value):
         arr = np.asarray(value)
         if arr.dtype == object:
             raise DataError("a dense target holds rows of different lengths; every row of the array must match")
         return arr
-    im = Image.open(io.BytesIO(read_bytes(value, base_dir, token)))
+    im = _open(read_bytes(value, base_dir, token), min_side=1 << 30)  # no JPEG drafting: sizes must stay
+    if expect is not None and im.size != expect:
+        raise _size_error(im.size, expect)
     if im.mode not in _CLASS_MODES | _FLOAT_MODES:
         raise DataError(
             f"a dense target is a {im.mode} image; masks must be single-channel class ids (mode L, P or 1)"
@@ -107,11 +113,25 @@ class TargetTransform:
         return x[0].round().to(torch.int64) if self.kind == "segmentation" else x.to(torch.float32)
 
 
-def target_array_of_row(value: Any, row: int, column: str, base_dir: str | None, token: Any) -> np.ndarray:
+class _SizeMismatch(DataError):
+    pass
+
+
+def _size_error(got: tuple[int, int], want: tuple[int, int]) -> DataError:
+    return _SizeMismatch(f"is {got[0]}x{got[1]} but its image is {want[0]}x{want[1]};"
+                         " a mask or map must have its image's size (width x height)")
+
+
+def target_array_of_row(value: Any, row: int, column: str, base_dir: str | None, token: Any,
+                        expect: tuple[int, int] | None = None) -> np.ndarray:
     """:func:`target_array`, with any failure named by row and column; the kind is checked too."""
     try:
-        arr = target_array(value, base_dir, token)
+        arr = target_array(value, base_dir, token, expect)
+        if expect is not None and arr.shape[:2] != (expect[1], expect[0]):
+            raise _size_error((arr.shape[1], arr.shape[0]), expect)
         kind_of(arr)
+    except _SizeMismatch as e:
+        raise DataError(f"row {row}: dense target {column!r} {e}") from None
     except DataError as e:
         raise DataError(f"row {row}: {column!r}: {e}") from None
     except Exception as e:  # noqa: BLE001 - decoders raise anything on corrupt input
@@ -123,18 +143,13 @@ def target_array_of_row(value: Any, row: int, column: str, base_dir: str | None,
 def decode_target(value: Any, image_ref: Any, row: int, column: str, tf: TargetTransform,
                   base_dir: str | None, token: Any) -> torch.Tensor:
     """One row's target, size-checked against its image and transformed like it."""
-    arr = target_array_of_row(value, row, column, base_dir, token)
+    size = displayed_size(read_bytes(image_ref, base_dir, token))
+    arr = target_array_of_row(value, row, column, base_dir, token, expect=size)
     kind = kind_of(arr)
     if kind != tf.kind:
         raise DataError(
             f"row {row}: dense target {column!r} holds {kind} values where earlier rows hold {tf.kind} ones;"
             " every row must store the same kind"
-        )
-    w, h = displayed_size(read_bytes(image_ref, base_dir, token))
-    if arr.shape[:2] != (h, w):
-        raise DataError(
-            f"row {row}: dense target {column!r} is {arr.shape[1]}x{arr.shape[0]} but its image is {w}x{h};"
-            " a mask or map must have its image's size (width x height)"
         )
     return tf(arr)
 
