@@ -118,6 +118,7 @@ def prepare(cfg: Any, cache: Cache) -> dict[str, Any]:
             got = cache.put(f"pools/{name}", pools_key, {"pool": pool, "crops": D.preprocess(pool.images, data_config)})
         pools[name], crops[name] = got["pool"], got["crops"]
     log("pools: " + ", ".join(f"{k}={len(v)}" for k, v in pools.items()))
+    _warn_if_fonts_differ(cfg.name, pools)
     if cfg.tasks == "tiny":
         specs = list(TK.TINY_TASKS)
         expert_names = [s.name for s in specs[:2]]
@@ -127,6 +128,18 @@ def prepare(cfg: Any, cache: Cache) -> dict[str, Any]:
     tasks = {s.name: TK.materialise(s, pools[s.pool], cfg.task_scale) for s in specs}
     return {"pools": pools, "crops": crops, "data_config": data_config, "pools_key": pools_key,
             "specs": specs, "expert_names": expert_names, "tasks": tasks}
+
+
+def _warn_if_fonts_differ(name: str, pools: dict[str, Any]) -> None:
+    """The glyph pool is rendered from the installed fonts: another font set is another zoo."""
+    committed = RESULTS / f"reproduce_{name}.json"
+    glyphs = pools.get("glyphs")
+    if glyphs is None or "num_fonts" not in glyphs.info or not committed.is_file():
+        return
+    before = json.loads(committed.read_text()).get("pools", {}).get("glyphs", {}).get("num_fonts")
+    if before is not None and before != glyphs.info["num_fonts"]:
+        log(f"WARNING: the glyph pool is rendered from {glyphs.info['num_fonts']} installed fonts, the committed"
+            f" {committed.name} from {before}: its glyph tasks and experts will differ from the committed results")
 
 
 def run(config: str = "small", out: Path | None = None, results_dir: Path | None = RESULTS,
