@@ -11,11 +11,31 @@ is a task given as preprocessed tensors, :class:`TensorBatches` its batches, and
 
 from __future__ import annotations
 
-from .images import Preprocessor
-from .sampling import balanced_indices
-from .select import STREAM_SHUFFLE_BUFFER
-from .task import TaskData, load_task
-from .tensors import TensorBatches, TensorTask, as_task
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .images import Preprocessor
+    from .sampling import balanced_indices
+    from .select import STREAM_SHUFFLE_BUFFER
+    from .task import TaskData, load_task
+    from .tensors import TensorBatches, TensorTask, as_task
+
+# Lazy, as the package root: a task given as tensors (TensorTask) must not pay for importing
+# `datasets` and pyarrow (1.2 s and 83 MiB of RSS on the 2-core machine), which only
+# load_task needs.
+_WHERE = {
+    "Preprocessor": "images", "balanced_indices": "sampling", "STREAM_SHUFFLE_BUFFER": "select",
+    "TaskData": "task", "load_task": "task", "TensorBatches": "tensors", "TensorTask": "tensors",
+    "as_task": "tensors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "STREAM_SHUFFLE_BUFFER",
