@@ -19,13 +19,12 @@ from typing import Any
 
 import torch
 
-from .data.tensors import TensorBatches
 from .distributed import gather_rows, reduce_result
 from .errors import FisherError
 from .fisher.result import FisherResult
 from .head import fit_dense_head
 from .probes.decoder import DECODER_SPEC, DenseModel, feature_map, make_decoder
-from .run import EmbedRun
+from .run import EmbedRun, batched_outputs
 
 DENSE_METHODS = ("montecarlo", "empirical")
 _PREFIX = "backbone."
@@ -40,13 +39,10 @@ def check_method(method: str) -> None:
 
 
 def _feature_maps(run: EmbedRun) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        rows = run.images.select(run.shard)
-        for x, _ in TensorBatches(rows, torch.zeros(rows.shape[0]), run.config.fisher.batch_size,
-                                  None if run.quiet else "feature maps"):
-            out.append(feature_map(run.probe.model, x.to(run.device, non_blocking=True)).float().cpu())
-    return gather_rows(torch.cat(out), run.dist)
+    model = run.probe.model
+    maps = batched_outputs(lambda x: feature_map(model, x), run.images.select(run.shard),
+                           run.config.fisher.batch_size, run.device, None if run.quiet else "feature maps")
+    return gather_rows(maps, run.dist)
 
 
 def dense_fisher(run: EmbedRun) -> tuple[FisherResult, dict[str, float], dict[str, Any]]:
@@ -68,7 +64,7 @@ def dense_fisher(run: EmbedRun) -> tuple[FisherResult, dict[str, float], dict[st
     model = DenseModel(run.probe.model, decoder).eval()
     options = {k: v for k, v in cfg.fisher.options.items() if k != "likelihood"}
     result = estimate(
-        model, run.batches(labels.float() if regression else labels, f"Fisher {cfg.fisher.method}"),
+        model, run.batches(labels, f"Fisher {cfg.fisher.method}"),
         cfg.fisher.method, params=[_PREFIX + n for n in run.probe.measured_params()],
         mc_samples=cfg.fisher.mc_samples, generator=torch.Generator().manual_seed(cfg.seed + 1),
         likelihood="gaussian" if regression else "categorical", autocast_dtype=run.autocast_dtype,

@@ -5,6 +5,7 @@ Pipeline floor, beside :mod:`t2v_hub.task2vec` (which makes one) and :mod:`t2v_h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,16 @@ from .fisher.result import FisherResult
 from .probes import Probe
 
 LIKELIHOOD = {"single": "categorical", "multi": "bernoulli", "regression": "gaussian"}
+
+
+def batched_outputs(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor | ImageRows, batch_size: int,
+                    device: torch.device, desc: str | None = None) -> torch.Tensor:
+    """``fn`` over ``images`` batch by batch, without gradients; fp32 results on the CPU."""
+    out = []
+    with torch.no_grad():
+        for x, _ in TensorBatches(images, torch.zeros(images.shape[0]), batch_size, desc):
+            out.append(fn(x.to(device, non_blocking=True)).float().cpu())
+    return torch.cat(out)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from . import constants as C
 from .config import EmbedConfig, FisherConfig, HeadConfig
 from .data.dense import DENSE_KINDS
 from .data.rows import ImageRows
-from .data.tensors import TensorBatches, TensorTask, as_task
+from .data.tensors import TensorTask, as_task
 from .dense import check_method, dense_fisher
 from .distributed import dist_info, gather_rows, reduce_result, shard_indices
 from .embedding import Task2VecEmbedding
@@ -42,7 +42,7 @@ from .errors import DataError, FisherError
 from .fisher.result import FisherResult
 from .head import fit_head
 from .probes import Probe, create_probe
-from .run import LIKELIHOOD, EmbedRun
+from .run import LIKELIHOOD, EmbedRun, batched_outputs
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -53,11 +53,7 @@ def _log(msg: str, quiet: bool) -> None:
 def _batched_features(
     probe: Probe, images: torch.Tensor | ImageRows, batch_size: int, device: torch.device, quiet: bool = True
 ) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for x, _ in TensorBatches(images, torch.zeros(images.shape[0]), batch_size, None if quiet else "features"):
-            out.append(probe.features(x.to(device, non_blocking=True)).float().cpu())
-    return torch.cat(out)
+    return batched_outputs(probe.features, images, batch_size, device, None if quiet else "features")
 
 
 def cache_key(task_meta: dict[str, Any], probe: Probe, config: EmbedConfig) -> str | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from datasets import ClassLabel, Image, LargeList, List, Value
+from datasets import Array2D, Array3D, ClassLabel, Image, LargeList, List, Value
 
 from ..errors import DataError
 
@@ -148,7 +148,7 @@ def _depth(f: Any) -> int:
 
 def _is_dense(f: Any, value: Any) -> bool:
     """A per-pixel target: an Image, image paths/bytes, a 2-D/3-D array or lists of lists of numbers."""
-    if isinstance(f, Image) or _is_image_struct(f) or type(f).__name__ in ("Array2D", "Array3D"):
+    if isinstance(f, (Image, Array2D, Array3D)) or _is_image_struct(f):
         return True
     if isinstance(f, Value) and (f.dtype in ("binary", "large_binary") or (f.dtype in _STR and _looks_like_path(value))):
         return True

@@ -127,8 +127,12 @@ class _Tap:
             if len(self.inputs) > 1:
                 raise FisherError(f"{self.name!r} is called several times on a folded batch; "
                                   "use method='batch' for this model")
-            p = self._persample(a, grad)
-            self.acc += p.reshape(-1, self.fold, *p.shape[1:]).sum(dim=1).square_().sum(dim=0)
+            cfg, rows = self.settings, self.fold
+            step = rows * chunk_for(rows * self.acc.numel(), cfg["chunk_size"], self.acc.element_size(),
+                                    cfg["chunk_bytes"])  # whole samples per chunk, as the other paths
+            for s in range(0, a.shape[0], step):
+                p = self._persample(a[s : s + step], grad[s : s + step])
+                self.acc += p.reshape(-1, rows, *p.shape[1:]).sum(dim=1).square_().sum(dim=0)
             return
         if self.fold > 1:  # one sample's windows are consecutive rows: regroup them per sample
             a = a.reshape(a.shape[0] // self.fold, -1, a.shape[-1])
