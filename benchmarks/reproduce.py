@@ -143,8 +143,13 @@ def _warn_if_fonts_differ(name: str, pools: dict[str, Any]) -> None:
 
 
 def run(config: str = "small", out: Path | None = None, results_dir: Path | None = RESULTS,
-        demo: bool | None = None, examples_root: Path = ROOT / "examples") -> dict[str, Any]:
-    """Run (or reload from the cache) every stage of ``config``; returns the results dict."""
+        demo: bool | None = None, examples_root: Path = ROOT / "examples",
+        stop_after: str | None = None) -> dict[str, Any]:
+    """Run (or reload from the cache) every stage of ``config``; returns the results dict.
+
+    ``stop_after="groundtruth"`` ends after the experts' features, errors and transferability
+    scores (about 15 CPU-minutes cold) and returns only those: what ``selection_quality`` packs.
+    """
     from benchmarks.zoo.configs import get_config
 
     cfg = get_config(config)
@@ -163,7 +168,7 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
     if own_cache:
         os.environ["T2V_HUB_CACHE"] = str(run_dir / "t2v_cache")
     try:
-        return _run(cfg, run_dir, device, results_dir, demo, examples_root)
+        return _run(cfg, run_dir, device, results_dir, demo, examples_root, stop_after)
     finally:
         torch.set_num_threads(threads)
         if blas_limit is not None:
@@ -173,7 +178,7 @@ def run(config: str = "small", out: Path | None = None, results_dir: Path | None
 
 
 def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None, demo: bool | None,
-         examples_root: Path) -> dict[str, Any]:
+         examples_root: Path, stop_after: str | None = None) -> dict[str, Any]:
     from benchmarks.zoo import data as D
     from benchmarks.zoo import experts as X
     from benchmarks.zoo import groundtruth as G
@@ -276,7 +281,18 @@ def _run(cfg: Any, run_dir: Path, device: torch.device, results_dir: Path | None
             gt["logme"][name], gt["logme_seconds"][name] = lm.tolist(), lms.tolist()
         cache.put("groundtruth", gt_key, gt)
         computed["groundtruth"] = 1
+    if "hscore" not in gt:  # added later than the errors: computed into an existing cache, errors untouched
+        log(f"H-score and kNN: {len(task_names)} tasks x {len(all_experts)} experts...")
+        gt["hscore"], gt["knn"] = {}, {}
+        for name in task_names:
+            t = tasks[name]
+            tr = torch.stack([feats_of(expert_feats[e]["feats"], t.pool, t.train_idx) for e in all_experts])
+            sc = G.transfer_scores(tr, torch.as_tensor(t.train_y))
+            gt["hscore"][name], gt["knn"][name] = sc["hscore"], sc["knn"]
+        cache.put("groundtruth", gt_key, gt)
     stage("groundtruth", t0)
+    if stop_after == "groundtruth":
+        return {"groundtruth": gt, "seconds_by_stage": stage_s, "computed_this_run": computed}
 
     # -- 6. embeddings ------------------------------------------------------------------------------
     from t2v_hub.embedding import Task2VecEmbedding
@@ -514,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-demo", action="store_true", help="do not (re)build examples/zoo and examples/data")
     p.add_argument("--prepare-only", action="store_true",
                    help="only build the raw image pools (under <out>/raw; carry them to a machine without the sources)")
+    p.add_argument("--stop-after", choices=("groundtruth",), default=None,
+                   help="stop after the experts' ground truth and transferability scores (writes no results)")
     args = p.parse_args(argv)
     if args.prepare_only:
         from benchmarks.zoo.configs import get_config
@@ -522,6 +540,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, opts in cfg.pools.items():
             raw_pool(cfg, name, opts, (args.out or DEFAULT_OUT) / "raw")
         print(f"raw pools in {(args.out or DEFAULT_OUT) / 'raw'}")
+        return 0
+    if args.stop_after:
+        got = run(args.config, out=args.out, results_dir=None, demo=False, stop_after=args.stop_after)
+        print(f"stopped after {args.stop_after}; stages: {got['seconds_by_stage']}")
         return 0
     result = run(args.config, out=args.out, results_dir=args.results, demo=False if args.no_demo else None)
     print(format_table(result))

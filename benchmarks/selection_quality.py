@@ -41,6 +41,7 @@ import torch
 
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.selection.distances import cdist, cdist_asym
+from t2v_hub.selection.layer_weights import probe_layer_ids
 from t2v_hub.selection.metrics import chance_baseline, evaluate_selection
 from t2v_hub.selection.model2vec import SelectorConfig
 from t2v_hub.selection.training import train_model2vec
@@ -81,12 +82,51 @@ def pack_embeddings(path: Path = PACK, cache: Path | None = None) -> Path:
             "num_fonts": str(_num_fonts()),
             "experts": json.dumps(json.loads((RESULTS / "reproduce_small.json").read_text())["error_matrix"]["experts"])}
     tensors = {"vectors": torch.stack([e.vector for e in embs]).contiguous(), "t0": t0.contiguous(),
-               "errors": torch.tensor([gt["errors"][n] for n in names], dtype=torch.float32),
-               "logme": torch.tensor([gt["logme"][n] for n in names], dtype=torch.float32)}
+               **_scores_of(gt, names)}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+SCORE_KEYS = ("errors", "logme", "hscore", "knn")  # the ground truth's (task x expert) tables a pack carries
+
+
+def _scores_of(gt: dict[str, Any], names: list[str]) -> dict[str, torch.Tensor]:
+    return {k: torch.tensor([gt[k][n] for n in names], dtype=torch.float32) for k in SCORE_KEYS if k in gt}
+
+
+def repack_groundtruth(dst: Path, src: Path = PACK, groundtruth: Path | None = None) -> Path:
+    """``src``'s task embeddings with another ground-truth run's tables (errors, LogME, H-score, kNN).
+
+    The task embeddings come from the ImageNet probe alone, so they do not depend on the experts;
+    the experts' fine-tuning does depend on the machine (float rounding, amplified by SGD), so a
+    second ground-truth run (``python -m benchmarks.reproduce --config small --stop-after
+    groundtruth``, ~20 CPU-min) is a replicate of the zoo's ground truth. The generic
+    (ImageNet) column must be identical, which checks that the tasks and images are the same.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from benchmarks.reproduce import DEFAULT_OUT
+
+    gt = torch.load(groundtruth or DEFAULT_OUT / "small" / "groundtruth.pt", weights_only=False)["value"]
+    with safe_open(str(src), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    names, cols = json.loads(meta["names"]), json.loads(meta["experts"])
+    new = _scores_of(gt, names)
+    g = cols.index("generic_imagenet")
+    diff = float((new["errors"][:, g] - tensors["errors"][:, g]).abs().max())
+    if diff > 1e-6:
+        raise SystemExit(f"the ground-truth run has other tasks: its ImageNet errors differ from {src.name}'s by "
+                         f"up to {diff:.4f} (fonts: {_num_fonts()} installed, {meta.get('num_fonts')} in the pack)")
+    tensors.update(new)
+    meta = {**meta, "groundtruth_of": f"replicate of {src.name}'s ground truth (same tasks and embeddings)"}
+    tmp = dst.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(dst)
+    return dst
 
 
 def _num_fonts() -> int:
@@ -105,15 +145,20 @@ def load(pack: Path = PACK) -> dict[str, Any]:
     with safe_open(str(pack), "pt") as f:
         meta = f.metadata()
         tasks, cols = json.loads(meta["names"]), json.loads(meta["experts"])
-        V, t0, errors, lm = (f.get_tensor(k) for k in ("vectors", "t0", "errors", "logme"))
+        V, t0 = f.get_tensor("vectors"), f.get_tensor("t0")
+        tables = {k: f.get_tensor(k) for k in SCORE_KEYS if k in f.keys()}  # noqa: SIM118
     experts = [e for e in cols if e != "generic_imagenet"]
     keep = [cols.index(e) for e in experts]
-    E, logme, generic = errors[:, keep], lm[:, keep], errors[:, cols.index("generic_imagenet")]
+    errors = tables["errors"]
+    E, logme, generic = errors[:, keep], tables["logme"][:, keep], errors[:, cols.index("generic_imagenet")]
+    transfer = {k: tables[k][:, keep] for k in ("logme", "hscore", "knn") if k in tables}
     X = V
     F = V[[tasks.index(e) for e in experts]]  # an expert's embedding is that of the task it was trained on
     pools = [d["tasks"][t]["pool"] for t in tasks]
+    size = json.loads(meta["input_size"])
+    layers = probe_layer_ids(meta["probe"], size[-1] if size else None)  # bias="layer": each filter's layer
     return {"tasks": tasks, "experts": experts, "errors": E, "generic": generic, "logme": logme, "X": X,
-            "F": F, "t0": t0, "pools": pools, "cost": d["cost_per_query"],
+            "F": F, "t0": t0, "pools": pools, "cost": d["cost_per_query"], "transfer": transfer, "layers": layers,
             "is_expert_task": [t in experts for t in tasks], "pack": pack.name}
 
 
@@ -128,23 +173,30 @@ def _chosen_errors(errors: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     return errors.gather(1, s.argmin(1, keepdim=True))[:, 0]
 
 
-def two_stage(stage1: torch.Tensor, logme: torch.Tensor, k: int) -> torch.Tensor:
-    """Scores (lower = better) of 'shortlist k by stage1, then order the shortlist by LogME'."""
+def two_stage(stage1: torch.Tensor, stage2: torch.Tensor, k: int) -> torch.Tensor:
+    """Scores (lower = better) of 'shortlist k by stage1, then order the shortlist by stage2 (higher = better)'.
+
+    Ranks, so any transferability score's scale works: the shortlist takes 0..k-1 in stage-2
+    order, the other experts follow in stage-1 order.
+    """
     out = torch.full_like(stage1, float("nan"))
     for i in range(stage1.shape[0]):
         s = torch.nan_to_num(stage1[i], nan=float("inf"))
-        order = torch.argsort(s)
-        valid = order[torch.isfinite(s[order])][:k]
-        # Shortlisted experts first (by -LogME; |LogME| < 10 here, and float32 keeps 1e-5 at 100),
-        # the rest after in stage-1 order.
-        out[i, valid] = -logme[i, valid] - 100.0
-        rest = [j for j in order.tolist() if j not in set(valid.tolist()) and math.isfinite(float(s[j]))]
-        for r, j in enumerate(rest):
+        order = [j for j in torch.argsort(s, stable=True).tolist() if math.isfinite(float(s[j]))]
+        short = order[:k]
+        by2 = sorted(short, key=lambda j: -float(stage2[i, j]))  # stable: ties keep stage-1 order
+        for r, j in enumerate(by2 + order[k:]):
             out[i, j] = float(r)
     return out
 
 
-def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: bool = True) -> dict[str, torch.Tensor]:
+def shortlist_oracle(stage1: torch.Tensor, errors: torch.Tensor, k: int) -> torch.Tensor:
+    """The best any stage 2 could do on a stage-1 shortlist of k: the shortlist ordered by true error."""
+    return two_stage(stage1, -errors, k)
+
+
+def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: bool = True,
+            only: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """Static prior and MODEL2VEC scores for every task, each trained without it (lodo: without its pool)."""
     E, X, F, t0, pools = data["errors"], data["X"], data["F"], data["t0"], data["pools"]
     masked = E.clone()
@@ -152,7 +204,9 @@ def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: 
     T = E.shape[0]
     out = {"static_prior": torch.full(E.shape, float("nan"))}
     variants = {"model2vec": "both", "model2vec[bias=filter]": "filter", "model2vec[bias=scalar]": "scalar",
-                "model2vec[bias=none]": "none"} if model2vec else {}
+                "model2vec[bias=none]": "none", "model2vec[bias=layer]": "layer"} if model2vec else {}
+    if only is not None:
+        variants = {k: v for k, v in variants.items() if v in only}
     for name in variants:
         out[name] = torch.full(E.shape, float("nan"))
     for i in range(T):
@@ -160,7 +214,7 @@ def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: 
         tr = masked[train]
         out["static_prior"][i] = torch.nanmean(tr, 0).nan_to_num(nan=float("inf"))
         for name, bias in variants.items():
-            sel = train_model2vec(X[train], F, tr, t0, SelectorConfig(alpha=ALPHA, bias=bias))
+            sel = train_model2vec(X[train], F, tr, t0, SelectorConfig(alpha=ALPHA, bias=bias), layers=data["layers"])
             out[name][i] = sel.scores(X[i], sel.expert_ids, F)[0]
     return out
 
@@ -216,8 +270,9 @@ META_TASKS = {
 }
 
 
-def run(pack: Path = PACK, model2vec: bool = True) -> dict[str, Any]:
-    """Every method on every meta-task; ``model2vec=False`` skips its 288 trainings (the slow part)."""
+def run(pack: Path = PACK, model2vec: bool = True, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Every method on every meta-task; ``model2vec=False`` skips its 360 trainings (the slow part),
+    ``only=("filter", "layer")`` trains just those MODEL2VEC variants."""
     data = load(pack)
     E, X, F, t0, logme = data["errors"], data["X"], data["F"], data["t0"], data["logme"]
     exclude = torch.tensor([[e == t for e in data["experts"]] for t in data["tasks"]])
@@ -230,9 +285,9 @@ def run(pack: Path = PACK, model2vec: bool = True) -> dict[str, Any]:
     images = data["cost"]["logme"]["forward_passes_mean"] / data["cost"]["logme"]["networks_run"]
     sec_fwd = data["cost"]["logme"]["seconds_forward_mean"] / data["cost"]["logme"]["networks_run"]
     sec_probe = data["cost"]["task2vec[montecarlo]"]["seconds_mean"]
-    trained = {"loo": learned(data, exclude, lodo=False, model2vec=model2vec)}
+    trained = {"loo": learned(data, exclude, lodo=False, model2vec=model2vec, only=only)}
     trained["mixed"] = trained["loo"]
-    trained["lodo"] = learned(data, exclude, lodo=True, model2vec=model2vec)
+    trained["lodo"] = learned(data, exclude, lodo=True, model2vec=model2vec, only=only)
     for meta, lodo in (("loo", False), ("lodo", True)):
         trained[meta]["complexity_cv"] = complexity_cv(data, d_sym, exclude, lodo)
     expert_task = torch.tensor(data["is_expert_task"])
@@ -246,14 +301,24 @@ def run(pack: Path = PACK, model2vec: bool = True) -> dict[str, Any]:
         scores["d_sym"] = (d_sym[keep], 0, sec_probe)
         scores["d_asym"] = (d_asym[keep], 0, sec_probe)
         for name in ("model2vec", "model2vec[bias=filter]", "model2vec[bias=scalar]", "model2vec[bias=none]",
-                     "complexity_cv"):
+                     "model2vec[bias=layer]", "complexity_cv"):
             if name in lrn:
                 scores[name] = (lrn[name], 0, sec_probe)
         scores["logme_all"] = (-logme[keep], n_exp, n_exp * sec_fwd)
+        for metric, tab in data["transfer"].items():
+            if metric != "logme":  # each other score alone on every expert, and as stage 2 at the default K
+                scores[f"{metric}_all"] = (-tab[keep], n_exp, n_exp * sec_fwd)
         for name, base in (("d_sym", d_sym[keep]), ("d_asym", d_asym[keep])):
             for k in KS:
                 scores[f"two_stage[{name}, K={k}]"] = (two_stage(_mask(base, ex), logme[keep], k), min(k, n_exp),
                                                        sec_probe + min(k, n_exp) * sec_fwd)
+        for metric, tab in data["transfer"].items():
+            if metric != "logme":
+                scores[f"two_stage[d_sym, K=3, {metric}]"] = (two_stage(_mask(d_sym[keep], ex), tab[keep], 3), 3,
+                                                              sec_probe + 3 * sec_fwd)
+        for k in KS[:-1]:  # what a perfect stage 2 would reach on the d_sym shortlist: the ceiling of K
+            scores[f"shortlist_oracle[d_sym, K={k}]"] = (shortlist_oracle(_mask(d_sym[keep], ex), Em, k), min(k, n_exp),
+                                                         sec_probe + min(k, n_exp) * sec_fwd)
         scores["oracle"] = (Em, 0, 0.0)
         table: dict[str, Any] = {"chance": chance_baseline(Em, ex)}
         gen = data["generic"][keep]
@@ -267,23 +332,19 @@ def run(pack: Path = PACK, model2vec: bool = True) -> dict[str, Any]:
             table[name] = {**{k: r[k] for k in ("relative_error_increase", "top1", "weighted_tau")},
                            "forward_passes_per_query": passes, "images_per_query": round(passes * images),
                            "seconds_per_query": round(sec, 2)}
-        ci = {
-            "two_stage[d_sym, K=3] - logme_all": bootstrap(chosen["two_stage[d_sym, K=3]"], chosen["logme_all"], best),
-            **({"model2vec - static_prior": bootstrap(chosen["model2vec"], chosen["static_prior"], best),
-                "model2vec[bias=filter] - d_asym": bootstrap(chosen["model2vec[bias=filter]"], chosen["d_asym"], best)}
-               if model2vec else {}),
-            "d_asym - d_sym": bootstrap(chosen["d_asym"], chosen["d_sym"], best),
-            "complexity_cv - d_sym": bootstrap(chosen["complexity_cv"], chosen["d_sym"], best),
-        }
+        pairs = [("two_stage[d_sym, K=3]", "logme_all"), ("model2vec", "static_prior"),
+                 ("model2vec[bias=filter]", "d_asym"), ("model2vec[bias=layer]", "d_asym"),
+                 ("model2vec[bias=layer]", "static_prior"), ("d_asym", "d_sym"), ("complexity_cv", "d_sym")]
+        ci = {f"{a} - {b}": bootstrap(chosen[a], chosen[b], best) for a, b in pairs if a in chosen and b in chosen}
         same = sum(int(a == b) for a, b in zip(chosen["d_asym"].tolist(), chosen["d_sym"].tolist(), strict=True))
         out["meta_tasks"][meta] = {"num_tasks": int(keep.sum()), "candidates_per_task": n_exp, "methods": table,
                                    "paired_bootstrap": ci, "d_asym_same_choice_as_d_sym": f"{same}/{len(best)}"}
     return out
 
 
-def write(res: dict[str, Any]) -> None:
+def write(res: dict[str, Any], stem: str = "selection_quality") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "selection_quality.json").write_text(json.dumps(res, indent=1) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
     lines = ["# Selection quality on the zoo's 36 tasks and 12 fine-tuned experts", "",
              f"alpha = {res['alpha']}; embeddings: {res['embeddings']}.", ""]
     for meta, r in res["meta_tasks"].items():
@@ -299,7 +360,7 @@ def write(res: dict[str, Any]) -> None:
             lines.append(f"| {k} | {100 * v['difference']:+.1f} pts | [{100 * v['ci95'][0]:+.1f}, "
                          f"{100 * v['ci95'][1]:+.1f}] |")
         lines += ["", f"d_asym makes the same choice as d_sym on {r['d_asym_same_choice_as_d_sym']} tasks.", ""]
-    (RESULTS / "selection_quality.md").write_text("\n".join(lines))
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
     try:
         import matplotlib
 
@@ -326,13 +387,25 @@ def write(res: dict[str, Any]) -> None:
     axes[0].set_ylabel("relative error increase over the best expert (%)")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "selection_quality_frontier.png", dpi=120)
+    fig.savefig(RESULTS / f"{stem}_frontier.png", dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pack", type=Path, default=PACK, help="embeddings and ground truth (default %(default)s)")
+    ap.add_argument("--only", nargs="+", default=None, help="MODEL2VEC variants to train (default: all)")
+    ap.add_argument("--stem", default="selection_quality", help="results file names (default %(default)s)")
+    ap.add_argument("--plot-only", action="store_true", help="redraw from the committed results")
+    args = ap.parse_args(argv)
+    if args.plot_only:
+        write(json.loads((RESULTS / f"{args.stem}.json").read_text()), args.stem)
+        return 0
+    write(run(args.pack, only=tuple(args.only) if args.only else None), args.stem)
+    print((RESULTS / f"{args.stem}.md").read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    if "--plot-only" in sys.argv:  # redraw from the committed results
-        write(json.loads((RESULTS / "selection_quality.json").read_text()))
-        raise SystemExit(0)
-    res = run()
-    write(res)
-    print((RESULTS / "selection_quality.md").read_text())
+    sys.exit(main())

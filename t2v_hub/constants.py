@@ -37,6 +37,11 @@ M2V_ALPHA_SOFT = 20.0
 M2V_LR = 0.05
 M2V_WEIGHT_DECAY = 5e-4
 M2V_EPOCHS = 81
+# bias="layer": full-batch Adam steps and the L2 pull of the per-layer log-weights towards d_sym's.
+M2V_LAYER_EPOCHS = 200
+M2V_LAYER_DECAY = 1e-3
+M2V_BIAS_KINDS = ("both", "filter", "scalar", "none", "layer")
+M2V_BIAS = "layer"  # see SelectorConfig.bias
 
 # Hub
 TASK2VEC_TAG = "task2vec"

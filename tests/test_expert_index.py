@@ -55,7 +55,8 @@ def test_index_ranks_like_the_in_memory_path(setup: dict[str, Any], tmp_path: Pa
     index.close()
 
 
-def test_index_with_selector_matches_rank_experts(setup: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("bias", ["filter", "layer"])
+def test_index_with_selector_matches_rank_experts(setup: dict[str, Any], tmp_path: Path, bias: str) -> None:  # noqa: F811
     experts = _experts(setup)
     ids = [e.repo_id for e in experts]
     F = torch.stack([e.embedding.vector for e in experts])
@@ -63,8 +64,10 @@ def test_index_with_selector_matches_rank_experts(setup: dict[str, Any], tmp_pat
     errors = 0.3 + 0.5 * cdist_asym(F, X, setup["trivial"].vector).T
     errors[:, ids.index("org/expert-5")] -= 0.4
     # Trained on five of the six experts: the sixth is ranked without a bias.
-    sel = train_model2vec(X, F[:5], errors[:, :5], setup["trivial"].vector, SelectorConfig(epochs=20),
-                          expert_ids=ids[:5], compat=compat_of(experts[0].embedding))
+    layers = torch.arange(F.shape[1]) * 4 // F.shape[1]  # 4 "layers" of equal size
+    sel = train_model2vec(X, F[:5], errors[:, :5], setup["trivial"].vector, SelectorConfig(epochs=20, bias=bias),
+                          expert_ids=ids[:5], compat=compat_of(experts[0].embedding), layers=layers)
+    assert (sel.filter_weights is not None) == (bias == "layer")
     index = load_index(build_index(experts, tmp_path / "idx", shard_rows=4, trivial=setup["trivial"]))
     notes: list[str] = []
     got = rank_index(setup["target"], index, selector=sel, top_k=6, notes=notes)
@@ -75,7 +78,7 @@ def test_index_with_selector_matches_rank_experts(setup: dict[str, Any], tmp_pat
         assert a.probability == pytest.approx(b.probability, abs=1e-6)
         assert a.explain["seen_in_training"] == b.explain["seen_in_training"]
     assert any("1 expert(s) unseen" in n for n in notes)
-    other = train_model2vec(X, F[:2], errors[:, :2], setup["trivial"].vector, SelectorConfig(epochs=2),
+    other = train_model2vec(X, F[:2], errors[:, :2], setup["trivial"].vector, SelectorConfig(epochs=2, bias="filter"),
                             expert_ids=["x/a", "x/b"], compat=compat_of(experts[0].embedding))
     with pytest.raises(RecommendError, match="different expert set"):
         rank_index(setup["target"], index, selector=other)

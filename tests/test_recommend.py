@@ -227,7 +227,7 @@ def _selector_for(setup: dict[str, Any], ids: list[str], **compat_over: str) -> 
     X = torch.stack([lognormal(300 + i) for i in range(4)])
     errors = torch.rand(4, len(ids), generator=torch.Generator().manual_seed(0))
     compat = {**compat_of(setup["target"]), **compat_over}
-    return train_model2vec(X, F, errors, setup["trivial"].vector, SelectorConfig(epochs=3), expert_ids=ids,
+    return train_model2vec(X, F, errors, setup["trivial"].vector, SelectorConfig(epochs=3, bias="filter"), expert_ids=ids,
                            compat=compat)
 
 

@@ -86,7 +86,7 @@ def test_gamma_positive_and_training_deterministic() -> None:
     # Errors anti-correlated with the distance push gamma down: it must stay positive.
     anti = train_model2vec(X, F, 1.0 - D, t0, SelectorConfig(bias="none", epochs=60, lr=0.2))
     assert anti.gamma > 0 and math.isfinite(anti.gamma) and anti.gamma < anti.info["initial_gamma"]
-    cfg = SelectorConfig(epochs=10, batch_size=2, seed=3)
+    cfg = SelectorConfig(epochs=10, batch_size=2, seed=3, bias="filter")
     a, b = train_model2vec(X, F, errors, t0, cfg), train_model2vec(X, F, errors, t0, cfg)
     assert a.log_scale is not None and b.log_scale is not None
     assert torch.equal(a.log_scale, b.log_scale) and torch.equal(a.offset, b.offset) and a.log_gamma == b.log_gamma
@@ -95,18 +95,18 @@ def test_gamma_positive_and_training_deterministic() -> None:
 def test_nan_cells_skipped_and_empty_task_refused() -> None:
     X, F, t0, errors, _, _ = synthetic(T=6, E=4, d=16, seed=2)
     errors[0, 1] = errors[3, 2] = float("nan")
-    sel = train_model2vec(X, F, errors, t0, SelectorConfig(epochs=5))
+    sel = train_model2vec(X, F, errors, t0, SelectorConfig(epochs=5, bias="filter"))
     assert sel.info["skipped_cells"] == 2 and sel.info["known_cells"] == 22
     assert torch.isfinite(sel.offset).all() and sel.log_scale is not None and torch.isfinite(sel.log_scale).all()
     errors[4] = float("nan")
     with pytest.raises(SelectorError, match="task-4"):
-        train_model2vec(X, F, errors, t0, SelectorConfig(epochs=5), task_ids=[f"task-{i}" for i in range(6)])
+        train_model2vec(X, F, errors, t0, SelectorConfig(epochs=5, bias="filter"), task_ids=[f"task-{i}" for i in range(6)])
 
 
 def test_artifact_round_trip_and_mismatches(tmp_path: Path) -> None:
     X, F, t0, errors, _, _ = synthetic(T=6, E=4, d=16, seed=3)
     ids = [f"org/m{j}" for j in range(4)]
-    sel = train_model2vec(X, F, errors, t0, SelectorConfig(epochs=8, alpha=0.2), expert_ids=ids,
+    sel = train_model2vec(X, F, errors, t0, SelectorConfig(epochs=8, alpha=0.2, bias="filter"), expert_ids=ids,
                           compat={**COMPAT, "dim": "16"})
     sel.save(tmp_path / "s.safetensors")
     back = Model2Vec.load(tmp_path / "s.safetensors")
@@ -173,7 +173,7 @@ def test_cli_train_and_eval(tmp_path: Path, capsys) -> None:
     em = load_error_matrix(tmp_path / "errors.csv")
     assert em.expert_ids == [f"org/m{j}" for j in range(4)] and em.missing == 1
     common = ["--errors", str(tmp_path / "errors.csv"), "--tasks", str(tmp_path / "tasks"),
-              "--experts", str(tmp_path / "experts"), "--trivial", str(tmp_path / "t0.safetensors"), "--epochs", "20"]
+              "--experts", str(tmp_path / "experts"), "--trivial", str(tmp_path / "t0.safetensors"), "--bias", "filter", "--epochs", "20"]
     out = tmp_path / "sel.safetensors"
     assert main(["selector", "train", *common, "--out", str(out), "--format", "json"]) == 0
     cap = capsys.readouterr()
@@ -211,7 +211,7 @@ def test_cli_eval_exclude_self_never_learns_from_own_task_cells(tmp_path: Path, 
         _write_inputs_errors(tmp_path / "errors.csv", e)
         assert main(["selector", "eval", "--errors", str(tmp_path / "errors.csv"), "--tasks", str(tmp_path / "tasks"),
                      "--experts", str(tmp_path / "experts"), "--trivial", str(tmp_path / "t0.safetensors"),
-                     "--epochs", "10", "--exclude-self", "--format", "json"]) == 0
+                     "--bias", "filter", "--epochs", "10", "--exclude-self", "--format", "json"]) == 0
         results.append(json.loads(capsys.readouterr().out)["results"])
     for name in ("MODEL2VEC (leave-one-out)", "mean error on other tasks", "d_sym"):
         assert results[0][name] == results[1][name], name

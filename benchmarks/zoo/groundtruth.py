@@ -59,3 +59,12 @@ def logme_scores(train_x: torch.Tensor, train_y: torch.Tensor) -> tuple[np.ndarr
         scores.append(logme(train_x[e].double().numpy(), y))
         secs.append(time.perf_counter() - t0)
     return np.array(scores), np.array(secs)
+
+
+def transfer_scores(train_x: torch.Tensor, train_y: torch.Tensor) -> dict[str, list[float]]:
+    """H-score and leave-one-out 5-NN accuracy of each expert's features (E, N, D) (the library's own)."""
+    from t2v_hub.selection.transferability import hscore, knn_loo
+
+    y = train_y.long()
+    return {"hscore": [hscore(train_x[e].double(), y) for e in range(train_x.shape[0])],
+            "knn": [knn_loo(train_x[e].double(), y) for e in range(train_x.shape[0])]}

@@ -88,7 +88,7 @@ def compare(
             sweep[method][str(a)] = _clean(evaluate_selection(errors, _masked(scores, exclude), exclude))
         run(f"d_asym[{method}]", cdist_asym(F, X, t0, alpha=report_alpha).T)
         tic = time.perf_counter()
-        m2v = loo_model2vec(X, F, masked, t0, SelectorConfig(alpha=report_alpha, epochs=m2v_epochs))
+        m2v = loo_model2vec(X, F, masked, t0, SelectorConfig(alpha=report_alpha, epochs=m2v_epochs, bias="filter"))
         timings[f"model2vec_loo_train[{method}]"] = time.perf_counter() - tic
         run(f"model2vec[{method}]", m2v)
     run("logme", -logme)

@@ -18,7 +18,17 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from ..constants import ASYM_ALPHA, M2V_ALPHA_SOFT, M2V_EPOCHS, M2V_LR, M2V_WEIGHT_DECAY
+from ..constants import (
+    ASYM_ALPHA,
+    M2V_ALPHA_SOFT,
+    M2V_BIAS,
+    M2V_BIAS_KINDS,
+    M2V_EPOCHS,
+    M2V_LAYER_DECAY,
+    M2V_LAYER_EPOCHS,
+    M2V_LR,
+    M2V_WEIGHT_DECAY,
+)
 from ._common import add_format_arg, emit, emit_summary, float_in, hint, nonneg_int, print_json, seed_int
 
 
@@ -45,9 +55,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float_in(0.0, 10.0), default=M2V_WEIGHT_DECAY, help="weight decay of the biases")
     g.add_argument("--epochs", type=nonneg_int, default=M2V_EPOCHS, help="training epochs (supplement: 81)")
     g.add_argument("--batch-size", type=nonneg_int, default=0, help="tasks per step (0 = all)")
-    g.add_argument("--bias", choices=("both", "filter", "scalar", "none"), default="filter",
-                   help="per-filter log-scale (default; the supplement's bias), per-expert offset, both, or none "
-                        "(see BENCHMARKS.md: the offset overfits to known domains)")
+    g.add_argument("--bias", choices=M2V_BIAS_KINDS, default=M2V_BIAS,
+                   help="per-filter log-scale (the supplement's bias), per-expert offset, both, none, or one weight "
+                        "per probe layer shared by all experts (layer); default %(default)s. See BENCHMARKS.md: "
+                        "the offset overfits to known domains")
+    g.add_argument("--layer-decay", type=float_in(0.0, 10.0), default=M2V_LAYER_DECAY,
+                   help="--bias layer: L2 pull of the log-weights towards d_sym (default %(default)s)")
+    g.add_argument("--layer-epochs", type=nonneg_int, default=M2V_LAYER_EPOCHS,
+                   help="--bias layer: full-batch steps (default %(default)s)")
     g.add_argument("--seed", type=seed_int, default=0, help="order of the tasks with --batch-size > 0")
 
 
@@ -64,6 +79,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--exclude-self", action="store_true",
                    help="ignore the expert trained on the task itself (same dataset id)")
     add_format_arg(e, what="the results")
+    for action in (t, e):  # errors name this action's flags (cli/flags.py)
+        action.set_defaults(_parser=action)
     return p
 
 
@@ -71,7 +88,17 @@ def _config(args: argparse.Namespace) -> Any:
     from ..selection.model2vec import SelectorConfig
 
     return SelectorConfig(alpha=args.alpha, alpha_soft=args.alpha_soft, lr=args.lr, weight_decay=args.weight_decay,
-                          epochs=args.epochs, batch_size=args.batch_size, bias=args.bias, seed=args.seed)
+                          epochs=args.epochs, batch_size=args.batch_size, bias=args.bias, seed=args.seed,
+                          layer_decay=args.layer_decay, layer_epochs=args.layer_epochs)
+
+
+def _layers(args: argparse.Namespace, first: Any) -> Any:
+    """Each filter's layer id when --bias layer needs them (from the embeddings' probe), else None."""
+    if args.bias != "layer":
+        return None
+    from ..selection.layer_weights import layer_ids
+
+    return layer_ids(first)
 
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,7 +177,7 @@ def _train(args: argparse.Namespace) -> int:
     d = _prepare(args)
     em = d["em"]
     sel = train_model2vec(d["X"], d["F"], em.errors, d["t0"].vector, _config(args), expert_ids=em.expert_ids,
-                          compat=compat_of(d["first"]), task_ids=em.task_ids)
+                          compat=compat_of(d["first"]), task_ids=em.task_ids, layers=_layers(args, d["first"]))
     sel.save(args.out)
     summary = {"out": args.out, "experts": len(em.expert_ids), "tasks": len(em.task_ids),
                "skipped_cells": sel.info["skipped_cells"], "gamma": sel.gamma, "final_loss": sel.info["final_loss"],
@@ -192,7 +219,7 @@ def _eval(args: argparse.Namespace) -> int:
         results[f"always {args.static}"] = evaluate_selection(
             em.errors, static_scores(em.errors, em.expert_ids.index(args.static)), exclude)
     hint(f"leave-one-out MODEL2VEC over {len(em.task_ids)} tasks...")
-    scores = loo_model2vec(X, F, train_errors, t0, _config(args), progress=True)
+    scores = loo_model2vec(X, F, train_errors, t0, _config(args), progress=True, layers=_layers(args, d["first"]))
     results["MODEL2VEC (leave-one-out)"] = evaluate_selection(em.errors, scores, exclude)
     if args.format == "json":
         print_json({"tasks": len(em.task_ids), "experts": len(em.expert_ids), "results": results,

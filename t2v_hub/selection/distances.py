@@ -63,7 +63,8 @@ def d_asym(source: ArrayLike, target: ArrayLike, trivial: ArrayLike, alpha: floa
     return d_sym(source, target) - alpha * d_sym(source, trivial)
 
 
-def cdist(a: ArrayLike | Sequence[ArrayLike], b: ArrayLike | Sequence[ArrayLike]) -> torch.Tensor:
+def cdist(a: ArrayLike | Sequence[ArrayLike], b: ArrayLike | Sequence[ArrayLike],
+          weights: torch.Tensor | None = None) -> torch.Tensor:
     """Pairwise symmetric distances, shape (len(a), len(b)), fp32.
 
     For u = A/(A+B) and v = B/(A+B) (0 where A+B = 0) the cosine needs three sums per pair
@@ -84,21 +85,30 @@ def cdist(a: ArrayLike | Sequence[ArrayLike], b: ArrayLike | Sequence[ArrayLike]
         Bj = B[j : j + cols]
         for i in range(0, n, rows):
             Ai = A[i : i + rows]
-            out[i : i + rows, j : j + cols] = sym_block(Ai, Bj)
+            out[i : i + rows, j : j + cols] = sym_block(Ai, Bj, weights)
     return out
 
 
-def sym_block(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """The reference d_sym for every (row of A, row of B): shape (len(A), len(B))."""
+def sym_block(A: torch.Tensor, B: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference d_sym for every (row of A, row of B): shape (len(A), len(B)).
+
+    ``weights`` (dim,) > 0 makes the cosine a weighted one, ``sum w u v / sqrt(sum w u^2 sum w v^2)``
+    (MODEL2VEC's learned per-layer weights); None is the paper's d_sym. A weight cannot be folded
+    into A and B: d_sym is invariant to any per-filter scale of its inputs.
+    """
     # Filters dead in both tasks (a + b == 0) contribute nothing; an absolute epsilon
     # in the denominator would break the per-filter scale invariance for tiny Fishers.
     s = A[:, None, :] + B[None, :, :]
     inv = torch.where(s > 0, 1.0 / s.clamp_min(1e-38), torch.zeros((), dtype=s.dtype))
     u = A[:, None, :] * inv
     v = B[None, :, :] * inv
-    uv = (u * v).sum(-1)
-    uu = (u * u).sum(-1)
-    vv = (v * v).sum(-1)
+    if weights is not None:
+        u_w = u * weights.to(u.dtype)
+        uv, uu, vv = (u_w * v).sum(-1), (u_w * u).sum(-1), (v * v * weights.to(v.dtype)).sum(-1)
+    else:
+        uv = (u * v).sum(-1)
+        uu = (u * u).sum(-1)
+        vv = (v * v).sum(-1)
     # Zero vectors (all filters dead) have no direction: clamp so the distance is 1, not NaN,
     # and take the sqrt of the clamped product so the gradient there is 0, not NaN (MODEL2VEC
     # trains through this function when numba is not installed).
@@ -119,8 +129,9 @@ def cdist_asym(
     targets: ArrayLike | Sequence[ArrayLike],
     trivial: ArrayLike,
     alpha: float = ASYM_ALPHA,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Asymmetric distances, shape (len(sources), len(targets)): source (expert) -> target task."""
     S, T = _mat(sources), _mat(targets)
-    to_trivial = cdist(S, _vec(trivial)[None])  # (n, 1)
-    return cdist(S, T) - alpha * to_trivial
+    to_trivial = cdist(S, _vec(trivial)[None], weights)  # (n, 1)
+    return cdist(S, T, weights) - alpha * to_trivial

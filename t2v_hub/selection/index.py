@@ -368,7 +368,7 @@ def rank_index(
     seen = torch.zeros(index.size, dtype=torch.bool)
     prob = None
     if selector is not None:
-        # Only the experts the selector was trained on have a bias: gather and rescore those rows.
+        # Only the experts the selector was trained on have a per-expert bias: gather, rescore those rows.
         known = set(selector.expert_ids)
         pos = [i for i, r in enumerate(index.ids) if r in known]
         if not pos:
@@ -381,7 +381,11 @@ def rank_index(
         if len(pos) < index.size:
             notes.append(f"{index.size - len(pos)} expert(s) unseen in training ranked with no learned bias (b_j = 0)")
         rows = torch.tensor(pos, dtype=torch.long)
-        scores[rows] = sym_to_target(m, target.vector) - a * sym_to_target(m, t0) + off
+        if selector.filter_weights is not None:  # a learned metric shared by every expert, seen or not
+            scores = torch.cat([selector.distances(s.float(), target.vector[None], a, t0)[0] for s in index.shards])
+            scores[rows] += off
+        else:
+            scores[rows] = sym_to_target(m, target.vector) - a * sym_to_target(m, t0) + off
         offset[rows], seen[rows] = off, True
         prob = torch.softmax(-selector.gamma * scores.double(), 0)
     top = top_rows(scores, top_k)

@@ -27,8 +27,12 @@ Parametrisation (the supplement writes ``m_j = F_j + b_j``; our reading):
   distance units. Its initial value is 1 / (mean per-task spread of the initial
   distances), so the initial logits spread by about one unit.
 
+- ``filter_weights`` (dim,), ``bias="layer"``: one weight per probe layer inside the
+  cosine of d_sym, shared by every expert (``layer_weights.py``); no per-expert
+  parameter at all.
+
 ``SelectorConfig.bias`` picks ``"filter"`` (default: the supplement's vector bias
-only), ``"both"``, ``"scalar"`` or ``"none"`` (only gamma). The per-expert offset
+only), ``"both"``, ``"scalar"``, ``"none"`` (only gamma) or ``"layer"``. The per-expert offset
 fits the training domains: under leave-one-domain-out it made MODEL2VEC worse than
 d_asym (benchmarks/selection_quality.py), so it is opt-in.
 
@@ -56,7 +60,7 @@ from ..errors import SelectorError
 
 SELECTOR_FORMAT = "t2v-hub-selector"
 SELECTOR_FILE = "selector.safetensors"
-BIAS_KINDS = ("both", "filter", "scalar", "none")
+BIAS_KINDS = C.M2V_BIAS_KINDS
 # (tasks x experts x dim) elements per differentiable distance chunk: bounds memory.
 
 @dataclass(frozen=True)
@@ -69,16 +73,21 @@ class SelectorConfig:
     weight_decay: float = C.M2V_WEIGHT_DECAY
     epochs: int = C.M2V_EPOCHS
     batch_size: int = 0  # tasks per Adam step; 0 = all tasks (one step per epoch)
-    # "filter" (the supplement's per-filter bias): under leave-one-domain-out the per-expert offset of
-    # "both" memorises domains (+28.9% vs +9.4%, benchmarks/results/selection_quality.md).
-    bias: str = "filter"
+    # "layer" (one weight per probe layer, shared by all experts): under leave-one-domain-out the only
+    # variant below d_asym, on two ground-truth replicates of the zoo; "filter" (the supplement's) equals
+    # d_asym there and "both" memorises domains (BENCHMARKS.md, "Selection quality").
+    bias: str = C.M2V_BIAS
     seed: int = 0  # order of tasks when batch_size > 0
+    layer_epochs: int = C.M2V_LAYER_EPOCHS  # bias="layer" only (see layer_weights.py)
+    layer_decay: float = C.M2V_LAYER_DECAY
 
     def __post_init__(self) -> None:
         if self.bias not in BIAS_KINDS:
             raise SelectorError(f"bias must be one of {', '.join(BIAS_KINDS)}, got {self.bias!r}")
         if self.epochs < 0 or self.batch_size < 0 or self.lr <= 0 or self.alpha_soft <= 0:
             raise SelectorError("epochs and batch_size must be >= 0, lr and alpha_soft > 0")
+        if self.layer_epochs < 0 or self.layer_decay < 0:
+            raise SelectorError("layer_epochs and layer_decay must be >= 0")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SelectorConfig:
@@ -105,6 +114,8 @@ class Model2Vec:
     compat: dict[str, str]  # probe, weights_sha256, layout_hash, dim, method of the embeddings
     expert_digests: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    # bias="layer": the learned weight of every filter's layer in the cosine (dim,), shared by all experts.
+    filter_weights: torch.Tensor | None = None
 
     @property
     def gamma(self) -> float:
@@ -169,11 +180,22 @@ class Model2Vec:
 
     def scores(self, targets: torch.Tensor, expert_ids: Sequence[str], vectors: torch.Tensor) -> torch.Tensor:
         """Selector scores (lower = better), shape (T, E'): d_asym(m_j -> t_i) + offset_j."""
-        from .training import asym_distances
 
         m, offset, _, _ = self.apply(expert_ids, vectors)
         with torch.no_grad():
-            return asym_distances(m, targets.reshape(-1, m.shape[-1]), self.trivial, self.alpha) + offset
+            return self.distances(m, targets.reshape(-1, m.shape[-1]), self.alpha) + offset
+
+    def distances(self, m: torch.Tensor, targets: torch.Tensor, alpha: float, trivial: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+        """d_asym(m_j -> t_i) (T, E) of biased experts ``m`` (from :meth:`apply`), in this selector's metric."""
+        t0 = self.trivial if trivial is None else trivial
+        if self.filter_weights is None:
+            from .training import asym_distances
+
+            return asym_distances(m, targets, t0, alpha)
+        from .distances import cdist_asym
+
+        return cdist_asym(m, targets, t0, alpha, weights=self.filter_weights).T
 
     # -- artifact -----------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -185,6 +207,8 @@ class Model2Vec:
                    "trivial": self.trivial.contiguous()}
         if self.log_scale is not None:
             tensors["log_scale"] = self.log_scale.contiguous()
+        if self.filter_weights is not None:
+            tensors["filter_weights"] = self.filter_weights.contiguous()
         meta = {
             "format": SELECTOR_FORMAT,
             "format_version": "1",
@@ -228,11 +252,15 @@ class Model2Vec:
                 compat={k[len("compat_"):]: v for k, v in meta.items() if k.startswith("compat_")},
                 expert_digests=list(json.loads(meta.get("expert_digests", "[]"))),
                 info=dict(json.loads(meta.get("info", "{}"))),
+                filter_weights=tensors.get("filter_weights"),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise SelectorError(f"{source}: malformed selector file ({exc})") from exc
         if out.offset.numel() != len(ids) or (out.log_scale is not None and out.log_scale.shape[0] != len(ids)):
             raise SelectorError(f"{source}: tensor sizes do not match its {len(ids)} expert ids")
+        fw = out.filter_weights
+        if fw is not None and (fw.numel() != out.trivial.numel() or not bool((fw > 0).all())):
+            raise SelectorError(f"{source}: filter_weights must be {out.trivial.numel()} positive numbers")
         return out
 
     @classmethod

@@ -20,6 +20,7 @@ import torch
 from .. import constants as C
 from ..embedding import Task2VecEmbedding
 from ..errors import SelectorError
+from .layer_weights import check_layers, fit_layer_weights
 from .model2vec import Model2Vec, SelectorConfig, _as_matrix, vector_digest
 
 _TRAIN_CHUNK_ELEMENTS = 1 << 22
@@ -118,9 +119,13 @@ def train_model2vec(
     expert_ids: Sequence[str] | None = None,
     compat: dict[str, str] | None = None,
     task_ids: Sequence[str] | None = None,
+    layers: torch.Tensor | None = None,
 ) -> Model2Vec:
     """Fit MODEL2VEC on ``errors`` (T, E; NaN = unknown) for task embeddings (T, dim)
-    and expert embeddings (E, dim). Deterministic for fixed inputs and ``config.seed``."""
+    and expert embeddings (E, dim). Deterministic for fixed inputs and ``config.seed``.
+
+    ``layers`` (dim,): each filter's layer id, needed by ``bias="layer"`` only
+    (:func:`t2v_hub.selection.layer_weights.layer_ids`)."""
     cfg = config or SelectorConfig()
     X, F = tasks.to(torch.float32), experts.to(torch.float32)
     t0 = torch.as_tensor(trivial, dtype=torch.float32).reshape(-1)
@@ -138,6 +143,8 @@ def train_model2vec(
         raise SelectorError(f"task(s) with no known error for any expert: {', '.join(names[:5])}; "
                             "remove them from the error matrix or fill in their errors")
     labels = soft_labels(errors, cfg.alpha_soft)
+    if cfg.bias == "layer":
+        return _train_layers(X, F, t0, labels, known, check_layers(layers, F.shape[1]), cfg, ids, compat, task_ids)
     use_scale, use_offset = cfg.bias in ("both", "filter"), cfg.bias in ("both", "scalar")
     log_scale = torch.zeros_like(F, requires_grad=use_scale)
     offset = torch.zeros(E, requires_grad=use_offset)
@@ -174,6 +181,25 @@ def train_model2vec(
         compat=dict(compat or {}),
         expert_digests=[vector_digest(v) for v in F],
         info=info,
+    )
+
+
+def _train_layers(
+    X: torch.Tensor, F: torch.Tensor, t0: torch.Tensor, labels: torch.Tensor, known: torch.Tensor,
+    layers: torch.Tensor, cfg: SelectorConfig, ids: list[str], compat: dict[str, str] | None,
+    task_ids: Sequence[str] | None,
+) -> Model2Vec:
+    theta, log_gamma, losses = fit_layer_weights(X, F, t0, labels, known, layers, cfg)
+    info = {
+        "num_tasks": X.shape[0], "num_experts": F.shape[0], "known_cells": int(known.sum()),
+        "skipped_cells": int((~known).sum()), "single_expert_tasks": int((known.sum(1) == 1).sum()),
+        "num_layers": int(theta.numel()), "layer_weights": [round(float(w), 4) for w in theta.exp()],
+        "final_loss": losses[-1] if losses else None, "task_ids": list(task_ids) if task_ids is not None else None,
+    }
+    return Model2Vec(
+        expert_ids=ids, log_scale=None, offset=torch.zeros(F.shape[0]), log_gamma=log_gamma, trivial=t0.clone(),
+        config=cfg, compat=dict(compat or {}), expert_digests=[vector_digest(v) for v in F], info=info,
+        filter_weights=theta.exp()[layers].contiguous(),
     )
 
 
@@ -224,6 +250,7 @@ def loo_model2vec(
     config: SelectorConfig | None = None,
     *,
     progress: bool = False,
+    layers: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Leave-one-out MODEL2VEC scores (T, E), lower = better: row i comes from a
     selector trained on every other task's errors (row i's errors are never seen).
@@ -245,7 +272,7 @@ def loo_model2vec(
         train[i] = False
         if not bool(train.any()):
             raise SelectorError("leave-one-out needs at least two tasks with known errors")
-        sel = train_model2vec(X[train], F, errors[train], t0, config)
+        sel = train_model2vec(X[train], F, errors[train], t0, config, layers=layers)
         out[i] = sel.scores(X[i], sel.expert_ids, F)[0]
     if bar is not None:
         bar.close()
