@@ -10,7 +10,8 @@ probe at each size and embedded with ``montecarlo``; the experts and the ground 
 (their linear-probe errors at 32 px) stay those of the reproduction, so any change in
 selection quality is the embedding's. Each size's embeddings are packed like the
 32 px ones and scored by :mod:`benchmarks.selection_quality` (d_sym, d_asym,
-two-stage; MODEL2VEC's 288 trainings per size are left out) on its three meta-tasks.
+two-stage) on its three meta-tasks; ``--model2vec layer filter`` adds those MODEL2VEC
+variants (72 trainings each per size; ``layer`` takes seconds, ``filter`` minutes).
 """
 
 from __future__ import annotations
@@ -83,21 +84,25 @@ def embed_at(size: int, out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64])
+    ap.add_argument("--model2vec", nargs="*", default=[], metavar="BIAS",
+                    help="MODEL2VEC variants to train at every size (e.g. layer filter; default none)")
     args = ap.parse_args(argv)
+    methods = [*METHODS, *(f"model2vec[bias={b}]" for b in args.model2vec)]
     res: dict[str, Any] = {"sizes": {}}
     for size in [32, *args.sizes]:
         pack = SQ.PACK if size == 32 else RESULTS / f"zoo_embeddings_small_{size}px.safetensors"
         if size != 32 and not pack.is_file():
             embed_at(size, pack)
-        r = SQ.run(pack, model2vec=False)  # this size's embeddings, the same protocol and ground truth
+        # this size's embeddings, the same protocol and ground truth
+        r = SQ.run(pack, model2vec=bool(args.model2vec), only=tuple(args.model2vec) or None)
         res["sizes"][str(size)] = {m: {k: r["meta_tasks"][m]["methods"][k]["relative_error_increase"]
-                                       for k in METHODS} for m in r["meta_tasks"]}
+                                       for k in methods} for m in r["meta_tasks"]}
     (RESULTS / "probe_resolution.json").write_text(json.dumps(res, indent=1) + "\n")
     metas = list(next(iter(res["sizes"].values())))
     lines = ["# Selection quality vs the probe's input size (relative error increase; lower is better)", "",
              "| method | " + " | ".join(f"{m} {s} px" for m in metas for s in res["sizes"]) + " |",
              "|---|" + "---|" * (len(metas) * len(res["sizes"]))]
-    for k in METHODS:
+    for k in methods:
         cells = [f"{100 * res['sizes'][s][m][k]:+.1f}%" for m in metas for s in res["sizes"]]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     (RESULTS / "probe_resolution.md").write_text("\n".join(lines) + "\n")

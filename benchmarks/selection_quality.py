@@ -377,8 +377,12 @@ def write(res: dict[str, Any], stem: str = "selection_quality") -> None:
                     [100 * m[f"two_stage[{base}, K={k}]"]["relative_error_increase"] for k in ks], style,
                     label=f"{base} shortlist, then LogME")
         for name, marker, label in (("d_sym", "^", "d_sym"), ("model2vec", "v", "MODEL2VEC bias=both"),
-                                    ("model2vec[bias=filter]", "P", "MODEL2VEC bias=filter (default)"),
-                                    ("static_prior", "D", "static prior"), ("logme_all", "*", "LogME, all experts")):
+                                    ("model2vec[bias=filter]", "P", "MODEL2VEC bias=filter"),
+                                    ("model2vec[bias=layer]", "X", "MODEL2VEC bias=layer (default)"),
+                                    ("static_prior", "D", "static prior"), ("logme_all", "*", "LogME, all experts"),
+                                    ("hscore_all", "h", "H-score, all experts"), ("knn_all", "p", "kNN, all experts")):
+            if name not in m:
+                continue
             ax.plot([m[name]["forward_passes_per_query"]], [100 * m[name]["relative_error_increase"]], marker,
                     markersize=9, label=label, alpha=0.8)
         ax.set_title(meta)

@@ -119,7 +119,8 @@ def test_cli_selector_trains_from_eval_results(tmp_path: Path, local_hub, make_e
     make_embedding(99).save(tmp_path / "t0.safetensors")
     out = tmp_path / "sel.safetensors"
     args = ["selector", "train", "--eval-results", str(local_hub.root), "--tasks", str(tasks),
-            "--trivial", str(tmp_path / "t0.safetensors"), "--epochs", "5", "--out", str(out), "--format", "json"]
+            "--trivial", str(tmp_path / "t0.safetensors"), "--bias", "filter", "--epochs", "5", "--out", str(out),
+            "--format", "json"]
     assert main(args) == 0
     cap = capsys.readouterr()
     summary = json.loads(cap.out)

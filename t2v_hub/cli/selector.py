@@ -1,7 +1,8 @@
 """`t2v-hub selector`: train and evaluate a MODEL2VEC expert selector.
 
-train: learn per-expert biases and a temperature from an error matrix (tasks x
-experts, CSV or JSON) and the task embeddings (a folder of .safetensors or a
+train: learn a temperature and biases (by default one weight per probe layer, shared
+by every expert; --bias picks the supplement's per-expert ones) from an error matrix
+(tasks x experts, CSV or JSON) and the task embeddings (a folder of .safetensors or a
 hub); writes a small selector file for `t2v-hub recommend --selector`.
 
 eval: leave-one-out over tasks. Reports the paper's metric (relative increase of
