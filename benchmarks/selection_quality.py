@@ -394,6 +394,28 @@ def write(res: dict[str, Any], stem: str = "selection_quality") -> None:
     fig.savefig(RESULTS / f"{stem}_frontier.png", dpi=120)
 
 
+def replicate_noise(a: Path = PACK, b: Path = RESULTS / "zoo_embeddings_small_gt2.safetensors") -> dict[str, Any]:
+    """How far two ground-truth replicates of the same zoo disagree: the best expert by one run's true
+    errors, scored on the other's. No method that sees only the task embeddings (not the fine-tuned
+    networks) can be expected to do better than this on average."""
+    A, B = load(a), load(b)
+    exclude = torch.tensor([[e == t for e in A["experts"]] for t in A["tasks"]])
+    expert_task = torch.tensor(A["is_expert_task"])
+    rows = {"loo": expert_task, "mixed": ~expert_task, "lodo": torch.ones_like(expert_task)}
+    EA, EB = A["errors"], B["errors"]
+    out: dict[str, Any] = {"packs": [a.name, b.name],
+                           "mean_abs_error_difference": float((EA - EB)[~exclude].abs().mean()),
+                           "correlation": float(torch.corrcoef(torch.stack([EA[~exclude], EB[~exclude]]))[0, 1]),
+                           "same_best_expert": int((_mask(EA, exclude).nan_to_num(nan=float("inf")).argmin(1)
+                                                    == _mask(EB, exclude).nan_to_num(nan=float("inf")).argmin(1)).sum()),
+                           "num_tasks": len(A["tasks"]), "other_run_oracle": {}}
+    for name, (pick, truth) in {"a_scored_on_b": (EA, EB), "b_scored_on_a": (EB, EA)}.items():
+        chosen = _chosen_errors(truth, _mask(pick, exclude))
+        best = _mask(truth, exclude).nan_to_num(nan=float("inf")).min(1).values
+        out["other_run_oracle"][name] = {m: _rel_increase(chosen[k], best[k]) for m, k in rows.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -402,7 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", default=None, help="MODEL2VEC variants to train (default: all)")
     ap.add_argument("--stem", default="selection_quality", help="results file names (default %(default)s)")
     ap.add_argument("--plot-only", action="store_true", help="redraw from the committed results")
+    ap.add_argument("--replicates", action="store_true",
+                    help="only compare the two ground-truth replicates -> selection_quality_replicates.json")
     args = ap.parse_args(argv)
+    if args.replicates:
+        res = replicate_noise()
+        (RESULTS / "selection_quality_replicates.json").write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res, indent=1))
+        return 0
     if args.plot_only:
         write(json.loads((RESULTS / f"{args.stem}.json").read_text()), args.stem)
         return 0
