@@ -378,7 +378,7 @@ def rank_index(
             )
         m, off, _, sel_notes = selector.apply([index.ids[i] for i in pos], index.rows(pos))
         notes.extend(n for n in sel_notes if "unseen" not in n)
-        if len(pos) < index.size:
+        if len(pos) < index.size and selector.filter_weights is None:
             notes.append(f"{index.size - len(pos)} expert(s) unseen in training ranked with no learned bias (b_j = 0)")
         rows = torch.tensor(pos, dtype=torch.long)
         if selector.filter_weights is not None:  # a learned metric shared by every expert, seen or not

@@ -155,7 +155,7 @@ class Model2Vec:
             )
         notes: list[str] = []
         unseen = [e for e, r in zip(expert_ids, rows, strict=True) if r < 0]
-        if unseen:
+        if unseen and self.filter_weights is None:  # a layer selector has no per-expert bias to miss
             notes.append(
                 f"{len(unseen)} expert(s) unseen in training ranked with no learned bias (b_j = 0): "
                 + ", ".join(unseen[:5]) + (" ..." if len(unseen) > 5 else "")
