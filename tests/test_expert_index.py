@@ -14,7 +14,7 @@ from test_recommend import COMPAT, lognormal, setup  # noqa: F401 - the fixture 
 
 from t2v_hub.cli.main import main
 from t2v_hub.errors import IncompatibleEmbeddingError, RecommendError
-from t2v_hub.selection.distances import cdist_asym
+from t2v_hub.selection.distances import cdist_asym, sym_block
 from t2v_hub.selection.index import INDEX_FILE, build_index, load_index, rank_index
 from t2v_hub.selection.model2vec import SelectorConfig, compat_of
 from t2v_hub.selection.scoring import rank_experts
@@ -77,6 +77,11 @@ def test_index_with_selector_matches_rank_experts(setup: dict[str, Any], tmp_pat
         assert a.score == pytest.approx(b.score, abs=1e-5)
         assert a.probability == pytest.approx(b.probability, abs=1e-6)
         assert a.explain["seen_in_training"] == b.explain["seen_in_training"]
+    if bias == "layer":  # against the definition: weighted d_sym to the target minus alpha x to t0
+        w, t0 = sel.filter_weights, setup["trivial"].vector
+        ref = sym_block(F, setup["target"].vector[None], w)[:, 0] - sel.alpha * sym_block(F, t0[None], w)[:, 0]
+        by_id = {e: float(ref[i]) for i, e in enumerate(ids)}
+        assert all(abs(r.score - by_id[r.repo_id]) < 1e-5 for r in want)
     # A layer selector's metric is every expert's: nothing is "missing" for an unseen one.
     assert any("1 expert(s) unseen" in n for n in notes) == (bias == "filter")
     other = train_model2vec(X, F[:2], errors[:, :2], setup["trivial"].vector, SelectorConfig(epochs=2, bias="filter"),
