@@ -111,6 +111,10 @@ def _fisher(run: EmbedRun, feats: torch.Tensor) -> FisherResult:
     g_fisher = torch.Generator().manual_seed(run.config.seed + 1)
     options = dict(cfg.options)
     options["likelihood"] = LIKELIHOOD[run.label_kind]
+    if cfg.method in ("montecarlo", "empirical"):
+        # The embedding keeps per-filter means only: let the per-sample pass form just those
+        # where that is cheaper (conv.filter_sums_cheaper). Exact either way.
+        options.setdefault("filter_means", True)
     if cfg.method == "montecarlo":
         with torch.no_grad():
             logits = run.probe.logits_from_features(feats.to(run.device)).float().cpu()

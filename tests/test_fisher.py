@@ -625,3 +625,53 @@ def test_depthwise_auto_path_equals_the_unfolded_contraction(stride: int, dilati
     fast = conv_sq_sum(spec, a, grad, "auto", dtype=torch.float64)
     slow = conv_sq_sum(spec, a, grad, "unfold", dtype=torch.float64, pairwise_max=0)
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+
+
+class GramNet(nn.Module):
+    """Convolutions with few output positions and many channels, where ``filter_means`` takes the
+    Gram path: TF-'same' padding outside the conv, a stride, a dilation and a Conv1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.same = Conv2dSame(32, 48, 3, stride=2)  # 6x6 -> 3x3, padding (0, 1) outside the conv
+        self.dilated = nn.Conv2d(48, 64, 3, padding=2, dilation=2)
+        self.seq = nn.Conv1d(64, 40, 3, padding=1)
+        self.head = nn.Linear(40, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.stem(x))
+        x = F.gelu(self.same(x))
+        x = torch.tanh(self.dilated(x))
+        x = torch.sigmoid(self.seq(x.flatten(2)))
+        return self.head(x.mean(dim=2))
+
+
+@pytest.mark.parametrize("method", ["montecarlo", "empirical"])
+@pytest.mark.parametrize("name", ["gram", "hand", "test_resnet", "tiny_tnt"])
+def test_filter_means_equal_the_naive_loops_filter_means(name: str, method: str) -> None:
+    """filter_means=True: every weight's entry is its filter's mean of the fp64 naive loop's diagonal."""
+    from t2v_hub.fisher.conv import conv_spec, filter_sums_cheaper
+
+    if name == "gram":
+        torch.manual_seed(0)
+        model: nn.Module = GramNet().eval()
+        g = gen(3)
+        data = [(torch.randn(3, 3, 6, 6, generator=g), torch.randint(5, (3,), generator=g)) for _ in range(2)]
+        targets = {"mc3": drawn_labels(model, data, 3), "empirical": [y.unsqueeze(0) for _, y in data]}
+        ref_all = naive_fisher(model, data, targets, filter_parameter_names(model))
+        # The Gram path must actually run here: three of the four convs qualify.
+        lengths = {"same": 9, "dilated": 9, "seq": 9, "stem": 36}
+        assert sum(filter_sums_cheaper(conv_spec(getattr(model, n), n), L) for n, L in lengths.items()) == 3
+    else:
+        model, data, ref_all = reference(name)
+    mc = 3 if method == "montecarlo" else 1
+    ref = ref_all["empirical" if method == "empirical" else "mc3"]
+    res = estimate(model, data, method, mc_samples=mc, generator=gen(), filter_means=True)
+    assert res.config["filter_means"] is True
+    for n, r in ref.items():
+        got = res.per_param[n]
+        assert got.shape == r.shape
+        want = r.reshape(r.shape[0], -1).mean(1)
+        got_means = got.reshape(got.shape[0], -1)
+        torch.testing.assert_close(got_means.mean(1).double(), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))

@@ -73,6 +73,9 @@ def estimate(
             "bernoulli": multi-label sigmoid with {0,1} float targets; "gaussian": unit-variance
             regression of outputs of any shape, NLL ``0.5 * sum (y - f)^2``, float targets),
             ``max_samples`` (exact cap), ``pairwise_max_positions`` (see :mod:`.linear`),
+            ``filter_means`` (per-sample methods: where it is cheaper, a conv weight's entry holds
+            each filter's exact mean broadcast to the weight's shape instead of the diagonal
+            itself -- all an embedding keeps; 2-4x less work for ResNets' later stages),
             ``labels`` ("sampled" | "dataset", batch method only); variational options
             are passed through to it.
     """

@@ -51,7 +51,15 @@ from .common import (
     resolve_params,
     warn_if_training,
 )
-from .conv import CONV_BACKENDS, ConvSpec, conv_persample, conv_spec, conv_sq_sum
+from .conv import (
+    CONV_BACKENDS,
+    ConvSpec,
+    conv_filter_sq_sum,
+    conv_persample,
+    conv_spec,
+    conv_sq_sum,
+    filter_sums_cheaper,
+)
 from .functional import FunctionalLinear as _FunctionalLinear
 from .functional import calls_linear as _calls_linear
 from .likelihoods import LIKELIHOODS, draw_targets, loss_sum
@@ -59,7 +67,7 @@ from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, default_chunk_bytes, linear
 from .norm import is_norm, norm_persample, norm_sq_sum
 from .result import FisherResult
 
-PERSAMPLE_OPTIONS = ("conv_backend", "likelihood", "max_samples", "pairwise_max_positions")
+PERSAMPLE_OPTIONS = ("conv_backend", "filter_means", "likelihood", "max_samples", "pairwise_max_positions")
 
 _LINEAR_FORWARDS = {nn.Linear.forward}
 try:  # timm's Linear only adds a torchscript cast; its forward is a plain F.linear.
@@ -80,6 +88,8 @@ class _Tap:
         self.name = name
         self.module = module
         self.acc = acc  # running sum of squared per-sample gradients
+        # filter_means: per-filter sums of the layers where that is cheaper (conv.filter_sums_cheaper)
+        self.filter_acc: torch.Tensor | None = None
         self.settings = settings
         self.norm = is_norm(module)
         self.spec: ConvSpec | None = (
@@ -143,7 +153,20 @@ class _Tap:
                                   "use method='batch' for this model")
             self.pending[index] = self.pending[index] + grad if index in self.pending else grad
             return
+        s = self.settings
+        if s["filter_means"] and self.spec is not None and filter_sums_cheaper(self.spec, grad[0, 0].numel()):
+            part = conv_filter_sq_sum(self.spec, a, grad, s["chunk_size"], self.acc.dtype, s["chunk_bytes"])
+            self.filter_acc = part if self.filter_acc is None else self.filter_acc + part
+            return
         self.acc += self._sq_sum(a, grad)
+
+    def result(self) -> torch.Tensor:
+        """The accumulated sum, weight-shaped; with per-filter sums, each filter's mean broadcast."""
+        if self.filter_acc is None:
+            return self.acc
+        cout = self.acc.shape[0]
+        per_filter = (self.filter_acc + self.acc.reshape(cout, -1).sum(1)) / (self.acc.numel() // cout)
+        return per_filter.reshape(cout, *([1] * (self.acc.dim() - 1))).expand(self.acc.shape).contiguous()
 
     def _sq_sum(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         s = self.settings
@@ -274,6 +297,7 @@ def estimate_persample(
 
     chunk_bytes = default_chunk_bytes(dev)
     settings = {
+        "filter_means": bool(options.get("filter_means", False)),
         "chunk_size": chunk_size,
         "conv_backend": requested_backend,
         "pairwise_max": pairwise_max,
@@ -288,7 +312,7 @@ def estimate_persample(
     if num_samples == 0:
         raise FisherError("no samples: the loader yielded no batches")
 
-    sums = {t.name: (t.acc / draws).to("cpu", torch.float32) for t in taps}
+    sums = {t.name: (t.result() / draws).to("cpu", torch.float32) for t in taps}
     config = {
         "method": method,
         "labels": labels,
@@ -297,6 +321,8 @@ def estimate_persample(
         "chunk_size": chunk_size,
         "chunk_bytes": chunk_bytes if chunk_size is None else None,
         "conv_backend": requested_backend,  # "auto" is resolved per layer (conv.pick_backend)
+        # True: conv weights whose per-filter sums were cheaper hold each filter's mean, broadcast.
+        "filter_means": settings["filter_means"],
         "pairwise_max_positions": pairwise_max,
         "autocast_dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
         "device": str(dev),
