@@ -234,7 +234,7 @@ def child_ours(inputs: Path, method: str, samples: int, seed: int, tta: bool) ->
             loader = [(data["images"][i:min(i + BATCH, k)], data["labels"][i:min(i + BATCH, k)])
                       for i in range(0, k, BATCH)]
             c = time.process_time()
-            res = estimate(model, loader, method, params=names, mc_samples=max(n // N_IMAGES, 1),
+            res = estimate(model, loader, method, params=names, mc_samples=max(n // N_IMAGES, 1), filter_means=True,
                            generator=torch.Generator().manual_seed(seed))
             sec = time.process_time() - c
             v = torch.cat([res.per_param[nm].flatten(1).mean(1) for nm in names])

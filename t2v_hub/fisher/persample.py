@@ -88,8 +88,7 @@ class _Tap:
         self.name = name
         self.module = module
         self.acc = acc  # running sum of squared per-sample gradients
-        # filter_means: per-filter sums of the layers where that is cheaper (conv.filter_sums_cheaper)
-        self.filter_acc: torch.Tensor | None = None
+        self.filter_acc: torch.Tensor | None = None  # filter_means: per-filter sums (conv.filter_sums_cheaper)
         self.settings = settings
         self.norm = is_norm(module)
         self.spec: ConvSpec | None = (
@@ -321,8 +320,7 @@ def estimate_persample(
         "chunk_size": chunk_size,
         "chunk_bytes": chunk_bytes if chunk_size is None else None,
         "conv_backend": requested_backend,  # "auto" is resolved per layer (conv.pick_backend)
-        # True: conv weights whose per-filter sums were cheaper hold each filter's mean, broadcast.
-        "filter_means": settings["filter_means"],
+        "filter_means": settings["filter_means"],  # True: some conv entries are filter means, broadcast
         "pairwise_max_positions": pairwise_max,
         "autocast_dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
         "device": str(dev),
