@@ -1,14 +1,17 @@
 """Selection quality on the zoo: pool leave-one-out, mixed and leave-one-domain-out, one- and two-stage.
 
-    python -m benchmarks.selection_quality      # ~6 min on 2 CPUs; writes benchmarks/results/selection_quality.*
+    python -m benchmarks.selection_quality      # ~5 min on 2 CPUs; writes benchmarks/results/selection_quality.*
+    python -m benchmarks.selection_quality --pack benchmarks/results/zoo_embeddings_small_gt2.safetensors \
+        --only both filter layer --stem selection_quality_gt2     # the ground-truth replicate
+    python -m benchmarks.selection_quality --replicates           # how far the two replicates disagree
 
-Inputs (nothing is recomputed from images): the reproduction's ground truth in
-``benchmarks/results/reproduce_small.json`` (the error of a linear probe on every
-expert's features for every one of the 36 tasks, and LogME of every expert for every
-task), and the montecarlo TASK2VEC embeddings of the 36 tasks
-(``benchmarks/results/zoo_embeddings_small.safetensors``, packed from the reproduction's
-cache by :func:`pack_embeddings`). Candidates are the 12 fine-tuned experts; the
-expert trained on a task itself is never a candidate for it.
+Inputs (nothing is recomputed from images): a pack of the 36 tasks' montecarlo TASK2VEC
+embeddings with one reproduction run's ground truth (the error of a linear probe on every
+expert's features for every task, LogME, and where that run recorded them H-score and kNN):
+``zoo_embeddings_small.safetensors`` (packed from the reproduction's cache by
+:func:`pack_embeddings`) or ``zoo_embeddings_small_gt2.safetensors`` (the same embeddings with a
+second ground-truth run, :func:`repack_groundtruth`). Candidates are the 12 fine-tuned experts;
+the expert trained on a task itself is never a candidate for it.
 
 Meta-tasks (:data:`META_TASKS`):
 
@@ -19,13 +22,14 @@ Meta-tasks (:data:`META_TASKS`):
   MODEL2VEC) trained only on tasks of *other* pools (Fashion, MNIST, digits, glyphs), so
   what generalises to a new domain is measured.
 
-Methods: chance, always-ImageNet, oracle, static prior (lowest mean error on the
-training tasks), d_sym, d_asym (alpha 0.15), MODEL2VEC (``bias="both"``, and the
-per-filter-only (the default), per-expert-offset-only and temperature-only variants),
-LogME on all experts, and the two-stage recommender (shortlist K by d_sym or d_asym,
-then LogME) at K = 1, 2, 3, 5, 12. Reported: relative error increase (ratio of means),
-top-1, weighted tau, forward passes per query (experts run over the task's images),
-and 95% paired-bootstrap intervals (2,000 resamples of the tasks) for the differences
+Methods: chance, always-ImageNet, oracle, static prior (lowest mean error on the training
+tasks), d_sym, d_asym (alpha 0.15), MODEL2VEC (``bias="both"``, and the per-filter-only,
+per-expert-offset-only, temperature-only and per-layer (the default) variants), LogME, H-score
+and kNN on all experts, the two-stage recommender (shortlist K by d_sym or d_asym, then LogME)
+at K = 1, 2, 3, 5, 12 and with H-score/kNN at K = 3, and the shortlist oracle (d_sym's top K
+ordered by the true errors: the ceiling of any stage 2). Reported: relative error increase
+(ratio of means), top-1, weighted tau, forward passes per query (experts run over the task's
+images), and 95% paired-bootstrap intervals (2,000 resamples of the tasks) for the differences
 that matter. 12-36 tasks is a small sample: read the intervals.
 """
 
