@@ -146,3 +146,20 @@ def test_cli_selector_train_layer_uses_the_probes_layout(tmp_path: Path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "layout" in err[0] and "--bias filter" in err[0]
     assert not (tmp_path / "other.safetensors").exists()
+
+
+def test_a_selector_file_without_bias_records_what_it_holds() -> None:
+    """Files written before `bias` existed must not take today's default as their own."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    X, F, t0, errors, layers = two_layer_zoo(T=6, E=4, seed=3)
+    for bias, want in (("layer", "layer"), ("filter", "both"), ("scalar", "scalar")):
+        sel = train_model2vec(X, F, errors, t0, SelectorConfig(bias=bias, epochs=2, layer_epochs=2), layers=layers)
+        data = sel.to_bytes()
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + n])["__metadata__"]
+        config = json.loads(meta["config"])
+        del config["bias"]
+        old = st_save(st_load(data), metadata={**meta, "config": json.dumps(config)})
+        assert Model2Vec.from_bytes(old).config.bias == want

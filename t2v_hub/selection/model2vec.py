@@ -31,10 +31,11 @@ Parametrisation (the supplement writes ``m_j = F_j + b_j``; our reading):
   cosine of d_sym, shared by every expert (``layer_weights.py``); no per-expert
   parameter at all.
 
-``SelectorConfig.bias`` picks ``"filter"`` (default: the supplement's vector bias
-only), ``"both"``, ``"scalar"``, ``"none"`` (only gamma) or ``"layer"``. The per-expert offset
-fits the training domains: under leave-one-domain-out it made MODEL2VEC worse than
-d_asym (benchmarks/selection_quality.py), so it is opt-in.
+``SelectorConfig.bias`` picks ``"layer"`` (default), ``"filter"`` (the supplement's vector
+bias only), ``"both"``, ``"scalar"`` or ``"none"`` (only gamma). The per-expert offset fits
+the training domains: under leave-one-domain-out it made MODEL2VEC worse than d_asym, and the
+per-filter bias changed no choice there; only ``"layer"`` beat d_asym
+(benchmarks/selection_quality.py).
 
 Direction: the supplement writes ``d_asym(t_i, m_j)``; we use the main text's
 convention, the expert as the source: ``d_asym(m_j -> t_i) = d_sym(m_j, t_i) -
@@ -180,7 +181,6 @@ class Model2Vec:
 
     def scores(self, targets: torch.Tensor, expert_ids: Sequence[str], vectors: torch.Tensor) -> torch.Tensor:
         """Selector scores (lower = better), shape (T, E'): d_asym(m_j -> t_i) + offset_j."""
-
         m, offset, _, _ = self.apply(expert_ids, vectors)
         with torch.no_grad():
             return self.distances(m, targets.reshape(-1, m.shape[-1]), self.alpha) + offset
@@ -241,7 +241,10 @@ class Model2Vec:
             raise SelectorError(f"{source}: not a t2v-hub selector (an embedding? train one with `t2v-hub selector train`)")
         try:
             ids = json.loads(meta["expert_ids"])
-            config = SelectorConfig.from_dict(json.loads(meta["config"]))
+            raw = json.loads(meta["config"])
+            if "bias" not in raw:  # written before `bias` existed: say what the file holds, not today's default
+                raw["bias"] = "layer" if "filter_weights" in tensors else ("both" if "log_scale" in tensors else "scalar")
+            config = SelectorConfig.from_dict(raw)
             out = cls(
                 expert_ids=list(ids),
                 log_scale=tensors.get("log_scale"),
