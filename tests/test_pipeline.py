@@ -280,3 +280,22 @@ def test_a_saturated_head_is_named_as_the_cause_of_a_zero_fisher() -> None:
     with pytest.raises(FisherError, match="probability 1.0 .* exactly zero"):
         embed(TensorTask(x, y), "test_efficientnet", pretrained=False, input_size=32)
     assert embed(TensorTask(x / 1e6, y), "test_efficientnet", pretrained=False, input_size=32).norm > 0
+
+
+def test_embed_takes_the_per_filter_path_and_it_changes_nothing() -> None:
+    """embed() forms per-filter sums directly where cheaper (filter_means); the vector is the full diagonal's."""
+    from t2v_hub.fisher.conv import conv_spec, filter_sums_cheaper
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 3, 32, 32, generator=g), torch.arange(16) % 4
+    fast = embed(TensorTask(x, y), "resnet10t", seed=0, input_size=32, pretrained=False)
+    full = embed(TensorTask(x, y), "resnet10t", seed=0, input_size=32, pretrained=False,
+                 fisher_options={"filter_means": False})
+    assert json.loads(fast.metadata["method_config"])["filter_means"] is True
+    assert json.loads(full.metadata["method_config"])["filter_means"] is False
+    torch.testing.assert_close(fast.vector, full.vector, rtol=1e-4, atol=1e-6 * float(full.vector.abs().max()))
+    # The path is really taken: resnet10t's last stage at 32 px has 1 x 1 outputs and 512 filters.
+    import timm
+
+    m = timm.create_model("resnet10t", pretrained=False)
+    assert filter_sums_cheaper(conv_spec(m.layer4[0].conv2, "layer4.0.conv2"), 1)
