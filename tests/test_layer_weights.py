@@ -146,6 +146,12 @@ def test_cli_selector_train_layer_uses_the_probes_layout(tmp_path: Path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "layout" in err[0] and "--bias filter" in err[0]
     assert not (tmp_path / "other.safetensors").exists()
+    # An embedding of another size under the same layout hash (a damaged file) is refused too.
+    from t2v_hub.selection.layer_weights import layer_ids
+
+    with pytest.raises(SelectorError, match=f"has {dim} filters, the embeddings {dim - 1}"):
+        layer_ids(Task2VecEmbedding.create(torch.ones(dim - 1), **compat))
+    assert torch.equal(layer_ids(Task2VecEmbedding.create(torch.ones(dim), **compat)), layers)
 
 
 def test_a_selector_file_without_bias_records_what_it_holds() -> None:

@@ -102,7 +102,11 @@ def layer_ids(embedding: Any) -> torch.Tensor:
     from ..config import space_of
 
     space = space_of(embedding.metadata)
-    return probe_layer_ids(space.probe, space.input_size, space.include_norm, embedding.metadata.get("layout_hash"))
+    ids = probe_layer_ids(space.probe, space.input_size, space.include_norm, embedding.metadata.get("layout_hash"))
+    if ids.numel() != embedding.dim:
+        raise SelectorError(f"the probe {space.probe!r} built here has {ids.numel()} filters, the embeddings "
+                            f"{embedding.dim}: other timm version or options; train with bias='filter'")
+    return ids
 
 
 def probe_layer_ids(probe: str, input_size: int | None = None, include_norm: bool = False,
