@@ -102,13 +102,12 @@ def sym_block(A: torch.Tensor, B: torch.Tensor, weights: torch.Tensor | None = N
     inv = torch.where(s > 0, 1.0 / s.clamp_min(1e-38), torch.zeros((), dtype=s.dtype))
     u = A[:, None, :] * inv
     v = B[None, :, :] * inv
-    if weights is not None:
-        u_w = u * weights.to(u.dtype)
-        uv, uu, vv = (u_w * v).sum(-1), (u_w * u).sum(-1), (v * v * weights.to(v.dtype)).sum(-1)
-    else:
-        uv = (u * v).sum(-1)
-        uu = (u * u).sum(-1)
-        vv = (v * v).sum(-1)
+    if weights is not None:  # sum w u v = sum (sqrt(w) u)(sqrt(w) v): the plain cosine of rescaled u, v
+        root = weights.to(u.dtype).sqrt()
+        u, v = u * root, v * root
+    uv = (u * v).sum(-1)
+    uu = (u * u).sum(-1)
+    vv = (v * v).sum(-1)
     # Zero vectors (all filters dead) have no direction: clamp so the distance is 1, not NaN,
     # and take the sqrt of the clamped product so the gradient there is 0, not NaN (MODEL2VEC
     # trains through this function when numba is not installed).

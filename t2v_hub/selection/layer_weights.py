@@ -67,25 +67,24 @@ def fit_layer_weights(
 ) -> tuple[torch.Tensor, float, list[float]]:
     """(theta per layer, log gamma, loss per epoch): full-batch Adam on the soft-label cross-entropy
     plus ``cfg.layer_decay * |theta|^2`` (theta = 0 is d_sym: the penalty shrinks towards the paper)."""
+    from .training import _masked_ce, _masked_std  # the loss and the start of every MODEL2VEC variant
+
     num_layers = int(layers.max()) + 1
     task_sums = layer_sums(X, F, layers, num_layers)  # (3, T, E, L)
     triv_sums = layer_sums(t0[None], F, layers, num_layers)[:, 0]  # (3, E, L)
+
+    def asym(theta: torch.Tensor) -> torch.Tensor:
+        return weighted_from_sums(task_sums, theta) - cfg.alpha * weighted_from_sums(triv_sums, theta)[None]
+
     theta = torch.zeros(num_layers, dtype=torch.float64, requires_grad=True)
     with torch.no_grad():
-        d0 = weighted_from_sums(task_sums, theta) - cfg.alpha * weighted_from_sums(triv_sums, theta)[None]
-        cnt = known.sum(1).clamp_min(1)
-        mean = torch.where(known, d0, 0.0).sum(1) / cnt
-        spread = ((torch.where(known, d0 - mean[:, None], 0.0) ** 2).sum(1) / cnt).sqrt().mean().clamp_min(1e-6)
+        spread = _masked_std(asym(theta), known).mean().clamp_min(1e-6)
     log_gamma = (-spread.log()).clone().requires_grad_(True)
     opt = torch.optim.Adam([theta, log_gamma], lr=cfg.lr)
     lab = labels.double()
     losses: list[float] = []
-    T = X.shape[0]
     for _ in range(cfg.layer_epochs):
-        d = weighted_from_sums(task_sums, theta) - cfg.alpha * weighted_from_sums(triv_sums, theta)[None]
-        logits = torch.where(known, -log_gamma.exp() * d, torch.full((), -torch.inf, dtype=d.dtype))
-        logp = torch.log_softmax(logits, dim=1)
-        ce = -(lab * torch.where(known, logp, torch.zeros((), dtype=d.dtype))).sum() / T
+        ce = _masked_ce(asym(theta), lab, known, log_gamma) / X.shape[0]
         loss = ce + cfg.layer_decay * (theta**2).sum()
         opt.zero_grad()
         loss.backward()

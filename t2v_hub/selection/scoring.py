@@ -182,12 +182,13 @@ def rank_experts(
         scores = selector.distances(M, target.vector[None], a, t0)[0] + offset
     else:
         index = ExpertMatrix(M, t0, dtype=dtype)
-        scores = index.d_sym(target.vector) - a * index.to_trivial + offset
+        biased_sym = index.d_sym(target.vector)
+        scores = biased_sym - a * index.to_trivial + offset
     top = top_rows(scores, top_k)
     rows = torch.tensor(top, dtype=torch.long)
     # Unbiased distances for the chosen rows only (with a selector they differ from M's).
-    d_task = sym_to_target(F[rows], target.vector)
-    d_triv = sym_to_target(F[rows], t0)
+    d_task = sym_to_target(F[rows], target.vector) if selector is not None else biased_sym[rows]
+    d_triv = sym_to_target(F[rows], t0) if selector is not None else index.to_trivial[rows]
     prob = torch.softmax(-selector.gamma * scores.double(), 0) if selector is not None else None
     return build_recommendations(
         top, scores, d_task, d_triv, a, offset, seen if selector is not None else None, prob,
