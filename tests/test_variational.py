@@ -399,6 +399,10 @@ def test_result_layout_and_config() -> None:
         assert key in res.config
     assert res.config["beta"] == 1e-7 and res.config["kl_weight"] == "beta/2"
     assert res.config["steps_done"] == 3 and res.num_samples == 64  # 3 steps over 2 batches of 32
+    # The learned prior travels in the config, one value per layer in the order of params.
+    assert res.config["prior_precision_per_layer"] == [float(res.extras[f"prior/{n}"]) for n in names]
+    assert res.config["prior_precision_per_layer"] != [float(1.0 / dict(model.named_parameters())[n].pow(2).mean())
+                                                        for n in names]  # learned: it moved from its start
 
 
 def test_epochs_steps_and_num_samples() -> None:

@@ -274,5 +274,9 @@ class Tracker:
             per_param[layer.name] = hess.view(-1, *([1] * (len(shape) - 1))).expand(shape).contiguous()
             extras[f"precision/{layer.name}"] = prec
             extras[f"prior/{layer.name}"] = lam2
+        # The learned prior per layer (in the order of params): with it the precisions
+        # (β/2)Λ = Ĥ + (β/2)λ² and the reference code's trivial embedding (every filter at
+        # its prior) are rebuilt from an embedding alone (benchmarks/variational_selection.py).
+        config["prior_precision_per_layer"] = [float(extras[f"prior/{layer.name}"].mean()) for layer in self.layers]
         return FisherResult(per_param=per_param, num_samples=num_samples, method="variational", config=config,
                             sums=None, extras=extras)

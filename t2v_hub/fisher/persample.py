@@ -32,7 +32,6 @@ squaring, which is what the per-sample gradient of a shared weight is.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import FisherError
+from ._tap import Tap as _Tap
 from .common import (
     autocast_ctx,
     check_options,
@@ -51,162 +51,14 @@ from .common import (
     resolve_params,
     warn_if_training,
 )
-from .conv import (
-    CONV_BACKENDS,
-    ConvSpec,
-    conv_filter_sq_sum,
-    conv_persample,
-    conv_spec,
-    conv_sq_sum,
-    filter_sums_cheaper,
-)
+from .conv import CONV_BACKENDS
 from .functional import FunctionalLinear as _FunctionalLinear
 from .functional import calls_linear as _calls_linear
 from .likelihoods import LIKELIHOODS, draw_targets, loss_sum
-from .linear import DEFAULT_PAIRWISE_MAX, chunk_for, default_chunk_bytes, linear_persample, linear_sq_sum
-from .norm import is_norm, norm_persample, norm_sq_sum
+from .linear import DEFAULT_PAIRWISE_MAX, default_chunk_bytes
 from .result import FisherResult
 
 PERSAMPLE_OPTIONS = ("conv_backend", "filter_means", "likelihood", "max_samples", "pairwise_max_positions")
-
-_LINEAR_FORWARDS = {nn.Linear.forward}
-try:  # timm's Linear only adds a torchscript cast; its forward is a plain F.linear.
-    from timm.layers.linear import Linear as _TimmLinear
-
-    _LINEAR_FORWARDS.add(_TimmLinear.forward)
-except ImportError:  # pragma: no cover
-    pass
-
-
-# ----------------------------------------------------------------------------- hooks
-
-
-class _Tap:
-    """Capture of one measured module: inputs in forward, output gradients in backward."""
-
-    def __init__(self, name: str, module: nn.Module, acc: torch.Tensor, settings: dict[str, Any]) -> None:
-        self.name = name
-        self.module = module
-        self.acc = acc  # running sum of squared per-sample gradients
-        self.filter_acc: torch.Tensor | None = None  # filter_means: per-filter sums (conv.filter_sums_cheaper)
-        self.settings = settings
-        self.norm = is_norm(module)
-        self.spec: ConvSpec | None = (
-            None if isinstance(module, nn.Linear) or self.norm else conv_spec(module, name)
-        )
-        if self.spec is None and not self.norm and type(module).forward not in _LINEAR_FORWARDS:
-            raise FisherError(
-                f"parameter {name!r} belongs to {type(module).__name__}, whose forward is not a plain "
-                "F.linear of its weight; leave it out of `params`, or use method='batch' (any layer)."
-            )
-        self.inputs: list[torch.Tensor] = []
-        self.in_versions: list[int] = []
-        self.pending: dict[int, torch.Tensor] = {}
-        self.constant_output = False
-        self.active = True
-        # Rows per sample when a Linear layer sees the batch folded into its leading dim
-        # (windowed attention: (B * windows, tokens, C), batch outermost): 1 = batch-first.
-        self.fold = 1
-
-    def reset(self) -> None:
-        self.inputs.clear()
-        self.in_versions.clear()
-        self.pending.clear()
-        self.constant_output = False
-
-    def forward_hook(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-        if not self.active:
-            return
-        a = args[0].detach()  # shares the version counter: in-place edits stay detectable
-        self.inputs.append(a)
-        self.in_versions.append(a._version)
-        if not output.requires_grad:
-            self.constant_output = True
-            return
-        output.register_hook(functools.partial(self._on_grad, len(self.inputs) - 1))
-
-    def _on_grad(self, index: int, grad: torch.Tensor) -> None:
-        a = self.inputs[index]
-        if a._version != self.in_versions[index]:
-            raise FisherError(
-                f"the input of {self.name!r} was modified in place after the layer used it; "
-                "per-sample gradients would be wrong. Use out-of-place ops before this layer."
-            )
-        if self.fold > 1 and self.spec is not None:  # a conv over (B * fold, C, ...): sum each sample's rows
-            if len(self.inputs) > 1:
-                raise FisherError(f"{self.name!r} is called several times on a folded batch; "
-                                  "use method='batch' for this model")
-            cfg, rows = self.settings, self.fold
-            step = rows * chunk_for(rows * self.acc.numel(), cfg["chunk_size"], self.acc.element_size(),
-                                    cfg["chunk_bytes"])  # whole samples per chunk, as the other paths
-            for s in range(0, a.shape[0], step):
-                p = self._persample(a[s : s + step], grad[s : s + step])
-                self.acc += p.reshape(-1, rows, *p.shape[1:]).sum(dim=1).square_().sum(dim=0)
-            return
-        if self.fold > 1:  # one sample's windows are consecutive rows: regroup them per sample
-            a = a.reshape(a.shape[0] // self.fold, -1, a.shape[-1])
-            grad = grad.reshape(grad.shape[0] // self.fold, -1, grad.shape[-1])
-        if len(self.inputs) > 1:  # shared layer: sum per-call gradients before squaring (flush)
-            if self.fold > 1:
-                raise FisherError(f"{self.name!r} is called several times on a folded batch; "
-                                  "use method='batch' for this model")
-            self.pending[index] = self.pending[index] + grad if index in self.pending else grad
-            return
-        s = self.settings
-        if s["filter_means"] and self.spec is not None and filter_sums_cheaper(self.spec, grad[0, 0].numel()):
-            part = conv_filter_sq_sum(self.spec, a, grad, s["chunk_size"], self.acc.dtype, s["chunk_bytes"])
-            self.filter_acc = part if self.filter_acc is None else self.filter_acc + part
-            return
-        self.acc += self._sq_sum(a, grad)
-
-    def result(self) -> torch.Tensor:
-        """The accumulated sum, weight-shaped; with per-filter sums, each filter's mean broadcast."""
-        if self.filter_acc is None:
-            return self.acc
-        cout = self.acc.shape[0]
-        per_filter = (self.filter_acc + self.acc.reshape(cout, -1).sum(1)) / (self.acc.numel() // cout)
-        return per_filter.reshape(cout, *([1] * (self.acc.dim() - 1))).expand(self.acc.shape).contiguous()
-
-    def _sq_sum(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        s = self.settings
-        if self.norm:
-            return norm_sq_sum(self.module, a, g, self.acc.dtype)
-        if self.spec is None:
-            return linear_sq_sum(a, g, s["chunk_size"], self.acc.dtype, s["pairwise_max"], s["chunk_bytes"])
-        return conv_sq_sum(
-            self.spec,
-            a,
-            g,
-            s["conv_backend"],
-            s["chunk_size"],
-            self.acc.dtype,
-            s["pairwise_max"],
-            s["chunk_bytes"],
-        )
-
-    def _persample(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        if self.norm:
-            return norm_persample(self.module, a, g, self.acc.dtype)
-        if self.spec is None:
-            return linear_persample(a.to(self.acc.dtype), g.to(self.acc.dtype))
-        return conv_persample(self.spec, a, g, self.acc.dtype)
-
-    def flush(self) -> None:
-        """After one backward pass: square the summed per-call gradients of a shared layer."""
-        if not self.pending:
-            return
-        b = self.inputs[0].shape[0]
-        cfg = self.settings
-        step = chunk_for(self.acc.numel(), cfg["chunk_size"], self.acc.element_size(), cfg["chunk_bytes"])
-        for start in range(0, b, step):
-            total = None
-            for i, g in self.pending.items():
-                part = self._persample(self.inputs[i][start : start + step], g[start : start + step])
-                total = part if total is None else total + part
-            assert total is not None
-            self.acc += total.square_().sum(dim=0)
-        self.pending.clear()
-
 
 def _check_unused(
     model: nn.Module, taps: list[_Tap], x: torch.Tensor, dtype: torch.dtype | None
@@ -304,14 +156,16 @@ def estimate_persample(
     }
     taps = []
     for name, module, weight in measured:
-        acc_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-        taps.append(_Tap(name, module, torch.zeros(weight.shape, dtype=acc_dtype, device=dev), settings))
+        taps.append(_Tap(name, module, weight, settings))
 
     num_samples, unused = _run(run_model, loader, taps, dev, dtype, max_samples, labels, draws, generator, likelihood)
     if num_samples == 0:
         raise FisherError("no samples: the loader yielded no batches")
 
-    sums = {t.name: (t.result() / draws).to("cpu", torch.float32) for t in taps}
+    sums = {}
+    for t in taps:  # one layer at a time: a sum on the CPU in fp32 is kept as it is, not copied
+        total = t.take()
+        sums[t.name] = (total / draws if draws > 1 else total).to("cpu", torch.float32)
     config = {
         "method": method,
         "labels": labels,
