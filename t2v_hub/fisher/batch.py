@@ -88,8 +88,13 @@ def estimate_batch(
                     loss = loss_sum(logits, targets[s], likelihood)  # batch SUM = B * batch mean
                     grads = torch.autograd.grad(loss, weights, retain_graph=s < draws - 1, allow_unused=True)
                     for acc, g in zip(sums, grads, strict=True):
-                        if g is not None:
-                            acc += g.float().square()
+                        if g is None:
+                            continue
+                        if g.dtype == acc.dtype:  # in place: no squared copy of a weight-sized gradient
+                            acc.addcmul_(g, g)
+                        else:
+                            acc.add_(g.float().square())
+                    del grads  # before the next backward allocates its own: one set alive at a time
             num_samples += x.shape[0]
     if num_samples == 0:
         raise FisherError("no samples: the loader yielded no batches")
@@ -106,7 +111,8 @@ def estimate_batch(
         "num_params": len(weights),
         "unbiased": labels == "sampled",
     }
-    out = {
-        name: (acc / draws).to("cpu", torch.float32) for (name, _, _), acc in zip(measured, sums, strict=True)
+    out = {  # a CPU fp32 sum is handed over as it is (no copy) when there is one draw
+        name: (acc / draws if draws > 1 else acc).to("cpu", torch.float32)
+        for (name, _, _), acc in zip(measured, sums, strict=True)
     }
     return FisherResult.from_sums(out, num_samples, "batch", config)
