@@ -47,7 +47,7 @@ CACHE = ROOT / "benchmarks" / ".reference"
 REF_DIR = CACHE / "aws-cv-task2vec"
 REF_URL = "https://github.com/awslabs/aws-cv-task2vec"
 SIZE, N_IMAGES, BATCH, THREADS = 64, 640, 64, 2
-TTA_SAMPLES = (40, 160, 640, 2560, 10240)  # beyond N: more label draws (t2v-hub) or epochs (reference)
+TTA_SAMPLES = (40, 160, 320, 640, 2560, 5120, 10240)  # beyond N: more label draws (t2v-hub) or epochs (reference)
 
 
 def ensure_reference(source: str | None) -> Path:
