@@ -3,7 +3,7 @@
     python -m benchmarks.selection_quality      # ~5 min on 2 CPUs; writes benchmarks/results/selection_quality.*
     python -m benchmarks.selection_quality --pack benchmarks/results/zoo_embeddings_small_gt2.safetensors \
         --only both filter layer --stem selection_quality_gt2     # the ground-truth replicate
-    python -m benchmarks.selection_quality --replicates           # how far the two replicates disagree
+    python -m benchmarks.selection_quality --replicates           # how far the replicates disagree, pairwise
 
 Inputs (nothing is recomputed from images): a pack of the 36 tasks' montecarlo TASK2VEC
 embeddings with one reproduction run's ground truth (the error of a linear probe on every
@@ -398,7 +398,12 @@ def write(res: dict[str, Any], stem: str = "selection_quality") -> None:
     fig.savefig(RESULTS / f"{stem}_frontier.png", dpi=120)
 
 
-def replicate_noise(a: Path = PACK, b: Path = RESULTS / "zoo_embeddings_small_gt2.safetensors") -> dict[str, Any]:
+# The same tasks and embeddings with ground truths from three runs of the experts' fine-tuning
+# (A: the pack; B and C: `reproduce --stop-after groundtruth` on two later machines, repacked).
+REPLICATES = (PACK, RESULTS / "zoo_embeddings_small_gt2.safetensors", RESULTS / "zoo_embeddings_small_gt3.safetensors")
+
+
+def replicate_noise(a: Path = PACK, b: Path = REPLICATES[1]) -> dict[str, Any]:
     """How far two ground-truth replicates of the same zoo disagree: the best expert by one run's true
     errors, scored on the other's. No method that sees only the task embeddings (not the fine-tuned
     networks) can be expected to do better than this on average."""
@@ -429,10 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stem", default="selection_quality", help="results file names (default %(default)s)")
     ap.add_argument("--plot-only", action="store_true", help="redraw from the committed results")
     ap.add_argument("--replicates", action="store_true",
-                    help="only compare the two ground-truth replicates -> selection_quality_replicates.json")
+                    help="only compare the ground-truth replicates, pairwise -> selection_quality_replicates.json")
     args = ap.parse_args(argv)
     if args.replicates:
-        res = replicate_noise()
+        from itertools import combinations
+
+        packs = [p for p in REPLICATES if p.is_file()]
+        res = {"pairs": [replicate_noise(a, b) for a, b in combinations(packs, 2)]}
         (RESULTS / "selection_quality_replicates.json").write_text(json.dumps(res, indent=1) + "\n")
         print(json.dumps(res, indent=1))
         return 0
