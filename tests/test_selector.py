@@ -97,6 +97,10 @@ def test_nan_cells_skipped_and_empty_task_refused() -> None:
     errors[0, 1] = errors[3, 2] = float("nan")
     sel = train_model2vec(X, F, errors, t0, SelectorConfig(epochs=5, bias="filter"))
     assert sel.info["skipped_cells"] == 2 and sel.info["known_cells"] == 22
+    # Which tasks back each expert's bias: columns 1 and 2 lost one task each.
+    assert list(sel.info["tasks_per_expert"].values()) == [6, 5, 5, 6]
+    layer = train_model2vec(X, F, errors, t0, SelectorConfig(epochs=5, bias="layer"), layers=torch.arange(16) // 8)
+    assert layer.info["tasks_per_expert"] == sel.info["tasks_per_expert"]
     assert torch.isfinite(sel.offset).all() and sel.log_scale is not None and torch.isfinite(sel.log_scale).all()
     errors[4] = float("nan")
     with pytest.raises(SelectorError, match="task-4"):
@@ -179,6 +183,7 @@ def test_cli_train_and_eval(tmp_path: Path, capsys) -> None:
     cap = capsys.readouterr()
     summary = json.loads(cap.out)
     assert summary["experts"] == 4 and summary["tasks"] == 8 and summary["skipped_cells"] == 1
+    assert summary["tasks_per_expert"] == {"org/m0": 8, "org/m1": 8, "org/m2": 8, "org/m3": 7}
     assert "1 missing/NaN error cell(s) skipped" in cap.err
     sel = Model2Vec.load(out)
     assert sel.compat["probe"] == "test_efficientnet" and sel.config.epochs == 20 and sel.expert_ids[0] == "org/m0"

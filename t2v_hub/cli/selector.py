@@ -181,7 +181,8 @@ def _train(args: argparse.Namespace) -> int:
                           compat=compat_of(d["first"]), task_ids=em.task_ids, layers=_layers(args, d["first"]))
     sel.save(args.out)
     summary = {"out": args.out, "experts": len(em.expert_ids), "tasks": len(em.task_ids),
-               "skipped_cells": sel.info["skipped_cells"], "gamma": sel.gamma, "final_loss": sel.info["final_loss"],
+               "skipped_cells": sel.info["skipped_cells"], "tasks_per_expert": sel.info["tasks_per_expert"],
+               "gamma": sel.gamma, "final_loss": sel.info["final_loss"],
                "probe": sel.compat.get("probe"), "config": asdict(sel.config)}
     emit_summary(args.format, summary, f"selector for {summary['experts']} experts trained on {summary['tasks']} "
                                        f"tasks (gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}) -> {args.out}")

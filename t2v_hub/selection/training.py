@@ -167,6 +167,7 @@ def train_model2vec(
         "known_cells": int(known.sum()),
         "skipped_cells": int((~known).sum()),
         "single_expert_tasks": int((known.sum(1) == 1).sum()),
+        "tasks_per_expert": _tasks_per_expert(ids, known),
         "initial_gamma": float(spread.reciprocal()),
         "final_loss": losses[-1] if losses else None,
         "task_ids": list(task_ids) if task_ids is not None else None,
@@ -193,7 +194,7 @@ def _train_layers(
     info = {
         "num_tasks": X.shape[0], "num_experts": F.shape[0], "known_cells": int(known.sum()),
         "skipped_cells": int((~known).sum()), "single_expert_tasks": int((known.sum(1) == 1).sum()),
-        "num_layers": int(theta.numel()), "layer_weights": [round(float(w), 4) for w in theta.exp()],
+        "tasks_per_expert": _tasks_per_expert(ids, known), "num_layers": int(theta.numel()), "layer_weights": [round(float(w), 4) for w in theta.exp()],
         "final_loss": losses[-1] if losses else None, "task_ids": list(task_ids) if task_ids is not None else None,
     }
     return Model2Vec(
@@ -281,3 +282,9 @@ def loo_model2vec(
 
 
 __all__ = ["asym_distances", "loo_model2vec", "soft_labels", "sym_distances", "train_model2vec"]
+
+
+def _tasks_per_expert(ids: list[str], known: torch.Tensor) -> dict[str, int]:
+    """How many training tasks have a known error for each expert: what backs its bias (an
+    expert's own task is usually missing, and few tasks mean a bias that has to be shrunk)."""
+    return {e: int(n) for e, n in zip(ids, known.sum(0).tolist(), strict=True)}
