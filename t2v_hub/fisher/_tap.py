@@ -49,7 +49,8 @@ class Tap:
                 f"parameter {name!r} belongs to {type(module).__name__}, whose forward is not a plain "
                 "F.linear of its weight; leave it out of `params`, or use method='batch' (any layer)."
             )
-        self.inputs: list[torch.Tensor] = []
+        self.inputs: list[torch.Tensor | None] = []
+        self.last_draw = True  # set by the caller before each backward: False while more draws follow
         self.in_versions: list[int] = []
         self.pending: dict[int, torch.Tensor] = {}
         self.constant_output = False
@@ -84,7 +85,15 @@ class Tap:
         output.register_hook(functools.partial(self._on_grad, len(self.inputs) - 1))
 
     def _on_grad(self, index: int, grad: torch.Tensor) -> None:
+        self._consume(index, grad)
+        if self.last_draw and len(self.inputs) == 1:
+            # This batch's last backward is past the layer: let its input go now rather than
+            # at the batch's end, so the backward's peak holds only the layers still ahead.
+            self.inputs[index] = None
+
+    def _consume(self, index: int, grad: torch.Tensor) -> None:
         a = self.inputs[index]
+        assert a is not None  # released only after its last backward
         if a._version != self.in_versions[index]:
             raise FisherError(
                 f"the input of {self.name!r} was modified in place after the layer used it; "

@@ -214,6 +214,8 @@ def _run(
                 targets = draw_targets(logits, y, labels, draws, generator, likelihood)
                 if taps:
                     for s in range(draws):
+                        for t in taps:
+                            t.last_draw = s == draws - 1
                         loss = loss_sum(logits, targets[s], likelihood)
                         torch.autograd.grad(loss, [x_in], retain_graph=s < draws - 1, allow_unused=True)
                         for t in taps:
