@@ -48,8 +48,8 @@ def _kind(module: nn.Module) -> str:
 def measure(name: str, size: int, threads: int, batch: int, reps: int) -> dict[str, Any]:
     import timm
 
+    from t2v_hub.fisher import _tap as T
     from t2v_hub.fisher import estimate
-    from t2v_hub.fisher import persample as P
     from t2v_hub.probes.layout import filter_parameter_names
 
     torch.set_num_threads(threads)
@@ -67,7 +67,7 @@ def measure(name: str, size: int, threads: int, batch: int, reps: int) -> dict[s
         return time.perf_counter() - t
 
     by_kind: dict[str, float] = defaultdict(float)
-    orig = P._Tap._sq_sum
+    orig = T.Tap._sq_sum
 
     def timed(self: Any, a: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         t = time.perf_counter()
@@ -75,7 +75,7 @@ def measure(name: str, size: int, threads: int, batch: int, reps: int) -> dict[s
         by_kind[_kind(self.module)] += time.perf_counter() - t
         return out
 
-    orig_filter = P.conv_filter_sq_sum
+    orig_filter = T.conv_filter_sq_sum
 
     def timed_filter(spec: Any, *args: Any, **kwargs: Any) -> torch.Tensor:  # the per-filter (Gram) path
         t = time.perf_counter()
@@ -93,15 +93,15 @@ def measure(name: str, size: int, threads: int, batch: int, reps: int) -> dict[s
     steps = [train_step() for _ in range(reps)]
     for p in model.parameters():
         p.grad = None
-    P._Tap._sq_sum = timed
-    P.conv_filter_sq_sum = timed_filter
+    T.Tap._sq_sum = timed
+    T.conv_filter_sq_sum = timed_filter
     try:
         fisher_pass()
         by_kind.clear()
         passes = [fisher_pass() for _ in range(reps)]
     finally:
-        P._Tap._sq_sum = orig
-        P.conv_filter_sq_sum = orig_filter
+        T.Tap._sq_sum = orig
+        T.conv_filter_sq_sum = orig_filter
     step_s, fisher_s = statistics.median(steps), statistics.median(passes)
     kinds = {k: round(v / reps, 4) for k, v in sorted(by_kind.items())}
     return {"probe": name, "size": size, "threads": threads, "batch": batch, "train_step_s": round(step_s, 4),
