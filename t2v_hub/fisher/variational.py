@@ -172,6 +172,7 @@ def estimate_variational(
     likelihood: str = "categorical",
     init_hessian: Mapping[str, Tensor] | None = None,
     optimizer: str = "adam",
+    line_search: bool = True,
     **_: object,
 ) -> FisherResult:
     """Robust Fisher of supplement section 6 (see the module docstring for the derivation).
@@ -181,24 +182,21 @@ def estimate_variational(
     if ``steps`` is given, exactly ``steps`` optimisation steps (cycling the loader, ``epochs``
     ignored). ``loss_fn(outputs, targets)`` must return the mean loss over the batch (default:
     cross-entropy, or with ``likelihood="bernoulli"`` the multi-label sigmoid negative
-    log-likelihood summed over labels, for {0,1} float targets). ``prior_precision`` fixes
-    the initial λ² of every layer (default ``1/mean(w²)`` per layer); with
-    ``learn_prior=False`` it stays there. The classifier head (``model.get_classifier()``)
-    is trained jointly at ``head_lr`` if ``train_head``; measured weights never change.
-    ``device``: where to run (default: the model's device; always on a copy).
+    log-likelihood summed over labels, for {0,1} float targets). ``prior_precision`` fixes the
+    initial λ² of every layer (default ``1/mean(w²)``), kept if ``learn_prior=False``. The head
+    (``model.get_classifier()``) is trained at ``head_lr`` if ``train_head``; measured weights
+    never change. ``device``: where to run (default: the model's; always on a copy).
 
     ``optimizer``: ``"adam"`` (the supplement's recipe, at ``lr``) or ``"fixed_point"``
-    (:mod:`._variational_fixed_point`; ``lr`` unused, recorded as None, extra diagnostics).
-
-    ``average_last`` in [0, 1): average the iterates of the last fraction of the steps
-    (Polyak-Ruppert: the posterior variances ``exp(-L)``, whose mean the stationarity
-    condition fixes, and ``λ²``) instead of taking the last one (0, the reference's
-    behaviour); the step count must be known (``steps``, or ``epochs × len(loader)``).
+    (:mod:`._variational_fixed_point`; ``lr`` unused, recorded as None, extra diagnostics;
+    ``line_search``: its J-monotone safeguard, ignored by Adam). ``average_last`` in [0, 1): average the iterates of the last fraction of the steps
+    (Polyak-Ruppert, on the variances ``exp(-L)`` and ``λ²``) instead of taking the last one
+    (0, the reference's); the step count must be known (``steps``, or ``epochs × len(loader)``).
 
     Returns ``per_param[name]`` = ``Ĥ_f = (β/2)(Λ_f − λ²)⁺`` broadcast to the weight's shape,
     ``extras["precision/<name>"]`` = ``Λ_f`` and ``extras["prior/<name>"]`` = ``λ²`` (CPU,
-    float32). ``num_samples`` counts the samples of the first pass over the loader (those
-    of all steps when ``steps`` stops earlier). Deterministic given ``generator``.
+    float32). ``num_samples``: the samples of the first pass (or of all steps when ``steps``
+    stops earlier). Deterministic given ``generator``.
     """
     check_settings(beta, lr, head_lr, epochs, steps, input_var_floor, var_init_scale, prior_precision, average_last,
                    optimizer)
@@ -214,15 +212,16 @@ def estimate_variational(
         _warm_start(layers, init_hessian, beta)
     head_params = trainable_head(work, layers, train_head, head_lr)
     fixed_point = optimizer == "fixed_point"
-    handles = install_noise(layers, input_var_floor, _noise_generator(generator, device), antithetic=fixed_point)
-    # Convergence diagnostic: L at the start and at 90% of the steps (when the count is known).
-    total_steps = _total_steps(loader, epochs, steps)
+    noise_gen = _noise_generator(generator, device)
+    handles = install_noise(layers, input_var_floor, noise_gen, antithetic=fixed_point)
+    total_steps = _total_steps(loader, epochs, steps)  # the late-change mark: 90% of the steps, when known
     track = Tracker(layers, avg_from, max(int(0.9 * total_steps), 0) if total_steps else None)
     diagnostics: dict[str, float] = {}
     try:
         if fixed_point:
             num_samples, diagnostics = optimise_fixed_point(work, loader, epochs, steps, layers, loss, beta,
-                                                            learn_prior, head_params, head_lr, track, device)
+                                                            learn_prior, head_params, head_lr, track, device,
+                                                            noise_gen, line_search)
         else:
             num_samples = _optimise(work, loader, epochs, steps, layers, loss, beta,
                                     make_optimizer(layers, learn_prior, lr, head_params, head_lr), track, device)
@@ -231,7 +230,8 @@ def estimate_variational(
             h.remove()
     change, late = track.change()
     config: dict[str, Any] = {
-        "optimizer": optimizer, "beta": beta, "lr": None if fixed_point else lr, "head_lr": head_lr, "epochs": epochs,
+        "optimizer": optimizer, "line_search": line_search if fixed_point else None, "beta": beta,
+        "lr": None if fixed_point else lr, "head_lr": head_lr, "epochs": epochs,
         "steps": steps, "steps_done": track.steps_done, "log_prec_change": change, "late_change_fraction": late,
         "learn_prior": learn_prior, "train_head": bool(head_params), "input_var_floor": input_var_floor,
         "var_init_scale": var_init_scale, "prior_precision": prior_precision, "average_last": average_last,
