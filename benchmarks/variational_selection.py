@@ -7,7 +7,8 @@ The 36 tasks of the reproduction's ``small`` zoo (same pools, same images: built
 with ``--method variational`` under two optimisers:
 
 * ``fixed_point``: the closed-form step per filter (:mod:`t2v_hub.fisher._variational_fixed_point`),
-  2 passes over each task's <= 300 images, the module's defaults;
+  2 passes over each task's <= 300 images, without (``line_search=False``) and with its
+  J-monotone safeguard (the default);
 * ``adam``: the reproduction's setting (60 Adam steps at lr 1e-2, mean of the last half).
 
 and scored against the committed ground truth of ``zoo_embeddings_small.safetensors``
@@ -49,7 +50,8 @@ from t2v_hub.selection.metrics import chance_baseline, evaluate_selection
 
 ALPHAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 RUNS: dict[str, dict[str, Any]] = {
-    "fixed_point": {"optimizer": "fixed_point"},
+    "fixed_point": {"optimizer": "fixed_point", "line_search": False},  # without its safeguard
+    "fixed_point, safeguard": {"optimizer": "fixed_point"},  # the default since the safeguard landed
     "adam": {"steps": 60, "average_last": 0.5},
 }
 STABILITY_TASKS = 4  # tasks embedded again with another seed

@@ -92,10 +92,12 @@ Caveats
   not (only its head is fitted), and on tf_efficientnet_lite0 with Fashion-MNIST 64-69% of
   the filters' slope estimates are <= 0 at the first step, from the reference start (whose
   noise already raises the probe's loss from 0.53 to 2.2 nats) and from a narrow one alike.
-  Run to its stationary point, the objective sends 85-90% of the filters to the prior and
-  the expected loss under the posterior to 5-8 nats; the surviving filters' values are
-  dominated by noise (d_sym 0.92 between two seeds, against 0.09 for montecarlo). See
-  BENCHMARKS.md, "Variational convergence"; montecarlo is the estimator to use.
+  Trusting those estimates, the closed-form step sends 85-90% of the filters to the prior and
+  the expected loss to 5-8 nats, *raising* J (d_sym 0.92 between two seeds, against 0.09 for
+  montecarlo). Its safeguard (``line_search``, on by default) keeps only steps that lower J:
+  no collapse, J 2.4 → 1.6 from the reference start, but the run stalls, with seeds still
+  0.57-0.84 apart. See BENCHMARKS.md, "Variational convergence"; montecarlo is the estimator
+  to use.
 * The expansion assumes the first-order term averages out. A ReLU right after a noisy
   output breaks this near its kink (``E[relu(o + σε)] − relu(o)`` is O(σ), not O(σ²)), so
   on layers with many pre-activations near 0 the estimate also measures that: on a small
