@@ -1,6 +1,6 @@
 """Selection with the variational (robust) Fisher, and the trivial embedding of its learned prior.
 
-    python -m benchmarks.variational_selection     # ~15 min on 2 CPUs; writes benchmarks/results/variational_selection.json
+    python -m benchmarks.variational_selection     # ~25 min on 2 CPUs; writes benchmarks/results/variational_selection.json
 
 The 36 tasks of the reproduction's ``small`` zoo (same pools, same images: built by
 :func:`benchmarks.reproduce.prepare`, cached under ``benchmarks/zoo/out/small``) are embedded
