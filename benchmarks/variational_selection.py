@@ -125,7 +125,7 @@ def _scores(Fe: torch.Tensor, X: torch.Tensor, T0e: torch.Tensor | None, alpha: 
     d = cdist(Fe, X).T
     if T0e is None or alpha == 0:
         return d
-    own = torch.stack([cdist(Fe[j:j + 1], T0e[j:j + 1])[0, 0] for j in range(Fe.shape[0])])
+    own = cdist(Fe, T0e).diagonal()  # each expert against its own trivial embedding
     return d - alpha * own[None, :]
 
 
@@ -169,7 +169,7 @@ def stability(run: dict[str, Any], X: torch.Tensor) -> dict[str, float]:
     if not run["again"]:
         return {}
     A = torch.stack([e.vector for e in run["again"]]).float()
-    self_d = torch.stack([cdist(A[i:i + 1], X[i:i + 1])[0, 0] for i in range(A.shape[0])])
+    self_d = cdist(A, X[:A.shape[0]]).diagonal()
     d = cdist(X, X)
     off = d[~torch.eye(d.shape[0], dtype=torch.bool)]
     return {"seed_to_seed_d_sym": round(float(self_d.mean()), 4), "between_tasks_d_sym": round(float(off.mean()), 4)}

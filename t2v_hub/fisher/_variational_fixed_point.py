@@ -131,9 +131,9 @@ def optimise_fixed_point(work: nn.Module, loader: Iterable[Any], epochs: int, st
             for i, layer in enumerate(layers):
                 g_hat = -grads[i] * layer.log_prec.exp()  # ∂E/∂s_f = −(∂E/∂L_f) / s_f
                 slopes[i] += rho * (g_hat - slopes[i])
-        before = _state(layers)
+        before = _state(layers) if guard is not None else None
         closed_form_update(layers, slopes, beta, learn_prior)
-        if guard is not None:
+        if guard is not None and before is not None:
             guard.step(xx, yy, before)
         losses.append(float(data.detach()))
         if track.steps_done == 0:
