@@ -9,7 +9,11 @@ with ``--method variational`` under two optimisers:
 * ``fixed_point``: the closed-form step per filter (:mod:`t2v_hub.fisher._variational_fixed_point`),
   2 passes over each task's <= 300 images, without (``line_search=False``) and with its
   J-monotone safeguard (the default);
-* ``adam``: the reproduction's setting (60 Adam steps at lr 1e-2, mean of the last half).
+* ``adam``: the reproduction's setting (60 Adam steps at lr 1e-2, mean of the last half);
+* ``gauss_newton``: the closed-form step under Gauss-Newton slopes
+  (:mod:`t2v_hub.fisher._variational_gauss_newton`), 2 passes.
+
+``--runs`` recomputes a subset; the other runs' results already in ``--out`` are kept.
 
 and scored against the committed ground truth of ``zoo_embeddings_small.safetensors``
 (replicate A: the 12 experts' linear-probe errors). As a check that the tasks are the same, two
@@ -53,6 +57,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "fixed_point": {"optimizer": "fixed_point", "line_search": False},  # without its safeguard
     "fixed_point, safeguard": {"optimizer": "fixed_point"},  # the default since the safeguard landed
     "adam": {"steps": 60, "average_last": 0.5},
+    "gauss_newton": {"optimizer": "gauss_newton"},  # the closed-form step under Gauss-Newton slopes
 }
 STABILITY_TASKS = 4  # tasks embedded again with another seed
 
@@ -187,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     mc = data["X"].float()
     out: dict[str, Any] = {"ground_truth": PACK.name, "alphas": list(ALPHAS), "runs": {},
                            "montecarlo": {"H": evaluate(data, mc, None)}}
+    if args.out.is_file() and set(args.runs) != set(RUNS):  # a subset: keep the other runs' committed results
+        kept = json.loads(args.out.read_text()).get("runs", {})
+        out["runs"].update({k: v for k, v in kept.items() if k in RUNS and k not in args.runs})
     for tag in args.runs:
         run = embed_zoo(RUNS[tag], tag, seed_tasks=STABILITY_TASKS)
         H, P, T0 = conventions(run["embeddings"])

@@ -204,6 +204,11 @@ def test_cli_variational_steps_and_one_line_convergence_warning(imagefolder: Pat
     cfg = Task2VecEmbedding.load(fp).config("method_config")
     assert cfg["optimizer"] == "fixed_point" and cfg["steps_done"] == 3 and cfg["lr"] is None
     assert 0.0 <= cfg["nonpositive_slope_end"] <= 1.0 and cfg["expected_loss_end"] > 0
+    gn = tmp_path / "gn.safetensors"
+    assert main(["embed", *common, "--variational-optimizer", "gauss_newton", "--out", str(gn)]) == 0
+    cfg = Task2VecEmbedding.load(gn).config("method_config")
+    assert cfg["optimizer"] == "gauss_newton" and cfg["steps"] is None and cfg["epochs"] == 2 and cfg["lr"] is None
+    assert cfg["nonpositive_slope_end"] < 0.5 and Task2VecEmbedding.load(gn).vector.abs().sum() > 0
     capsys.readouterr()
     assert main(["embed", *common[:-2], "--fisher-steps", "3", "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "--fisher-steps" in capsys.readouterr().err and not (tmp_path / "m.safetensors").exists()

@@ -26,6 +26,8 @@ def autocast_dtype(name: str) -> Any:
 
 
 FORMATS = ("table", "json", "csv")
+# t2v_hub.fisher._variational_run.OPTIMIZERS, spelled out so --help does not import torch (a test keeps them equal)
+VARIATIONAL_OPTIMIZERS = ("adam", "fixed_point", "gauss_newton")
 
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -149,10 +151,11 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--variational-init", choices=("reference", "laplace"), default=None,
                    help="variational: start from the reference's variances, or warm-start at 2F/beta + prior "
                         "from a montecarlo pass (converges in far fewer steps)")
-    g.add_argument("--variational-optimizer", choices=("adam", "fixed_point"), default=None,
-                   help="variational: the supplement's Adam recipe (default), or a closed-form step per filter "
-                        "with antithetic noise (reaches the optimum of a quadratic loss in tens of steps; see "
-                        "BENCHMARKS.md on what the optimum is on a real probe)")
+    g.add_argument("--variational-optimizer", choices=VARIATIONAL_OPTIMIZERS, default=None,
+                   help="variational: the supplement's Adam recipe (default), a closed-form step per filter "
+                        "under pathwise slopes with antithetic noise (fixed_point), or under Gauss-Newton "
+                        "slopes (gauss_newton: PSD, converges in 2 passes; see BENCHMARKS.md, 'Variational "
+                        "convergence')")
     g.add_argument("--batch-size", type=positive_int, default=32, help="images per forward/backward pass")
     g.add_argument("--head-draws", type=positive_int, default=None, metavar="N",
                    help="samples drawn per epoch of the head fit (default 10000; 2000 for the decoder of a"

@@ -103,8 +103,10 @@ def _averaging_start(loader: Iterable[Any], epochs: int, steps: int | None, frac
 # "adam" (default): the supplement's recipe, Adam on L at ``lr``; "fixed_point": the
 # closed-form step per filter of :mod:`._variational_fixed_point` (exact and fast on a loss
 # quadratic in the weights; on real probes it exposes an objective whose optimum is not a
-# usable embedding, see BENCHMARKS.md "Variational convergence", hence not the default).
-OPTIMIZERS = ("adam", "fixed_point")
+# usable embedding, see BENCHMARKS.md "Variational convergence", hence not the default);
+# "gauss_newton": the same closed-form step under Gauss-Newton slopes (PSD, one backward per
+# batch; :mod:`._variational_gauss_newton`).
+OPTIMIZERS = ("adam", "fixed_point", "gauss_newton")
 
 
 def check_settings(beta: float, lr: float, head_lr: float, epochs: int, steps: int | None, input_var_floor: float,
@@ -179,12 +181,15 @@ def make_optimizer(layers: list[VarLayer], learn_prior: bool, lr: float, head_pa
 
 
 def install_noise(layers: list[VarLayer], input_var_floor: float, noise_gen: torch.Generator,
-                  antithetic: bool = False) -> list[Any]:
+                  antithetic: bool = False, record: list[tuple[int, Tensor, Tensor]] | None = None) -> list[Any]:
     """Local reparametrisation: each measured layer's output gets the noise its weights would induce.
 
     ``antithetic``: the batch holds two copies of the same inputs; the second copy gets the
     negated noise of the first (every layer's leading dimension is the batch, or the batch
     folded with windows or tokens in batch-major order, so halves stay copies).
+    ``record``: each call appends ``(layer index, noisy output, input energy)`` (the energy is
+    ``op(x² + floor, 1)`` broadcast to the output, i.e. the noise variance over ``s_f``), for
+    the Gauss-Newton optimiser, which needs the curvature at each output.
     """
 
     def draw(shape: torch.Size, output: Tensor) -> Tensor:
@@ -194,17 +199,23 @@ def install_noise(layers: list[VarLayer], input_var_floor: float, noise_gen: tor
             return torch.cat([half, -half])
         return torch.randn(shape, generator=noise_gen, device=output.device, dtype=output.dtype)
 
-    def make_hook(layer: VarLayer) -> Callable[[nn.Module, tuple[Any, ...], Tensor], Tensor]:
+    def make_hook(index: int, layer: VarLayer) -> Callable[[nn.Module, tuple[Any, ...], Tensor], Tensor]:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor:
             layer.calls += 1
             var = noise_variance(layer, inputs[0], input_var_floor)
             eps = draw(output.shape, output)
             # clamp: zero gradient (not inf·0 = NaN) where a filter sees no input energy.
-            return output + var.clamp_min(TINY_VAR).sqrt() * eps
+            noisy = output + var.clamp_min(TINY_VAR).sqrt() * eps
+            if record is not None:
+                prec = layer.log_prec.detach().exp()
+                if not isinstance(layer.module, nn.Linear):  # filters on dim 1
+                    prec = prec.view(1, -1, *([1] * (var.dim() - 2)))
+                record.append((index, noisy, var.detach() * prec))
+            return noisy
 
         return hook
 
-    return [layer.module.register_forward_hook(make_hook(layer)) for layer in layers]
+    return [layer.module.register_forward_hook(make_hook(i, layer)) for i, layer in enumerate(layers)]
 
 
 def unpack(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -127,6 +127,7 @@ from ..constants import (
 from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
 from ._variational_fixed_point import optimise_fixed_point
+from ._variational_gauss_newton import curvature_factor, optimise_gauss_newton
 from ._variational_layers import resolve_layers
 from ._variational_run import (
     OPTIMIZERS,
@@ -189,9 +190,10 @@ def estimate_variational(
     (``model.get_classifier()``) is trained at ``head_lr`` if ``train_head``; measured weights
     never change. ``device``: where to run (default: the model's; always on a copy).
 
-    ``optimizer``: ``"adam"`` (the supplement's recipe, at ``lr``) or ``"fixed_point"``
+    ``optimizer``: ``"adam"`` (the supplement's recipe, at ``lr``), ``"fixed_point"``
     (:mod:`._variational_fixed_point`; ``lr`` unused, recorded as None, extra diagnostics;
-    ``line_search``: its J-monotone safeguard, ignored by Adam). ``average_last`` in [0, 1): average the iterates of the last fraction of the steps
+    ``line_search``: its J-monotone safeguard, ignored by the others) or ``"gauss_newton"``
+    (:mod:`._variational_gauss_newton`: the closed-form step under Gauss-Newton slopes). ``average_last`` in [0, 1): average the iterates of the last fraction of the steps
     (Polyak-Ruppert, on the variances ``exp(-L)`` and ``λ²``) instead of taking the last one
     (0, the reference's); the step count must be known (``steps``, or ``epochs × len(loader)``).
 
@@ -213,27 +215,24 @@ def estimate_variational(
     if init_hessian is not None:
         _warm_start(layers, init_hessian, beta)
     head_params = trainable_head(work, layers, train_head, head_lr)
-    fixed_point = optimizer == "fixed_point"
     noise_gen = _noise_generator(generator, device)
-    handles = install_noise(layers, input_var_floor, noise_gen, antithetic=fixed_point)
+    record: list[tuple[int, Tensor, Tensor]] = []
+    handles = install_noise(layers, input_var_floor, noise_gen, antithetic=optimizer == "fixed_point",
+                            record=record if optimizer == "gauss_newton" else None)
     total_steps = _total_steps(loader, epochs, steps)  # the late-change mark: 90% of the steps, when known
     track = Tracker(layers, avg_from, max(int(0.9 * total_steps), 0) if total_steps else None)
-    diagnostics: dict[str, float] = {}
+    run = _Run(work, loader, epochs, steps, layers, loss, beta, learn_prior, head_params, head_lr, track, device)
     try:
-        if fixed_point:
-            num_samples, diagnostics = optimise_fixed_point(work, loader, epochs, steps, layers, loss, beta,
-                                                            learn_prior, head_params, head_lr, track, device,
-                                                            noise_gen, line_search)
-        else:
-            num_samples = _optimise(work, loader, epochs, steps, layers, loss, beta,
-                                    make_optimizer(layers, learn_prior, lr, head_params, head_lr), track, device)
+        num_samples, diagnostics = run.optimise(optimizer, lr, noise_gen, line_search,
+                                                curvature_factor(likelihood, loss_fn is not None), record)
     finally:
         for h in handles:
             h.remove()
+    fixed_point = optimizer == "fixed_point"
     change, late = track.change()
     config: dict[str, Any] = {
         "optimizer": optimizer, "line_search": line_search if fixed_point else None, "beta": beta,
-        "lr": None if fixed_point else lr, "head_lr": head_lr, "epochs": epochs,
+        "lr": lr if optimizer == "adam" else None, "head_lr": head_lr, "epochs": epochs,
         "steps": steps, "steps_done": track.steps_done, "log_prec_change": change, "late_change_fraction": late,
         "learn_prior": learn_prior, "train_head": bool(head_params), "input_var_floor": input_var_floor,
         "var_init_scale": var_init_scale, "prior_precision": prior_precision, "average_last": average_last,
@@ -249,6 +248,32 @@ def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.dev
         first = next(model.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
     return torch.device(device)
+
+
+class _Run:
+    """What every optimiser takes, in the order of their signatures."""
+
+    def __init__(self, work: nn.Module, loader: Iterable[Any], epochs: int, steps: int | None, layers: list[Any],
+                 loss: LossFn, beta: float, learn_prior: bool, head_params: list[nn.Parameter], head_lr: float,
+                 track: Tracker, device: torch.device) -> None:
+        self.work, self.loader, self.epochs, self.steps, self.layers = work, loader, epochs, steps, layers
+        self.loss, self.beta, self.learn_prior, self.head_params, self.head_lr = loss, beta, learn_prior, head_params, head_lr
+        self.track, self.device = track, device
+
+    def optimise(self, optimizer: str, lr: float, noise_gen: torch.Generator, line_search: bool, factor: Any,
+                 record: list[Any]) -> tuple[int, dict[str, float]]:
+        """Run ``optimizer``; returns the samples of the first pass and its diagnostics."""
+        if optimizer == "fixed_point":
+            return optimise_fixed_point(self.work, self.loader, self.epochs, self.steps, self.layers, self.loss,
+                                        self.beta, self.learn_prior, self.head_params, self.head_lr, self.track,
+                                        self.device, noise_gen, line_search)
+        if optimizer == "gauss_newton":
+            return optimise_gauss_newton(self.work, self.loader, self.epochs, self.steps, self.layers, self.loss,
+                                         factor, self.beta, self.learn_prior, self.head_params, self.head_lr,
+                                         self.track, self.device, noise_gen, record)
+        opt = make_optimizer(self.layers, self.learn_prior, lr, self.head_params, self.head_lr)
+        return _optimise(self.work, self.loader, self.epochs, self.steps, self.layers, self.loss, self.beta, opt,
+                         self.track, self.device), {}
 
 
 def _optimise(work: nn.Module, loader: Iterable[Any], epochs: int, steps: int | None, layers: list[Any],
