@@ -191,7 +191,8 @@ def test_cli_variational_steps_and_one_line_convergence_warning(imagefolder: Pat
     common = ["--dataset", str(imagefolder), "--probe", PROBE, "--no-pretrained", "--input-size", "32", "--quiet",
               "--method", "variational"]
     out = tmp_path / "v.safetensors"
-    assert main(["embed", *common, "--fisher-steps", "3", "--out", str(out)]) == 0
+    # Adam at 3 steps is still drifting (the Gauss-Newton default settles faster: checked below)
+    assert main(["embed", *common, "--fisher-steps", "3", "--variational-optimizer", "adam", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert Task2VecEmbedding.load(out).config("method_config")["steps_done"] == 3
     assert "warning: variational Fisher not converged" in err and "return embed(" not in err
@@ -205,7 +206,7 @@ def test_cli_variational_steps_and_one_line_convergence_warning(imagefolder: Pat
     assert cfg["optimizer"] == "fixed_point" and cfg["steps_done"] == 3 and cfg["lr"] is None
     assert 0.0 <= cfg["nonpositive_slope_end"] <= 1.0 and cfg["expected_loss_end"] > 0
     gn = tmp_path / "gn.safetensors"
-    assert main(["embed", *common, "--variational-optimizer", "gauss_newton", "--out", str(gn)]) == 0
+    assert main(["embed", *common, "--out", str(gn)]) == 0  # the default optimiser
     cfg = Task2VecEmbedding.load(gn).config("method_config")
     assert cfg["optimizer"] == "gauss_newton" and cfg["steps"] is None and cfg["epochs"] == 2 and cfg["lr"] is None
     assert cfg["nonpositive_slope_end"] < 0.5 and Task2VecEmbedding.load(gn).vector.abs().sum() > 0

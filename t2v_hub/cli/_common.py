@@ -152,10 +152,10 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
                    help="variational: start from the reference's variances, or warm-start at 2F/beta + prior "
                         "from a montecarlo pass (converges in far fewer steps)")
     g.add_argument("--variational-optimizer", choices=VARIATIONAL_OPTIMIZERS, default=None,
-                   help="variational: the supplement's Adam recipe (default), a closed-form step per filter "
-                        "under pathwise slopes with antithetic noise (fixed_point), or under Gauss-Newton "
-                        "slopes (gauss_newton: PSD, converges in 2 passes; see BENCHMARKS.md, 'Variational "
-                        "convergence')")
+                   help="variational: a closed-form step per filter under Gauss-Newton slopes (gauss_newton, "
+                        "the default: converges in 2 passes), the supplement's Adam recipe (adam), or the "
+                        "closed-form step under pathwise slopes with antithetic noise (fixed_point); see "
+                        "BENCHMARKS.md, 'Variational convergence'")
     g.add_argument("--batch-size", type=positive_int, default=32, help="images per forward/backward pass")
     g.add_argument("--head-draws", type=positive_int, default=None, metavar="N",
                    help="samples drawn per epoch of the head fit (default 10000; 2000 for the decoder of a"
