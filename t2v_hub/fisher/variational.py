@@ -133,6 +133,7 @@ from ..constants import (
 )
 from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
+from . import _variational_gauss_newton as _gn
 from ._variational_fixed_point import optimise_fixed_point
 from ._variational_gauss_newton import curvature_factor, optimise_gauss_newton
 from ._variational_layers import resolve_layers
@@ -225,7 +226,7 @@ def estimate_variational(
     head_params = trainable_head(work, layers, train_head, head_lr)
     noise_gen = _noise_generator(generator, device)
     record: list[tuple[int, Tensor, Tensor]] = []
-    handles = install_noise(layers, input_var_floor, noise_gen, antithetic=optimizer == "fixed_point",
+    handles = install_noise(layers, input_var_floor, noise_gen, antithetic=optimizer == "fixed_point" or (optimizer == "gauss_newton" and _gn.ANTITHETIC),
                             record=record if optimizer == "gauss_newton" else None)
     total_steps = _total_steps(loader, epochs, steps)  # the late-change mark: 90% of the steps, when known
     track = Tracker(layers, avg_from, max(int(0.9 * total_steps), 0) if total_steps else None)
