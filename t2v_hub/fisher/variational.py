@@ -202,8 +202,8 @@ def estimate_variational(
     closed-form step per filter under Gauss-Newton slopes; ``lr`` unused, recorded as None),
     ``"adam"`` (the supplement's recipe, at ``lr``) or ``"fixed_point"``
     (:mod:`._variational_fixed_point`, pathwise slopes; ``line_search``: its J-monotone
-    safeguard, ignored by the others). Both closed-form optimisers record extra diagnostics. ``average_last`` in [0, 1): average the iterates of the last fraction of the steps
-    (Polyak-Ruppert, on the variances ``exp(-L)`` and ``λ²``) instead of taking the last one
+    safeguard, ignored by the others). Both closed-form optimisers record extra diagnostics.
+    ``average_last`` in [0, 1): average the iterates of the last fraction of the steps (Polyak-Ruppert, on the variances ``exp(-L)`` and ``λ²``) instead of taking the last one
     (0, the reference's); the step count must be known (``steps``, or ``epochs × len(loader)``).
 
     Returns ``per_param[name]`` = ``Ĥ_f = (β/2)(Λ_f − λ²)⁺`` broadcast to the weight's shape,
@@ -226,7 +226,8 @@ def estimate_variational(
     head_params = trainable_head(work, layers, train_head, head_lr)
     noise_gen = _noise_generator(generator, device)
     record: list[tuple[int, Tensor, Tensor]] = []
-    handles = install_noise(layers, input_var_floor, noise_gen, antithetic=optimizer == "fixed_point" or (optimizer == "gauss_newton" and _gn.ANTITHETIC),
+    antithetic = optimizer == "fixed_point" or (optimizer == "gauss_newton" and _gn.ANTITHETIC)
+    handles = install_noise(layers, input_var_floor, noise_gen, antithetic=antithetic,
                             record=record if optimizer == "gauss_newton" else None)
     total_steps = _total_steps(loader, epochs, steps)  # the late-change mark: 90% of the steps, when known
     track = Tracker(layers, avg_from, max(int(0.9 * total_steps), 0) if total_steps else None)
