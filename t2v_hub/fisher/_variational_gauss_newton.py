@@ -44,8 +44,9 @@ scale, are forgotten as ``O(1/t²)``; from the second pass on, the average is a 
 mean (``1/t``), which halves the late movement that the step-weighted one keeps from data
 variation between batches (late share 0.026 → 0.014 from the reference start, seeds 0.10 →
 0.094 apart; BENCHMARKS.md, "Variational convergence"). Tried and not kept: a per-batch table
-of slopes (SAG), with and without common random numbers across passes (late share 0.013-0.019,
-seeds 0.11-0.12 apart). No line search is needed: every step is a closed-form minimiser under a
+of slopes (SAG). Without common random numbers across passes it gives late share 0.013-0.028.
+With them and antithetic pairs it gives 0.0096-0.0098, but seeds end 0.094 apart instead of
+0.070: the run settles on a sample-average problem whose own error is larger. No line search is needed: every step is a closed-form minimiser under a
 slope that is PSD and whose noise is a label's or the data's, not ``1/√v``.
 """
 
