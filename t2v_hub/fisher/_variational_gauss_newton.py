@@ -35,8 +35,8 @@ Each batch runs as an antithetic pair (noise ``ε`` and ``−ε``, ``ANTITHETIC`
   measured layer, as in the closed-form tests).
 
 Up to ``EXACT_CLASSES`` classes the label expectation is summed exactly instead of drawn (one
-backward per class): on Fashion-MNIST tops this halves the seed-to-seed distance's excess over
-montecarlo for twice the time of one draw.
+backward per class): on Fashion-MNIST tops (4 classes) two seeds end 0.102 apart instead of
+0.135 with one draw (montecarlo: 0.092), for 1.8x the time.
 
 Averaging. Over the first pass the estimates are averaged with weights proportional to the
 step index (``ḡ ← ḡ + 2/(t+1) (ĝ_t − ḡ)``), so the first steps, taken at the start's noise
