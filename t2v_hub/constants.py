@@ -28,6 +28,9 @@ VARIATIONAL_LR = 1e-2
 VARIATIONAL_HEAD_LR = 1e-4
 VARIATIONAL_INPUT_VAR_FLOOR = 1e-2
 VARIATIONAL_VAR_INIT_SCALE = 0.05
+# The default optimiser of the variational Fisher (t2v_hub.fisher._variational_run.OPTIMIZERS);
+# part of the trivial embedding's cache key, so a t0 cached under another default is not reused.
+VARIATIONAL_OPTIMIZER = "gauss_newton"
 
 # Distances
 ASYM_ALPHA = 0.15

@@ -49,8 +49,10 @@ def trivial_embedding(
     p = create_probe(probe, 2, include_norm=include_norm, input_size=input_size, pretrained=pretrained,
                      checkpoint_path=checkpoint)
     c, h, w = p.data_config["input_size"]
+    # The variational estimate depends on its optimiser: a t0 cached under another default is stale.
+    estimator = f"{method}/{C.VARIATIONAL_OPTIMIZER}" if method == "variational" else method
     key = hashlib.sha256(
-        f"{p.config.weights_sha256}|{p.layout.hash()}|{method}|{num_samples}|{h}x{w}|{seed}".encode()
+        f"{p.config.weights_sha256}|{p.layout.hash()}|{estimator}|{num_samples}|{h}x{w}|{seed}".encode()
     ).hexdigest()[:24]
     path = Path(C.cache_dir()) / "trivial" / f"{key}.safetensors"
     if cache and path.is_file():

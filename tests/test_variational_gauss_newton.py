@@ -187,3 +187,18 @@ def test_cli_offers_every_optimiser() -> None:
     from t2v_hub.cli._common import VARIATIONAL_OPTIMIZERS
 
     assert VARIATIONAL_OPTIMIZERS == OPTIMIZERS
+
+
+def test_trivial_cache_key_follows_the_variational_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A t0 cached under Adam (the old default) must not be returned for the Gauss-Newton default.
+    from t2v_hub import constants
+    from t2v_hub.trivial import trivial_embedding
+
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path))
+    kw = dict(input_size=32, num_samples=8, quiet=True, pretrained=False)
+    monkeypatch.setattr(constants, "VARIATIONAL_OPTIMIZER", "adam")
+    trivial_embedding("test_efficientnet", "variational", **kw)
+    monkeypatch.setattr(constants, "VARIATIONAL_OPTIMIZER", "gauss_newton")
+    trivial_embedding("test_efficientnet", "variational", **kw)
+    trivial_embedding("test_efficientnet", "montecarlo", **kw)
+    assert len(list((tmp_path / "trivial").glob("*.safetensors"))) == 3

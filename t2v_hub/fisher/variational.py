@@ -129,6 +129,7 @@ from ..constants import (
     VARIATIONAL_HEAD_LR,
     VARIATIONAL_INPUT_VAR_FLOOR,
     VARIATIONAL_LR,
+    VARIATIONAL_OPTIMIZER,
     VARIATIONAL_VAR_INIT_SCALE,
 )
 from ..errors import FisherError
@@ -182,7 +183,7 @@ def estimate_variational(
     average_last: float = 0.0,
     likelihood: str = "categorical",
     init_hessian: Mapping[str, Tensor] | None = None,
-    optimizer: str = "gauss_newton",
+    optimizer: str = VARIATIONAL_OPTIMIZER,
     line_search: bool = True,
     **_: object,
 ) -> FisherResult:
