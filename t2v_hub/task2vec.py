@@ -64,7 +64,10 @@ def cache_key(task_meta: dict[str, Any], probe: Probe, config: EmbedConfig) -> s
         # All of the task's metadata, not just its identity: the same dataset read with another
         # label column, config or --on-bad-image is another task and must not hit this entry.
         {"data": {k: str(v) for k, v in sorted(task_meta.items())},
-         "probe": probe.config.weights_sha256, "layout": probe.layout.hash(), "config": config.to_dict()},
+         "probe": probe.config.weights_sha256, "layout": probe.layout.hash(), "config": config.to_dict(),
+         # The variational default optimiser changed (Adam -> gauss_newton): an entry made under
+         # another default is another estimate. Other methods' keys are unchanged.
+         **({"variational_optimizer": C.VARIATIONAL_OPTIMIZER} if config.fisher.method == "variational" else {})},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -202,3 +202,22 @@ def test_trivial_cache_key_follows_the_variational_default(tmp_path: Path, monke
     trivial_embedding("test_efficientnet", "variational", **kw)
     trivial_embedding("test_efficientnet", "montecarlo", **kw)
     assert len(list((tmp_path / "trivial").glob("*.safetensors"))) == 3
+
+
+def test_embedding_cache_key_follows_the_variational_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from t2v_hub import constants
+    from t2v_hub.config import EmbedConfig, FisherConfig
+    from t2v_hub.probes import create_probe
+    from t2v_hub.task2vec import cache_key
+
+    probe = create_probe("test_efficientnet", 2, input_size=32, pretrained=False)
+    meta = {"fingerprint": "abc", "dataset_id": "local:x"}
+
+    def keys() -> tuple[str | None, str | None]:
+        return tuple(cache_key(meta, probe, EmbedConfig(fisher=FisherConfig(method=m)))  # type: ignore[return-value]
+                     for m in ("variational", "montecarlo"))
+
+    var_gn, mc_gn = keys()
+    monkeypatch.setattr(constants, "VARIATIONAL_OPTIMIZER", "adam")
+    var_adam, mc_adam = keys()
+    assert var_gn != var_adam and mc_gn == mc_adam
