@@ -1,4 +1,7 @@
-"""The default optimiser of the variational Fisher: a closed-form step per filter.
+"""A closed-form step per filter for the variational Fisher, under pathwise slope estimates.
+
+Its step (:func:`closed_form_update`) is shared by the default optimiser,
+:mod:`._variational_gauss_newton`, which estimates the slopes from curvature instead.
 
 Why not Adam
 ------------

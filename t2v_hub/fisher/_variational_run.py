@@ -100,12 +100,11 @@ def _averaging_start(loader: Iterable[Any], epochs: int, steps: int | None, frac
     return max(total - max(math.ceil(fraction * total), 1), 0)
 
 
-# "adam" (default): the supplement's recipe, Adam on L at ``lr``; "fixed_point": the
-# closed-form step per filter of :mod:`._variational_fixed_point` (exact and fast on a loss
-# quadratic in the weights; on real probes it exposes an objective whose optimum is not a
-# usable embedding, see BENCHMARKS.md "Variational convergence", hence not the default);
-# "gauss_newton": the same closed-form step under Gauss-Newton slopes (PSD, one backward per
-# batch; :mod:`._variational_gauss_newton`).
+# "adam": the supplement's recipe, Adam on L at ``lr``; "fixed_point": the closed-form step
+# per filter of :mod:`._variational_fixed_point` under pathwise slope estimates (exact on a
+# loss quadratic in the weights; on real probes those estimates are noise, see BENCHMARKS.md
+# "Variational convergence"); "gauss_newton" (the default, constants.VARIATIONAL_OPTIMIZER):
+# the same closed-form step under Gauss-Newton slopes (PSD; :mod:`._variational_gauss_newton`).
 OPTIMIZERS = ("adam", "fixed_point", "gauss_newton")
 
 
