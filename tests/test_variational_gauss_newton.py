@@ -221,3 +221,20 @@ def test_embedding_cache_key_follows_the_variational_default(monkeypatch: pytest
     monkeypatch.setattr(constants, "VARIATIONAL_OPTIMIZER", "adam")
     var_adam, mc_adam = keys()
     assert var_gn != var_adam and mc_gn == mc_adam
+
+
+def test_tent_average_weights_every_batch_equally_over_two_passes() -> None:
+    # Unrolled, the running average with the tent's rho gives step t the weight min(t, T+1-t)/Σ:
+    # rising (the start is forgotten), falling (the last steps barely move it), and over 2 passes
+    # of B batches every batch's two evaluations sum to the same weight.
+    B = 7
+    avg = GN._Average(2 * B)
+    est = torch.zeros(2 * B)
+    for t in range(1, 2 * B + 1):
+        est += avg.rho(0 if t <= B else 1, t) * (F.one_hot(torch.tensor(t - 1), 2 * B).float() - est)
+    per_batch = est[:B] + est[B:]
+    assert torch.allclose(per_batch, torch.full((B,), 1.0 / B), atol=1e-6)
+    assert est[0] < est[B - 1] and est[-1] < est[B] and float(est[-1]) == pytest.approx(1 / (B * (B + 1)))
+    # Without a step count: ∝ t in the first pass, then a plain running mean.
+    free = GN._Average(None)
+    assert free.rho(0, 3) == pytest.approx(0.5) and free.rho(1, 10) == pytest.approx(0.1)
