@@ -46,12 +46,13 @@ Over 2 passes of ``B`` batches every batch gets the same total weight (``b`` in 
 ``B + 1 − b`` in the second), so the data are weighted uniformly. Measured on Fashion-MNIST tops
 (BENCHMARKS.md, "Variational convergence"), the tent brings the late share from 0.011 to 0.003
 at the same seed-to-seed distance (0.070-0.072). Without a step count, the weights are ∝ step
-index over the first pass and a plain running mean after. A step-index weighting throughout
-gave late share 0.026; the plain mean after the first pass gave 0.011 (with antithetic pairs).
-Tried and not kept: a per-batch table
-of slopes (SAG). Without common random numbers across passes it gives late share 0.013-0.028.
-With them and antithetic pairs it gives 0.0096-0.0098, but seeds end 0.094 apart instead of
-0.070: the run settles on a sample-average problem whose own error is larger. No line search is needed: every step is a closed-form minimiser under a
+index over the first pass and a plain running mean after. With antithetic pairs, that
+fallback gives late share 0.011. Without them, a step-index weighting throughout gives 0.026.
+
+Tried and not kept: a per-batch table of slopes (SAG). Without common random numbers across
+passes it gives late share 0.013-0.028. With them and antithetic pairs it gives 0.0096-0.0098,
+but seeds end 0.094 apart instead of 0.070: the run settles on a sample-average problem whose
+own error is larger. No line search is needed: every step is a closed-form minimiser under a
 slope that is PSD and whose noise is a label's or the data's, not ``1/√v``.
 """
 
