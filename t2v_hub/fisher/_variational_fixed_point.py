@@ -68,9 +68,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import FisherError
 from ._variational_layers import VarLayer
-from ._variational_run import LossFn, Tracker, _batches, unpack
+from ._variational_run import LossFn, Tracker, _batches, check_step, unpack
 
 __all__ = ["closed_form_update", "optimise_fixed_point"]
 
@@ -120,14 +119,7 @@ def optimise_fixed_point(work: nn.Module, loader: Iterable[Any], epochs: int, st
         # first copy and use −ε for the second.
         xx, yy = torch.cat([x, x]), torch.cat([y, y])
         data = loss(work(xx).float(), yy)
-        if not torch.isfinite(data):
-            raise FisherError(f"variational loss became {data.item()} at step {track.steps_done}; check the inputs.")
-        silent = [layer.name for layer in layers if layer.calls == 0] if track.steps_done == 0 else []
-        if silent:
-            raise FisherError(
-                f"layers {silent} were not called as modules in the forward pass (their weight is "
-                "used directly, e.g. nn.MultiheadAttention); exclude them from params."
-            )
+        check_step(data, layers, track.steps_done)
         grads = torch.autograd.grad(data, wrt)
         rho = 2.0 / (track.steps_done + 2)  # weights ∝ step index (t = steps_done + 1)
         with torch.no_grad():

@@ -65,10 +65,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import FisherError
 from ._variational_fixed_point import _nonpositive, closed_form_update
 from ._variational_layers import VarLayer
-from ._variational_run import LossFn, Tracker, _batches, _total_steps, unpack
+from ._variational_run import LossFn, Tracker, _batches, _total_steps, check_step, unpack
 
 __all__ = ["curvature_factor", "gauss_newton_slopes", "optimise_gauss_newton"]
 
@@ -174,14 +173,7 @@ def optimise_gauss_newton(work: nn.Module, loader: Iterable[Any], epochs: int, s
         record.clear()
         z = work(x).float()
         data = loss(z, y)
-        if not torch.isfinite(data):
-            raise FisherError(f"variational loss became {data.item()} at step {track.steps_done}; check the inputs.")
-        silent = [layer.name for layer in layers if layer.calls == 0] if track.steps_done == 0 else []
-        if silent:
-            raise FisherError(
-                f"layers {silent} were not called as modules in the forward pass (their weight is "
-                "used directly, e.g. nn.MultiheadAttention); exclude them from params."
-            )
+        check_step(data, layers, track.steps_done)
         head_grads = torch.autograd.grad(data, head_params, retain_graph=True) if head_opt is not None else ()
         g_hat = gauss_newton_slopes(layers, record, z, factor(z, y, data, noise_gen))
         record.clear()  # release the batch's activations before the next forward

@@ -217,6 +217,18 @@ def install_noise(layers: list[VarLayer], input_var_floor: float, noise_gen: tor
     return [layer.module.register_forward_hook(make_hook(i, layer)) for i, layer in enumerate(layers)]
 
 
+def check_step(value: Tensor, layers: list[VarLayer], step: int, hint: str = "check the inputs") -> None:
+    """Every optimiser's per-step checks: a finite loss, and (first step) every layer called as a module."""
+    if not torch.isfinite(value):
+        raise FisherError(f"variational loss became {value.item()} at step {step}; {hint}.")
+    silent = [layer.name for layer in layers if layer.calls == 0] if step == 0 else []
+    if silent:
+        raise FisherError(
+            f"layers {silent} were not called as modules in the forward pass (their weight is "
+            "used directly, e.g. nn.MultiheadAttention); exclude them from params."
+        )
+
+
 def unpack(batch: Any, device: torch.device) -> tuple[Tensor, Tensor]:
     if not isinstance(batch, tuple | list) or len(batch) < 2:
         raise FisherError("the loader must yield (inputs, targets) batches.")

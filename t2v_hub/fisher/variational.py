@@ -148,6 +148,7 @@ from ._variational_run import (
     _total_steps,
     _warm_start,
     check_settings,
+    check_step,
     install_noise,
     loss_for,
     make_optimizer,
@@ -295,19 +296,10 @@ def _optimise(work: nn.Module, loader: Iterable[Any], epochs: int, steps: int | 
     for epoch, batch in _batches(loader, epochs, steps):
         x, y = unpack(batch, device)
         total = loss(work(x).float(), y) + 0.5 * beta * torch.stack([layer.kl() for layer in layers]).sum()
-        if not torch.isfinite(total):
-            raise FisherError(
-                f"variational loss became {total.item()} at step {track.steps_done}; lower lr or check the inputs."
-            )
+        check_step(total, layers, track.steps_done, hint="lower lr or check the inputs")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        silent = [layer.name for layer in layers if layer.calls == 0] if track.steps_done == 0 else []
-        if silent:
-            raise FisherError(
-                f"layers {silent} were not called as modules in the forward pass (their weight is "
-                "used directly, e.g. nn.MultiheadAttention); exclude them from params."
-            )
         track.step()
         if epoch == 0:
             num_samples += int(x.shape[0])
