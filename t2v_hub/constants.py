@@ -67,6 +67,9 @@ def cache_dir() -> str:
 # cache is a file-backed tensor under cache_dir()/decoded (see data/rows.py). 2 GiB: ~14k
 # images at 224 px. Overridable with T2V_HUB_DECODE_RAM_MB.
 DECODE_RAM_BYTES = 2 * 1024**3
+# Largest probe input side accepted (pixels). timm's pretrained configs stop around 1,000 px; past
+# this a single decoded batch no longer fits in memory and the size is a typo, not a choice.
+MAX_INPUT_SIZE = 4096
 
 
 def decode_ram_bytes() -> int:

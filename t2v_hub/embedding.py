@@ -190,8 +190,9 @@ def check_vector(v: torch.Tensor, what: str) -> None:
                              "negative: the file is damaged or not a TASK2VEC embedding")
     if v.numel() and not bool((v > 0).any()):
         raise EmbeddingError(f"{what}: embedding is all zero: it has no direction, so no distance is defined "
-                             "(no measured weight affects the loss: e.g. a random-init probe whose residual scales "
-                             "start at zero); use pretrained weights or another probe")
+                             "(no measured weight affects the loss: e.g. images of a few pixels, or a random-init "
+                             "probe whose residual scales start at zero); use input_size near the probe's own "
+                             "(224 for most), pretrained weights or another probe")
 
 
 def _to_str(value: Any) -> str:

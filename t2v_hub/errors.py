@@ -84,3 +84,7 @@ class CardError(HubError):
 
 class RecommendError(T2VError):
     """Experts cannot be ranked for a task (none found, none compatible, bad options)."""
+
+
+class DeviceError(T2VError):
+    """The requested torch device does not exist on this machine (no CUDA, no such GPU index, no MPS)."""

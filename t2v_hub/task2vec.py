@@ -36,6 +36,7 @@ from .data.dense import DENSE_KINDS
 from .data.rows import ImageRows
 from .data.tensors import TensorTask, as_task
 from .dense import check_method, dense_fisher
+from .devices import pick_device
 from .distributed import dist_info, gather_rows, reduce_result, shard_indices
 from .embedding import Task2VecEmbedding
 from .errors import DataError, FisherError
@@ -250,8 +251,7 @@ def embed(
                             options=dict(fisher_options or {})),
     )
     # "auto": CUDA when present, else the CPU.
-    auto = device in (None, "auto")
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if auto else torch.device(device)
+    dev = pick_device(device)
     task = as_task(dataset, max_samples=max_samples, seed=seed, data_options=data_options)
     label_kind = getattr(task, "label_kind", "single")
     if label_kind == "regression" and method == "variational":

@@ -46,6 +46,9 @@ def trivial_embedding(
     """
     from .task2vec import embed
 
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise EmbeddingError(f"num_samples={num_samples!r}: t0 needs at least 2 samples (one per class of its "
+                             "random labels); pass num_samples=64, the default")
     p = create_probe(probe, 2, include_norm=include_norm, input_size=input_size, pretrained=pretrained,
                      checkpoint_path=checkpoint)
     c, h, w = p.data_config["input_size"]

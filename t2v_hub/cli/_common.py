@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..constants import FISHER_METHODS, MAX_INPUT_SIZE
 from ..errors import OutputError
 
 
@@ -50,6 +51,7 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
 
 positive_int = int_in(1, 2**31 - 1)  # counts and sizes
 nonneg_int = int_in(0, 2**31 - 1)
+input_side = int_in(1, MAX_INPUT_SIZE)  # pixels: past this one decoded batch no longer fits in memory
 seed_int = int_in(0, 2**63 - 1)  # what torch.Generator.manual_seed accepts
 
 
@@ -139,7 +141,7 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g = p.add_argument_group("probe and estimator")
     default_text = default_probe or "the probe most experts share"
     g.add_argument("--probe", default=default_probe, help=f"timm model name, hf-hub:/local-dir: name (default: {default_text})")
-    g.add_argument("--method", default="montecarlo", choices=("montecarlo", "empirical", "batch", "variational"),
+    g.add_argument("--method", default="montecarlo", choices=FISHER_METHODS,
                    help="Fisher estimator (default: montecarlo, the exact true Fisher)")
     g.add_argument("--max-samples", type=positive_int, default=None, help="use at most N samples (shuffled first)")
     g.add_argument("--seed", type=seed_int, default=0,
@@ -160,7 +162,7 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--head-draws", type=positive_int, default=None, metavar="N",
                    help="samples drawn per epoch of the head fit (default 10000; 2000 for the decoder of a"
                         " pixel-wise task, whose draws each carry a whole mask)")
-    g.add_argument("--input-size", type=positive_int, default=None, help="override the probe's input resolution")
+    g.add_argument("--input-size", type=input_side, default=None, help="override the probe's input resolution")
     g.add_argument("--include-norm", action="store_true", help="add norm-layer scales to the layout (not with --method variational)")
     g.add_argument("--no-pretrained", action="store_true", help="random-init probe (tests only)")
     g.add_argument("--checkpoint", default=None, metavar="PATH",

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..constants import FISHER_METHODS
 from ._common import add_format_arg, add_hub_args, emit, hint, print_json
 
 
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("experts", help="list models carrying a task embedding", description=__doc__)
     p.add_argument("--filter", action="append", default=[], metavar="TAG", help="also require this tag (repeatable)")
     p.add_argument("--probe", default=None, help="only embeddings made with this probe")
-    p.add_argument("--method", default=None, help="only embeddings made with this Fisher method")
+    p.add_argument("--method", default=None, choices=FISHER_METHODS,
+                   help="only embeddings made with this Fisher method")
     add_format_arg(p, what="the experts")
     add_hub_args(p)
     return p

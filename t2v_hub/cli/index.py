@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..constants import FISHER_METHODS
 from ._common import add_format_arg, add_hub_args, emit_summary, hint, positive_int
 
 
@@ -22,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="index folder to write")
     p.add_argument("--filter", action="append", default=[], metavar="TAG", help="also require this tag (repeatable)")
     p.add_argument("--probe", default=None, help="embedding space to index (default: the one most experts share)")
-    p.add_argument("--method", default=None, help="Fisher method to index (default: the most common)")
+    p.add_argument("--method", default=None, choices=FISHER_METHODS,
+                   help="Fisher method to index (default: the most common)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="storage type of the matrix")
     p.add_argument("--shard-rows", type=positive_int, default=8192, help="experts per shard file")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")

@@ -110,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except T2VError as exc:
         from .flags import to_cli
 
-        print(f"error: {to_cli(str(exc), getattr(args, '_parser', None))}", file=sys.stderr)
+        # One line, whatever a wrapped library put in the message (torch.load's is a page long).
+        one_line = " ".join(str(exc).split())
+        print(f"error: {to_cli(one_line, getattr(args, '_parser', None))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_format_arg, check_writable, emit_summary, hint, positive_int
+from ._common import add_format_arg, check_writable, emit_summary, hint, input_side, int_in
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src.add_argument("--probe", help="timm model name of the probe")
     p.add_argument("--method", default="montecarlo", choices=("montecarlo", "empirical", "batch", "variational"),
                    help="Fisher estimator (with --probe; default montecarlo)")
-    p.add_argument("--input-size", type=positive_int, default=None, help="probe input resolution (with --probe)")
+    p.add_argument("--input-size", type=input_side, default=None, help="probe input resolution (with --probe)")
     p.add_argument("--include-norm", action="store_true", help="norm-layer scales in the layout (with --probe)")
     p.add_argument("--no-pretrained", action="store_true", help="random-init probe (with --probe)")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="the probe's weights file (with --probe)")
-    p.add_argument("--num-samples", type=positive_int, default=64, help="images of the no-information task")
+    p.add_argument("--num-samples", type=int_in(2, 2**31 - 1), default=64, help="images of the no-information task")
     p.add_argument("--out", required=True, help="output .safetensors file")
     add_format_arg(p, what="the summary")
     return p

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..devices import pick_device
 from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
 from .norm import is_norm
@@ -83,7 +84,7 @@ def resolve_device(model: nn.Module, device: torch.device | str | None) -> tuple
     here = first.device if first is not None else torch.device("cpu")
     if device is None:
         return model, here
-    target = torch.device(device)
+    target = pick_device(device)
     if target.type == "cuda" and target.index is None:
         target = torch.device("cuda", torch.cuda.current_device())
     if target == here:

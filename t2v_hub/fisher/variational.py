@@ -132,6 +132,7 @@ from ..constants import (
     VARIATIONAL_OPTIMIZER,
     VARIATIONAL_VAR_INIT_SCALE,
 )
+from ..devices import pick_device
 from ..errors import FisherError
 from ..probes.layout import filter_parameter_names
 from . import _variational_gauss_newton as _gn
@@ -259,7 +260,7 @@ def _device_of(model: nn.Module, device: torch.device | str | None) -> torch.dev
     if device is None:
         first = next(model.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
-    return torch.device(device)
+    return pick_device(device)
 
 
 class _Run:

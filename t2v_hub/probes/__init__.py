@@ -22,6 +22,7 @@ import timm
 import torch
 from torch import nn
 
+from .. import constants as C
 from ..errors import ProbeError, UnknownProbeError, WeightsError
 from .adapters import (
     GenericAdapter,
@@ -169,6 +170,20 @@ def _check_known(name: str) -> None:
         raise UnknownProbeError(f"unknown probe {name!r}: not a timm model name.{more}")
 
 
+def _input_size(input_size: int | tuple[int, ...] | None) -> tuple[int, int, int] | None:
+    """``input_size`` as (C, H, W), or an error naming it when it is not a usable image size."""
+    if input_size is None:
+        return None
+    size = (3, input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+        raise ProbeError(f"input_size={input_size!r} is not a side in pixels or a (channels, height, width) "
+                         "tuple of ints; pass e.g. input_size=224")
+    if size[0] < 1 or min(size[1:]) < 1 or max(size[1:]) > C.MAX_INPUT_SIZE:
+        raise ProbeError(f"input_size={input_size!r} is outside 1..{C.MAX_INPUT_SIZE} px; probes run near their "
+                         "pretraining size (timm's data config: 224 for most), pass e.g. input_size=224")
+    return size
+
+
 def _load_checkpoint(model: nn.Module, path: str) -> str:
     from .weights import file_sha256
 
@@ -185,7 +200,10 @@ def _load_checkpoint(model: nn.Module, path: str) -> str:
             if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
                 state = state["state_dict"]
     except Exception as exc:
-        raise WeightsError(f"cannot read checkpoint {path!r}: {exc}") from exc
+        # The reader's first line says what is wrong; torch.load's advice after it is about pickles.
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WeightsError(f"cannot read checkpoint {path!r} ({type(exc).__name__}: {why}); pass a .safetensors "
+                           "file or a .pth/.pt state dict of tensors") from exc
     # A fine-tuned checkpoint's classifier has its own number of classes: the probe refits its
     # head from zero anyway, so a head of another shape is left out instead of refused.
     head_keys = _classifier_keys(model)
@@ -275,6 +293,7 @@ def create_probe(
     """
     if num_classes < 2:
         raise ProbeError(f"a probe needs at least 2 classes, got {num_classes}; the task must have 2+ labels")
+    size = _input_size(input_size)  # before building anything: a typo should not cost a model load
     if isinstance(name, nn.Module):
         model = copy.deepcopy(name)  # never mutate the caller's model
         probe_name = getattr(getattr(model, "pretrained_cfg", {}), "get", lambda *_: None)("architecture") or type(
@@ -287,8 +306,7 @@ def create_probe(
         model, kind, sha = resolve_weights(name, pretrained, checkpoint_path, model_kwargs)
     adapter = get_probe_adapter(model)
     data_config = dict(timm.data.resolve_model_data_config(model))
-    if input_size is not None:
-        size = (3, input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if size is not None:
         data_config["input_size"] = size
         data_config["crop_pct"] = 1.0
     try:

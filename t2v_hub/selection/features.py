@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..devices import pick_device
 from ..errors import T2VError
 from .transferability import TransferabilityError, get_score, score_features
 
@@ -93,8 +94,7 @@ def model_features(model: nn.Module, task: Any, *, batch_size: int = 32, device:
     adapter = get_probe_adapter(model)  # the probes' own definition of "what the head sees"
     data_config = dict(timm.data.resolve_model_data_config(model))
     images, labels = task.tensors(data_config, progress=progress)
-    auto = device in (None, "auto")
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if auto else torch.device(device)
+    dev = pick_device(device)
     model = model.to(dev)
     out = []
     with torch.no_grad():

@@ -1,0 +1,89 @@
+"""Nonsense options fail up front with one line naming the option and the fix, never deep inside a run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import t2v_hub
+from t2v_hub.cli.main import main
+from t2v_hub.devices import pick_device
+from t2v_hub.errors import DeviceError, EmbeddingError, ProbeError, WeightsError
+from t2v_hub.probes import create_probe
+from t2v_hub.task2vec import TensorTask
+from t2v_hub.trivial import trivial_embedding
+
+
+def _task() -> TensorTask:
+    g = torch.Generator().manual_seed(0)
+    return TensorTask(torch.randn(8, 3, 32, 32, generator=g), torch.tensor([0, 1] * 4))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_refused_before_any_work() -> None:
+    with pytest.raises(DeviceError, match=r"device='cuda': this machine has no usable CUDA device.*device='cpu'"):
+        pick_device("cuda")
+    with pytest.raises(DeviceError, match="no usable CUDA"):
+        t2v_hub.embed(_task(), "test_efficientnet", input_size=32, device="cuda:0", cache=False, quiet=True)
+
+
+def test_devices_that_exist_are_returned_as_they_are() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None) == pick_device("auto")
+    assert pick_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="not a torch device"):
+        pick_device("gpu7")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_says_the_flag_for_a_missing_device(tmp_path, capsys) -> None:
+    folder = tmp_path / "imgs"
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (60 * i, 80, 120)).save(folder / c / f"{i}.png")
+    capsys.readouterr()
+    code = main(["embed", "--dataset", str(folder), "--probe", "test_efficientnet", "--input-size", "32",
+                 "--device", "cuda", "--out", str(tmp_path / "e.safetensors"), "--quiet", "--no-cache"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--device cuda: this machine has no usable CUDA device" in err and "device=" not in err
+    assert not (tmp_path / "e.safetensors").exists()
+
+
+@pytest.mark.parametrize("size", [0, -3, 100_000, (3, 32), (3, 32.0, 32), True])
+def test_input_sizes_that_are_no_image_size_are_refused(size) -> None:
+    with pytest.raises(ProbeError, match=r"input_size="):
+        create_probe("test_efficientnet", 2, input_size=size)
+
+
+def test_cli_caps_the_input_size(capsys) -> None:
+    code = main(["embed", "--dataset", "x", "--input-size", "100000", "--out", "/tmp/never.safetensors"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--input-size: is too large (100000); use at most 4096" in err
+
+
+def test_trivial_needs_one_sample_per_class(capsys, tmp_path) -> None:
+    with pytest.raises(EmbeddingError, match=r"num_samples=1: t0 needs at least 2 samples"):
+        trivial_embedding("test_efficientnet", input_size=32, num_samples=1, cache=False, quiet=True)
+    code = main(["trivial", "--probe", "test_efficientnet", "--num-samples", "1", "--out", str(tmp_path / "t.st")])
+    assert code == 2 and "--num-samples: must be at least 2, got 1" in capsys.readouterr().err
+
+
+def test_an_unreadable_checkpoint_is_one_line(tmp_path, capsys) -> None:
+    bad = tmp_path / "weights.pth"
+    bad.write_text("not a checkpoint\n" * 3)
+    with pytest.raises(WeightsError, match=r"cannot read checkpoint .*; pass a \.safetensors file"):
+        create_probe("test_efficientnet", 2, checkpoint_path=str(bad), input_size=32)
+    code = main(["trivial", "--probe", "test_efficientnet", "--input-size", "32", "--checkpoint", str(bad),
+                 "--out", str(tmp_path / "t.st")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: cannot read checkpoint")
+
+
+def test_unknown_fisher_methods_are_refused_where_they_filter(capsys) -> None:
+    for cmd in (["experts", "--hub", "."], ["index", "--hub", ".", "--out", "/tmp/never-idx"]):
+        code = main([*cmd, "--method", "bogus"])
+        err = capsys.readouterr().err
+        assert code == 2 and "invalid choice: 'bogus'" in err and "montecarlo" in err
