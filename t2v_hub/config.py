@@ -10,11 +10,13 @@ back to the flat fields for files written before the entry existed.
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from . import constants as C
+from .errors import T2VError
 
 CONFIG_KEY = "embed_config"
 
@@ -141,3 +143,24 @@ def space_of(meta: Mapping[str, str]) -> EmbeddingSpace:
         input_size=int(size[-1]) if isinstance(size, list) and size else None,
         include_norm=norm,
     )
+
+
+def check_count(name: str, value: Any, lo: int, *, error: type[T2VError] = T2VError) -> int:
+    """``value`` as an ``int`` if it is a whole number >= ``lo``, else ``error`` naming ``name=``.
+
+    Checked where a config is built, so a float or a string fails with the parameter's name
+    instead of a TypeError from deep inside torch; a numpy integer comes back as a plain int.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:  # numpy ints too
+        raise error(f"{name}={value!r}: expected a whole number of at least {lo}")
+    return int(value)
+
+
+def check_optional_count(name: str, value: Any, lo: int, *, error: type[T2VError] = T2VError) -> int | None:
+    """:func:`check_count`, with None allowed (and returned)."""
+    if value is None:
+        return None
+    try:
+        return check_count(name, value, lo, error=error)
+    except error as exc:
+        raise error(f"{exc} (or None)") from None

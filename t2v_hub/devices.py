@@ -21,9 +21,9 @@ def pick_device(device: str | torch.device | None, *, param: str = "device") -> 
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise DeviceError(f"{param}={device!r} is not a torch device ({exc}); use 'cpu', 'cuda', 'cuda:N', "
-                          "'mps' or 'auto'") from None
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"{param}={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:N', 'mps' or "
+                          "'auto'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"{param}={device!r}: this machine has no usable CUDA device "

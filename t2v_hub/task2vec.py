@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import constants as C
-from .config import EmbedConfig, FisherConfig, HeadConfig
+from .config import EmbedConfig, FisherConfig, HeadConfig, check_count, check_optional_count
 from .data.dense import DENSE_KINDS
 from .data.rows import ImageRows
 from .data.tensors import TensorTask, as_task
@@ -208,6 +208,17 @@ def _artifact(run: EmbedRun, task: Any, result: FisherResult, head_stats: dict[s
     )
 
 
+def _check_args(method: str, max_samples: Any, seed: Any, mc_samples: Any,
+                batch_size: Any) -> tuple[int | None, int, int, int]:
+    """Before any data is read: a float or a string fails here naming the parameter, not deep in torch.
+    Returns the counts as plain ints (numpy integers are accepted)."""
+    if method not in C.FISHER_METHODS:
+        raise FisherError(f"unknown method {method!r}; choose one of {', '.join(C.FISHER_METHODS)}")
+    return (check_optional_count("max_samples", max_samples, 1, error=DataError),
+            check_count("seed", seed, 0), check_count("mc_samples", mc_samples, 1, error=FisherError),
+            check_count("batch_size", batch_size, 1, error=FisherError))
+
+
 def embed(
     dataset: Any,
     probe: str | nn.Module | Probe = C.DEFAULT_PROBE,
@@ -240,8 +251,7 @@ def embed(
     (``EmbedConfig.from_metadata(emb.metadata)``). ``checkpoint`` loads the probe's weights
     from a local ``.safetensors``/``.pth`` file (its sha256 is recorded).
     """
-    if method not in C.FISHER_METHODS:
-        raise FisherError(f"unknown method {method!r}; choose one of {', '.join(C.FISHER_METHODS)}")
+    max_samples, seed, mc_samples, batch_size = _check_args(method, max_samples, seed, mc_samples, batch_size)
     t0 = time.perf_counter()
     config = EmbedConfig(
         probe=probe if isinstance(probe, str) else getattr(getattr(probe, "config", None), "name", type(probe).__name__),

@@ -87,3 +87,24 @@ def test_unknown_fisher_methods_are_refused_where_they_filter(capsys) -> None:
         code = main([*cmd, "--method", "bogus"])
         err = capsys.readouterr().err
         assert code == 2 and "invalid choice: 'bogus'" in err and "montecarlo" in err
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"max_samples": "5"}, r"max_samples='5': expected a whole number"),
+    ({"max_samples": True}, r"max_samples=True: expected a whole number"),
+    ({"seed": 1.5}, r"seed=1.5: expected a whole number of at least 0"),
+    ({"seed": -1}, r"seed=-1"),
+    ({"batch_size": 2.5}, r"batch_size=2.5"),
+    ({"mc_samples": 0}, r"mc_samples=0"),
+])
+def test_embed_names_the_parameter_of_a_wrong_type(kwargs, match) -> None:
+    with pytest.raises(t2v_hub.errors.T2VError, match=match):
+        t2v_hub.embed(_task(), "test_efficientnet", input_size=32, cache=False, quiet=True, **kwargs)
+
+
+def test_numpy_counts_are_whole_numbers() -> None:
+    import numpy as np
+
+    emb = t2v_hub.embed(_task(), "test_efficientnet", input_size=32, cache=False, quiet=True,
+                        max_samples=np.int64(8), seed=np.int32(0))
+    assert emb.config("max_samples") == 8 and emb.config("seed") == 0
