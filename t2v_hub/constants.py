@@ -34,6 +34,12 @@ VARIATIONAL_OPTIMIZER = "gauss_newton"
 
 # Distances
 ASYM_ALPHA = 0.15
+# alpha of d_asym for variational embeddings, whose trivial term is each expert's own learned
+# prior (t2v_hub.selection.prior_term). benchmarks/variational_selection.py's sweep on the zoo
+# (Gauss-Newton; loo / mixed / lodo): 0.5 gives +23.6 / +26.5 / +25.4%, below d_sym's +24.0 /
+# +31.1 / +28.5% on all three; 1.0 is best on two (+26.3 / +20.8 / +22.8%) but sits at a cliff
+# (1.5: +51% mixed). 0.5 is the robust choice, cross-validation over pools picks 0.5 or 1.0.
+VARIATIONAL_ASYM_ALPHA = 0.5
 
 # MODEL2VEC (supplement 4.3)
 M2V_ALPHA_SOFT = 20.0

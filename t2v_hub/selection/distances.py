@@ -115,6 +115,18 @@ def sym_block(A: torch.Tensor, B: torch.Tensor, weights: torch.Tensor | None = N
     return (1.0 - cos).clamp(0.0, 2.0)
 
 
+def paired_sym(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """d_sym of row i of ``A`` with row i of ``B``, shape (n,): the diagonal of ``cdist(A, B)`` without the rest."""
+    A, B = A.to(torch.float32), B.to(torch.float32)
+    if A.shape != B.shape:
+        raise ValueError(f"paired rows need the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
+    s = A + B
+    inv = torch.where(s > 0, 1.0 / s.clamp_min(1e-38), torch.zeros((), dtype=s.dtype))
+    u, v = A * inv, B * inv
+    cos = (u * v).sum(-1) / ((u * u).sum(-1) * (v * v).sum(-1)).clamp_min(torch.finfo(s.dtype).tiny).sqrt()
+    return (1.0 - cos).clamp(0.0, 2.0)
+
+
 def pdist(xs: ArrayLike | Sequence[ArrayLike]) -> torch.Tensor:
     """Square symmetric distance matrix of a set of embeddings (zeros on the diagonal)."""
     M = _mat(xs)

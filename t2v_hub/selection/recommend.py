@@ -22,6 +22,7 @@ from ..constants import DEFAULT_FISHER_METHOD
 from ..embedding import Task2VecEmbedding
 from ..errors import RecommendError
 from .model2vec import Model2Vec, load_selector
+from .prior_term import has_learned_prior
 from .rerank import DEFAULT_SHORTLIST, check_rerank
 from .scoring import (
     EmbedPlan,
@@ -232,6 +233,10 @@ def _recommend_from_index(
                              f"({method or plan.method}); drop probe/method or build an index for the ones you want")
     target = _target(dataset, plan, on_embed, embed_kwargs)
     notes: list[str] = []
+    if sel is None and trivial is None and has_learned_prior(target):
+        # The index stores one t0 column; the per-expert prior term needs each expert's own prior.
+        notes.append("the index ranks variational experts with the probe's t0; rank with hub= for the "
+                     "per-expert prior term")
     try:
         if candidates is None:
             recs = rank_index(target, idx, alpha=alpha, selector=sel, trivial=trivial, top_k=top_k,

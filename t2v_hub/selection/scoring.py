@@ -20,11 +20,12 @@ from typing import Any, Protocol
 
 import torch
 
-from ..constants import ASYM_ALPHA, DEFAULT_FISHER_METHOD
+from ..constants import ASYM_ALPHA, DEFAULT_FISHER_METHOD, VARIATIONAL_ASYM_ALPHA
 from ..embedding import Task2VecEmbedding
 from ..errors import IncompatibleEmbeddingError, RecommendError
 from .kernels.ranking import ExpertMatrix, sym_to_target
 from .model2vec import Model2Vec
+from .prior_term import has_learned_prior, prior_distances
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,10 @@ def rank_experts(
         logger.info("%d expert(s) left out as incompatible", len(skipped))
     if selector is not None:
         selector.check_compatible(target)
+    elif trivial is None and has_learned_prior(target):
+        if all(has_learned_prior(ex.embedding) for ex in ok):
+            return _rank_by_prior(target, ok, alpha, top_k, name_for, notes)
+        notes.append("some variational experts record no learned prior: d_asym uses the probe's t0 for all")
     a = resolve_alpha(alpha, selector, notes)
     t0 = resolve_trivial(target, trivial, selector, notes)
     ids = [ex.repo_id for ex in ok]
@@ -193,6 +198,22 @@ def rank_experts(
     return build_recommendations(
         top, scores, d_task, d_triv, a, offset, seen if selector is not None else None, prob,
         [ex.repo_id for ex in ok], [ex.task for ex in ok], [ex.url for ex in ok], name_for,
+    )
+
+
+def _rank_by_prior(target: Task2VecEmbedding, experts: Sequence[ExpertLike], alpha: float | None, top_k: int,
+                   name_for: Callable[[str], str] | None, notes: list[str]) -> list[Recommendation]:
+    """Variational embeddings: d_asym in the precision convention, each expert's own prior as its t0."""
+    a = float(alpha if alpha is not None else VARIATIONAL_ASYM_ALPHA)
+    d_task, d_own = prior_distances(target, [ex.embedding for ex in experts])
+    scores = d_task - a * d_own
+    top = top_rows(scores, top_k)
+    rows = torch.tensor(top, dtype=torch.long)
+    notes.append(f"variational embeddings: d_asym compares precisions, each expert's own learned prior as its t0 "
+                 f"(alpha={a:g})")
+    return build_recommendations(
+        top, scores, d_task[rows], d_own[rows], a, torch.zeros(len(experts)), None, None,
+        [ex.repo_id for ex in experts], [ex.task for ex in experts], [ex.url for ex in experts], name_for,
     )
 
 
