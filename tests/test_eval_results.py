@@ -148,3 +148,41 @@ def test_demo_zoo_eval_results_match_the_reproduction_ground_truth(tmp_path: Pat
         for j, expert in enumerate(gt["experts"][1:], start=1):  # column 0: the generic ImageNet model
             got = em.errors[em.task_ids.index(f"zoo/{task}"), em.expert_ids.index(f"t2v-zoo/{expert}")].item()
             assert got == pytest.approx(gt["errors"][i][j], abs=6e-5)  # accuracies stored to 0.01 %
+
+
+def test_demo_selector_is_per_layer_and_puts_fashion_experts_first(tmp_path: Path, monkeypatch) -> None:
+    """The shipped selector (benchmarks/zoo/demo_selector.py) ranks the sample task like its ground truth."""
+    import shutil
+
+    from t2v_hub.hub import LocalHub
+    from t2v_hub.selection.model2vec import load_selector
+    from t2v_hub.selection.recommend import recommend
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "examples" / "zoo", tmp_path / "zoo")  # reading takes locks: not in the repo
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    hub = LocalHub(tmp_path / "zoo")
+    sel = load_selector("t2v-zoo/model2vec-selector", hub)
+    assert sel.config.bias == "layer" and len(sel.expert_ids) == 12
+    assert sel.info["num_tasks"] == 12 and min(sel.info["tasks_per_expert"].values()) == 11
+    res = recommend(str(root / "examples" / "data" / "fashion_tops4"), hub=hub, selector=sel, top_k=4, quiet=True)
+    top3 = [r.repo_id for r in res.recommendations[:3]]
+    assert all(r.startswith("t2v-zoo/fashion") for r in top3), top3
+    # The ground truth of this task (BENCHMARKS.md, demo zoo): fashion10 is the best expert.
+    assert top3[0] == "t2v-zoo/fashion10"
+
+
+def test_selector_train_exclude_self_leaves_out_each_experts_own_task(tmp_path: Path, monkeypatch, capsys) -> None:
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    zoo = tmp_path / "zoo"
+    shutil.copytree(root / "examples" / "zoo", zoo)
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    counts = {}
+    for flag in ([], ["--exclude-self"]):
+        capsys.readouterr()
+        assert main(["selector", "train", "--eval-results", str(zoo), "--tasks", str(zoo), "--layer-epochs", "5",
+                     "--out", str(tmp_path / "s.safetensors"), "--format", "json", *flag]) == 0
+        counts[bool(flag)] = set(json.loads(capsys.readouterr().out)["tasks_per_expert"].values())
+    assert counts == {False: {12}, True: {11}}

@@ -165,8 +165,13 @@ def build_demo(cfg: Any, pools: dict, embs: dict, gt: dict, task_names: list[str
     for i, n in enumerate(task_names):
         if n in expert_names:
             E[i, expert_names.index(n)] = float("nan")
-    sel = train_model2vec(X, F, E, trivial[DEMO_METHOD].vector, SelectorConfig(alpha=cfg.report_alpha, bias="filter"),
-                          expert_ids=repos, compat=compat_of(em[expert_names[0]]), task_ids=task_names)
+    # bias="layer" (the default): the variant that beat d_asym under leave-one-domain-out
+    # (BENCHMARKS.md); benchmarks/zoo/demo_selector.py retrains it from a built demo alone.
+    from t2v_hub.selection.layer_weights import layer_ids
+
+    sel = train_model2vec(X, F, E, trivial[DEMO_METHOD].vector, SelectorConfig(alpha=cfg.report_alpha, bias="layer"),
+                          layers=layer_ids(em[expert_names[0]]), expert_ids=repos,
+                          compat=compat_of(em[expert_names[0]]), task_ids=task_names)
     hub.create_repo(SELECTOR_REPO)
     hub.commit(SELECTOR_REPO, {
         "selector.safetensors": sel.to_bytes(),

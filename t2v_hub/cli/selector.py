@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t = s.add_parser("train", help="train a selector from an error matrix")
     _add_common(t)
     t.add_argument("--out", default="selector.safetensors", help="selector file to write (default %(default)s)")
+    t.add_argument("--exclude-self", action="store_true",
+                   help="leave out each expert's cell on its own training task (same dataset id): learn only "
+                        "from how experts transfer")
     add_format_arg(t, what="the summary")
     e = s.add_parser("eval", help="leave-one-out evaluation against baselines")
     _add_common(e)
@@ -177,7 +180,8 @@ def _train(args: argparse.Namespace) -> int:
     check_writable(args.out)
     d = _prepare(args)
     em = d["em"]
-    sel = train_model2vec(d["X"], d["F"], em.errors, d["t0"].vector, _config(args), expert_ids=em.expert_ids,
+    errors = em.errors.masked_fill(d["exclude"], float("nan")) if args.exclude_self else em.errors
+    sel = train_model2vec(d["X"], d["F"], errors, d["t0"].vector, _config(args), expert_ids=em.expert_ids,
                           compat=compat_of(d["first"]), task_ids=em.task_ids, layers=_layers(args, d["first"]))
     sel.save(args.out)
     summary = {"out": args.out, "experts": len(em.expert_ids), "tasks": len(em.task_ids),
