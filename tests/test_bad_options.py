@@ -52,7 +52,7 @@ def test_cli_says_the_flag_for_a_missing_device(tmp_path, capsys) -> None:
     assert not (tmp_path / "e.safetensors").exists()
 
 
-@pytest.mark.parametrize("size", [0, -3, 100_000, (3, 32), (3, 32.0, 32), True])
+@pytest.mark.parametrize("size", [0, -3, 100_000, (3, 32), (3, 32.0, 32), True, 32.0, "32"])
 def test_input_sizes_that_are_no_image_size_are_refused(size) -> None:
     with pytest.raises(ProbeError, match=r"input_size="):
         create_probe("test_efficientnet", 2, input_size=size)
@@ -108,3 +108,9 @@ def test_numpy_counts_are_whole_numbers() -> None:
     emb = t2v_hub.embed(_task(), "test_efficientnet", input_size=32, cache=False, quiet=True,
                         max_samples=np.int64(8), seed=np.int32(0))
     assert emb.config("max_samples") == 8 and emb.config("seed") == 0
+
+
+def test_numpy_input_sizes_are_whole_numbers() -> None:
+    import numpy as np
+
+    assert create_probe("test_efficientnet", 2, input_size=np.int64(32)).config.input_size == (3, 32, 32)

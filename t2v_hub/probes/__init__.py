@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,10 +175,15 @@ def _input_size(input_size: int | tuple[int, ...] | None) -> tuple[int, int, int
     """``input_size`` as (C, H, W), or an error naming it when it is not a usable image size."""
     if input_size is None:
         return None
-    size = (3, input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if len(size) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+    whole = lambda s: isinstance(s, numbers.Integral) and not isinstance(s, bool)  # noqa: E731 (numpy ints too)
+    try:
+        size = (3, input_size, input_size) if whole(input_size) else tuple(input_size)
+    except TypeError:
+        size = ()
+    if len(size) != 3 or not all(whole(s) for s in size):
         raise ProbeError(f"input_size={input_size!r} is not a side in pixels or a (channels, height, width) "
                          "tuple of ints; pass e.g. input_size=224")
+    size = tuple(int(s) for s in size)
     if size[0] < 1 or min(size[1:]) < 1 or max(size[1:]) > C.MAX_INPUT_SIZE:
         raise ProbeError(f"input_size={input_size!r} is outside 1..{C.MAX_INPUT_SIZE} px; probes run near their "
                          "pretraining size (timm's data config: 224 for most), pass e.g. input_size=224")
