@@ -114,3 +114,41 @@ def test_numpy_input_sizes_are_whole_numbers() -> None:
     import numpy as np
 
     assert create_probe("test_efficientnet", 2, input_size=np.int64(32)).config.input_size == (3, 32, 32)
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--license", "notalicense", "--license notalicense is not a Hub license identifier"),
+    ("--license", "Apache-2.0", "did you mean apache-2.0"),
+    ("--license", "", "is not a Hub license identifier"),
+    ("--base-model", "not a model!!", "is not a Hub model id"),
+])
+def test_attach_refuses_card_fields_the_hub_would_refuse(local_hub, make_embedding, tmp_path, capsys, flag, value,
+                                                         expected) -> None:
+    path = tmp_path / "e.safetensors"
+    make_embedding(0).save(path)
+    code = main(["attach", "--model", "org/m", "--hub", str(local_hub.root), "--create-repo", "--embedding",
+                 str(path), flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err, err
+    assert not local_hub.repo_exists("org/m")  # nothing half-written
+
+
+def test_push_embedding_names_the_parameter(local_hub, make_embedding) -> None:
+    from t2v_hub.errors import CardError
+    from t2v_hub.hub import push_embedding
+
+    with pytest.raises(CardError, match=r"license='MIT' is not a Hub license identifier; did you mean mit"):
+        push_embedding(local_hub, "org/m", make_embedding(0), create_repo=True, license="MIT")
+    res = push_embedding(local_hub, "org/m", make_embedding(0), create_repo=True, license="mit",
+                         base_model="timm/resnet50.a1_in1k")
+    assert res.changed and res.commit_id
+    card = local_hub.read_card("org/m").text
+    assert "license: mit" in card and "base_model: timm/resnet50.a1_in1k" in card
+
+
+@pytest.mark.parametrize(("flag", "cap"), [("--mc-samples", 1000), ("--head-draws", 10_000_000),
+                                          ("--fisher-steps", 100_000), ("--input-size", 4096)])
+def test_work_multipliers_are_capped_before_any_work(capsys, flag, cap) -> None:
+    code = main(["embed", "--dataset", "nowhere", flag, str(cap * 10), "--out", "/tmp/never.safetensors"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{flag}: is too large ({cap * 10}); use at most {cap}" in err

@@ -52,6 +52,11 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
 positive_int = int_in(1, 2**31 - 1)  # counts and sizes
 nonneg_int = int_in(0, 2**31 - 1)
 input_side = int_in(1, MAX_INPUT_SIZE)  # pixels: past this one decoded batch no longer fits in memory
+# Work multipliers: every unit is a backward pass over the data (label draws, optimiser steps) or
+# a head step, so a typo of a few zeros is days of CPU. The bounds are 100-1000x the defaults.
+mc_draws = int_in(1, 1000)  # labels per image; the exact expectation of a 1000-class head is 1000
+optimiser_steps = int_in(1, 100_000)
+head_draws = int_in(1, 10_000_000)
 seed_int = int_in(0, 2**63 - 1)  # what torch.Generator.manual_seed accepts
 
 
@@ -146,8 +151,8 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--max-samples", type=positive_int, default=None, help="use at most N samples (shuffled first)")
     g.add_argument("--seed", type=seed_int, default=0,
                    help="seed of the sample selection, head fit and label draws (same seed, same vector)")
-    g.add_argument("--mc-samples", type=positive_int, default=1, help="labels drawn per input (montecarlo)")
-    g.add_argument("--fisher-steps", type=positive_int, default=None, metavar="N",
+    g.add_argument("--mc-samples", type=mc_draws, default=1, help="labels drawn per input (montecarlo)")
+    g.add_argument("--fisher-steps", type=optimiser_steps, default=None, metavar="N",
                    help="variational: optimisation steps (default: 2 passes over the data; a warning says "
                         "when that was not enough)")
     g.add_argument("--variational-init", choices=("reference", "laplace"), default=None,
@@ -159,7 +164,7 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
                         "closed-form step under pathwise slopes with antithetic noise (fixed_point); see "
                         "BENCHMARKS.md, 'Variational convergence'")
     g.add_argument("--batch-size", type=positive_int, default=32, help="images per forward/backward pass")
-    g.add_argument("--head-draws", type=positive_int, default=None, metavar="N",
+    g.add_argument("--head-draws", type=head_draws, default=None, metavar="N",
                    help="samples drawn per epoch of the head fit (default 10000; 2000 for the decoder of a"
                         " pixel-wise task, whose draws each carry a whole mask)")
     g.add_argument("--input-size", type=input_side, default=None, help="override the probe's input resolution")

@@ -43,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from ..embedding import Task2VecEmbedding
     from ..hub import get_hub, push_embedding
     from ..hub.base import validate_repo_id
+    from ..hub.licenses import check_base_model, check_license
 
     validate_repo_id(args.model)
+    check_license(args.license)  # card fields the Hub would refuse: before minutes of embedding
+    check_base_model(args.base_model)
     if (args.dataset is None) == (args.embedding is None):
         raise T2VError("pass exactly one of --dataset (compute the embedding) or --embedding FILE")
     hub = get_hub(args.hub, endpoint=args.endpoint, token=args.token)

@@ -41,6 +41,7 @@ from .base import (
     validate_repo_id,
 )
 from .card import merge_entries, parse_card, read_entries, update_card
+from .licenses import check_base_model, check_license
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,6 +236,8 @@ def push_embedding(
     concurrent update.
     """
     validate_repo_id(repo_id)
+    check_license(license)  # before anything is written: the Hub would refuse the card
+    check_base_model(base_model)
     if not embedding.probe:
         raise EmbeddingError("the embedding has no probe name in its metadata; it cannot be attached")
     data = embedding_bytes(embedding)
