@@ -34,7 +34,7 @@ def has_learned_prior(e: Task2VecEmbedding) -> bool:
         return False
     try:
         mc = e.config("method_config") or {}
-    except Exception:  # an unreadable config: treat as a plain embedding
+    except (KeyError, ValueError):  # no or unreadable config: treat as a plain embedding
         return False
     return isinstance(mc, dict) and "prior_precision_per_layer" in mc and "beta" in mc
 

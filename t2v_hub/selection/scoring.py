@@ -6,7 +6,8 @@ d_sym(F_j, t0)`` (lower = better) or, with a trained MODEL2VEC selector,
 ``d_asym(m_j -> t) + offset_j`` with the selector's biased ``m_j``. All experts
 are stacked in one matrix and scored in one vectorised pass
 (:mod:`t2v_hub.selection.kernels.ranking`); the per-expert trivial-task term is computed
-once per matrix.
+once per matrix. Variational experts that record their learned prior are scored in the
+precision convention with each expert's own prior as t0 (:mod:`t2v_hub.selection.prior_term`).
 """
 
 from __future__ import annotations
@@ -152,7 +153,9 @@ def rank_experts(
     Incompatible experts are left out (see :func:`partition_experts` to report them);
     if none is compatible the error names the probes the experts do have. ``alpha``
     defaults to the selector's (so scores match its training) or ``ASYM_ALPHA``.
-    ``trivial`` defaults to the selector's t0, else the probe's (computed and cached).
+    ``trivial`` defaults to the selector's t0, else the probe's (computed and cached); for
+    variational embeddings that record their learned prior, each expert's own prior is its
+    t0 instead and ``alpha`` defaults to ``VARIATIONAL_ASYM_ALPHA`` (:mod:`.prior_term`).
     Messages worth showing a person (unseen experts...) are appended to ``notes``.
     """
     notes = notes if notes is not None else []
