@@ -167,6 +167,9 @@ class Task2VecEmbedding:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Task2VecEmbedding:
         p = Path(path)
+        if p.is_dir():
+            raise EmbeddingError(f"{str(p)!r} is a folder, not an embedding file; pass a .safetensors file "
+                                 "written by `t2v-hub embed`")
         if not p.is_file():
             raise EmbeddingError(f"embedding file {str(p)!r} not found; check the path or run `t2v-hub embed` first")
         return cls.from_bytes(p.read_bytes(), source=str(p))

@@ -77,7 +77,7 @@ def test_an_unreadable_checkpoint_is_one_line(tmp_path, capsys) -> None:
     with pytest.raises(WeightsError, match=r"cannot read checkpoint .*; pass a \.safetensors file"):
         create_probe("test_efficientnet", 2, checkpoint_path=str(bad), input_size=32)
     code = main(["trivial", "--probe", "test_efficientnet", "--input-size", "32", "--checkpoint", str(bad),
-                 "--out", str(tmp_path / "t.st")])
+                 "--out", str(tmp_path / "t.safetensors")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: cannot read checkpoint")
 

@@ -151,7 +151,8 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--max-samples", type=positive_int, default=None, help="use at most N samples (shuffled first)")
     g.add_argument("--seed", type=seed_int, default=0,
                    help="seed of the sample selection, head fit and label draws (same seed, same vector)")
-    g.add_argument("--mc-samples", type=mc_draws, default=1, help="labels drawn per input (montecarlo)")
+    g.add_argument("--mc-samples", type=mc_draws, default=None,
+                   help="labels drawn per input (montecarlo and batch; default 1)")
     g.add_argument("--fisher-steps", type=optimiser_steps, default=None, metavar="N",
                    help="variational: optimisation steps (default: 2 passes over the data; a warning says "
                         "when that was not enough)")
@@ -208,6 +209,9 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
 
     if getattr(args, "fisher_steps", None) is not None and (args.method != "variational" or args.fisher_steps < 1):
         raise FisherError("--fisher-steps takes a positive step count and applies to --method variational only")
+    if getattr(args, "mc_samples", None) is not None and args.method in ("empirical", "variational"):
+        raise FisherError(f"--mc-samples sets how many labels are drawn from the model, which --method {args.method} "
+                          "does not do: drop it, or use --method montecarlo")
     for flag in ("variational_init", "variational_optimizer"):
         if getattr(args, flag, None) is not None and args.method != "variational":
             raise FisherError(f"--{flag.replace('_', '-')} applies to --method variational only")
@@ -222,7 +226,7 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
         args.method,
         max_samples=args.max_samples,
         seed=args.seed,
-        mc_samples=args.mc_samples,
+        mc_samples=args.mc_samples or 1,
         batch_size=args.batch_size,
         head=head_from_args(args),
         include_norm=args.include_norm,
@@ -239,15 +243,22 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
     )
 
 
-def check_writable(path: str) -> None:
-    """Fail before hours of compute if the output cannot be written."""
+def check_writable(path: str, suffix: str | None = ".safetensors", example: str = "task.safetensors") -> None:
+    """Fail before hours of compute if the output cannot be written (or would be misnamed).
+
+    ``suffix``: what the file holds; a ``.json`` or ``.txt`` name for a safetensors file is a
+    mistake the user finds only when another tool refuses it, so it is refused here.
+    """
+    if Path(path).is_dir():
+        raise OutputError(f"cannot write {path!r}: it is a folder; pass a file name like {example}")
+    if suffix and Path(path).suffix.lower() != suffix:
+        raise OutputError(f"cannot write {path!r}: the file is {suffix[1:]}, so its name must end in {suffix}; "
+                          f"pass a name like {example}")
     parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {path!r}: folder {str(parent)!r} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write {path!r}: folder {str(parent)!r} is not writable; choose another --out")
-    if Path(path).is_dir():
-        raise OutputError(f"cannot write {path!r}: it is a folder; pass a file name like task.safetensors")
 
 
 def print_json(obj: Any) -> None:

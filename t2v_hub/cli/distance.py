@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("distance", help="distance between task embeddings", description=__doc__)
     p.add_argument("embeddings", nargs="+", help="two or more .safetensors embeddings")
     p.add_argument("--asymmetric", action="store_true", help="d_asym(source -> target) instead of d_sym")
-    p.add_argument("--alpha", type=float_in(0.0, 1.0), default=ASYM_ALPHA, help="weight of the trivial-task term (default %(default)s)")
+    p.add_argument("--alpha", type=float_in(0.0, 1.0), default=None,
+                   help=f"weight of the trivial-task term, with --asymmetric (default {ASYM_ALPHA})")
     add_format_arg(p, what="the distance (two files) or the matrix")
     return p
 
@@ -28,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.embeddings) < 2:
         raise T2VError("distance needs at least two embedding files")
+    if args.alpha is not None and not args.asymmetric:
+        raise T2VError("--alpha weighs the trivial-task term of d_asym: add --asymmetric, or drop --alpha")
+    if args.alpha is None:
+        args.alpha = ASYM_ALPHA
     from ..embedding import Task2VecEmbedding
 
     embs = [Task2VecEmbedding.load(p) for p in args.embeddings]

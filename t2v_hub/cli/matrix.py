@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--hub", default=None, help="also every expert of this hub ('hf', a URL or a local hub folder), "
                                                "in the embedding space most of them share")
     p.add_argument("--asymmetric", action="store_true", help="d_asym(row -> column) instead of d_sym")
-    p.add_argument("--alpha", type=float_in(0.0, 1.0), default=ASYM_ALPHA, help="trivial-task weight (default %(default)s)")
+    p.add_argument("--alpha", type=float_in(0.0, 1.0), default=None,
+                   help=f"trivial-task weight, with --asymmetric (default {ASYM_ALPHA})")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file for --asymmetric")
     add_format_arg(p, default="csv", what="the matrix")
     p.add_argument("--no-print", action="store_true", help="print nothing on stdout (only write the plots)")
@@ -59,10 +60,15 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import T2VError
     from ..selection.distances import cdist_asym, pdist
 
+    for flag, value in (("--alpha", args.alpha), ("--trivial", args.trivial)):
+        if value is not None and not args.asymmetric:
+            raise T2VError(f"{flag} applies to d_asym: add --asymmetric, or drop {flag}")
+    if args.alpha is None:
+        args.alpha = ASYM_ALPHA
     paths = _files(args.embeddings)
     for out in (args.plot, args.embedding_plot):
         if out:
-            check_writable(out)
+            check_writable(out, suffix=None, example="matrix.png")
     embs = [Task2VecEmbedding.load(p) for p in paths]
     if args.hub:
         from ..hub import get_hub, list_experts

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..constants import ASYM_ALPHA, VARIATIONAL_ASYM_ALPHA
+from ..constants import ASYM_ALPHA, DEFAULT_SHORTLIST, VARIATIONAL_ASYM_ALPHA
 from ._common import (
     add_data_args,
     add_format_arg,
@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--rerank", choices=("none", "logme", "hscore", "knn"), default="none",
                    help="stage 2: score the shortlist's own features on the dataset and reorder it "
                         "(one forward pass per shortlisted expert; default: none, TASK2VEC only)")
-    r.add_argument("--shortlist", type=positive_int, default=3, metavar="K",
-                   help="experts of the TASK2VEC ranking that stage 2 scores (default %(default)s)")
+    r.add_argument("--shortlist", type=positive_int, default=None, metavar="K",
+                   help=f"experts of the TASK2VEC ranking that stage 2 scores, with --rerank (default {DEFAULT_SHORTLIST})")
     r.add_argument("--max-model-mb", type=float_in(0.0, 1e9, lo_open=True), default=None,
                    help="stage 2 skips experts with more MB of weights (they keep their TASK2VEC place)")
     add_format_arg(g, what="the ranking")
@@ -88,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
     from ..selection.recommend import recommend
     from ._common import data_options
 
+    if args.rerank == "none":
+        for flag, value in (("--shortlist", args.shortlist), ("--max-model-mb", args.max_model_mb)):
+            if value is not None:
+                raise RecommendError(f"{flag} sets stage 2: add --rerank logme (or hscore, knn), or drop {flag}")
+    if args.shortlist is None:
+        args.shortlist = DEFAULT_SHORTLIST
     if args.index and args.hub is not None:
         raise RecommendError("--index and --hub are alternatives: the index already holds the experts; pass one")
     hub = get_hub(args.hub or "hf", endpoint=args.endpoint, token=args.token)
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha, selector=args.selector, filter=args.filter or None, on_embed=on_embed,
         trivial=Task2VecEmbedding.load(args.trivial) if args.trivial else None,
         input_size=args.input_size, include_norm=args.include_norm, max_samples=args.max_samples, seed=args.seed,
-        mc_samples=args.mc_samples, batch_size=args.batch_size, head=head_from_args(args), pretrained=False if args.no_pretrained else None,
+        mc_samples=args.mc_samples or 1, batch_size=args.batch_size, head=head_from_args(args), pretrained=False if args.no_pretrained else None,
         checkpoint=args.checkpoint,
         device=args.device, cache=not args.no_cache, quiet=args.quiet, rerank=args.rerank,
         shortlist=args.shortlist, max_model_mb=args.max_model_mb, on_rerank=on_rerank, **options,

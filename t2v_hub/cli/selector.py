@@ -137,8 +137,12 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     if lost_e:
         hint(f"{len(lost_e)} expert(s) without an embedding left out: {', '.join(lost_e[:5])}")
     if not task_ids or not expert_ids:
-        raise SelectorError(f"no {'task' if not task_ids else 'expert'} of the error matrix has an embedding in "
-                            f"{args.tasks if not task_ids else (args.experts or args.tasks)}; check the ids")
+        what, src = ("task", args.tasks) if not task_ids else ("expert", args.experts or args.tasks)
+        wanted = em.task_ids if not task_ids else em.expert_ids
+        held = list(tasks_src if not task_ids else experts_src)
+        raise SelectorError(f"no {what} of the error matrix has an embedding in {src}: the matrix names "
+                            f"{', '.join(map(repr, wanted[:3]))}, {src} holds {', '.join(map(repr, held[:3])) or 'none'}; "
+                            f"the {what} ids must match (a task's id is its embedding's dataset_id)")
     em = em.subset(task_ids, expert_ids)
     if em.missing:
         hint(f"{em.missing} missing/NaN error cell(s) skipped")
@@ -177,7 +181,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..selection.training import train_model2vec
     from ._common import check_writable
 
-    check_writable(args.out)
+    check_writable(args.out, example="selector.safetensors")
     d = _prepare(args)
     em = d["em"]
     errors = em.errors.masked_fill(d["exclude"], float("nan")) if args.exclude_self else em.errors

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..errors import T2VError
 
-    check_writable(args.out)
+    check_writable(args.out, example="t0.safetensors")
     if args.like:
         from ..embedding import Task2VecEmbedding
         from ..trivial import trivial_for

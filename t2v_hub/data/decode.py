@@ -71,8 +71,16 @@ class _DecodeSet(torch.utils.data.Dataset):
                 out.append((pos, self.pre(read_bytes(ref, self.base_dir, self.token)), None, False))
             except Exception as e:  # noqa: BLE001 - decoders raise anything on corrupt input
                 msg = str(e) if isinstance(e, BadImageError) else f"{type(e).__name__}: {e}"
+                where = _path_of(ref)
+                if where and where not in msg:  # the file to look at, where the row has one
+                    msg = f"{where}: {msg}"
                 out.append((pos, None, msg, isinstance(e, ImageTooLargeError)))
         return out
+
+
+def _path_of(ref: Any) -> str | None:
+    path = ref.get("path") if isinstance(ref, dict) else ref if isinstance(ref, str) else None
+    return str(path) if path else None
 
 
 def _as_list(batch: list[Decoded]) -> list[Decoded]:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from ..errors import BadImageError, ImageTooLargeError
 
@@ -121,6 +121,10 @@ def _open(data: bytes, min_side: int) -> Image.Image:
                 im = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
             raise ImageTooLargeError(f"image too large for PIL's decompression-bomb limit: {e}") from None
+        except UnidentifiedImageError:
+            # PIL's own message names an io.BytesIO object, which tells the user nothing.
+            what = "an empty file" if not data else f"{len(data)} bytes starting {data[:8]!r}"
+            raise BadImageError(f"not an image PIL can read ({what})") from None
     w, h = im.size
     _check_pixels(w, h)
     if w < 1 or h < 1:

@@ -102,8 +102,12 @@ def get_hub(spec: str | None = None, *, endpoint: str | None = None, token: str 
     if endpoint:
         raise HubError("endpoint= only applies to hub=hf or an http(s):// URL, not to a local folder")
     path = Path(spec[len("file://") :] if spec.startswith("file://") else spec).expanduser()
+    if path.is_file():
+        raise HubError(f"local hub {str(path)!r} is a file, not a folder; pass the hub's folder, or 'hf' for the "
+                       "Hugging Face Hub")
     if not path.is_dir():
-        raise HubError(f"local hub folder {str(path)!r} does not exist; create it, or pass hub=hf")
+        raise HubError(f"local hub folder {str(path)!r} does not exist; create it, or pass 'hf' for the Hugging Face "
+                       "Hub")
     return LocalHub(path)
 
 

@@ -15,15 +15,13 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..constants import DEFAULT_SHORTLIST
 from ..errors import T2VError
 from .features import score_model
 from .scoring import Recommendation
 from .transferability import TransferabilityError, get_score
 
 RERANK_CHOICES = ("none", "logme", "hscore", "knn")
-# Default shortlist: on the held-out set of issue 11, "d_sym top 3, then LogME" gave +12.0% relative
-# error (vs LogME on all 12 experts +8.3%, d_sym alone +17.5%) with 3 of 12 forward passes.
-DEFAULT_SHORTLIST = 3
 
 
 @dataclass

@@ -1,0 +1,130 @@
+"""Flags that only mean something beside another flag, outputs named for the wrong format, and inputs
+of the wrong kind: each is refused in one line naming the fix, before any work, and nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import write_imagefolder
+
+from t2v_hub.cli.main import main
+from t2v_hub.embedding import Task2VecEmbedding
+from t2v_hub.errors import EmbeddingError, HubError
+from t2v_hub.hub import get_hub
+
+
+def _run(capsys, argv: list[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _images(tmp_path: Path) -> Path:
+    (tmp_path / "d").mkdir()
+    return write_imagefolder(tmp_path / "d", ["a", "b"], 2, (8, 8))
+
+
+@pytest.fixture
+def two(tmp_path, make_embedding) -> tuple[str, str]:
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    make_embedding(0).save(a)
+    make_embedding(1).save(b)
+    return str(a), str(b)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["distance", "{a}", "{b}", "--alpha", "0.5"], "--alpha weighs the trivial-task term of d_asym: add --asymmetric"),
+    (["matrix", "{a}", "{b}", "--alpha", "0.5"], "--alpha applies to d_asym: add --asymmetric, or drop --alpha"),
+    (["matrix", "{a}", "{b}", "--trivial", "{a}"], "--trivial applies to d_asym: add --asymmetric, or drop --trivial"),
+])
+def test_asymmetric_only_flags_need_asymmetric(capsys, two, argv, expected) -> None:
+    a, b = two
+    code, err = _run(capsys, [x.format(a=a, b=b) for x in argv])
+    assert code == 2 and expected in err and err.count("\n") == 1
+
+
+def test_distance_alpha_still_works_with_asymmetric(capsys, two, monkeypatch) -> None:
+    import t2v_hub.trivial as trivial
+
+    a, b = two
+    t0 = Task2VecEmbedding.load(a)
+    monkeypatch.setattr(trivial, "trivial_for", lambda e: t0)  # the random test vectors have no probe to embed t0 with
+    capsys.readouterr()
+    assert main(["distance", a, b]) == 0
+    d_sym = float(capsys.readouterr().out)
+    assert main(["distance", a, b, "--asymmetric", "--alpha", "0.5"]) == 0
+    d_asym = float(capsys.readouterr().out)
+    # d_asym(a -> b) = d_sym(a, b) - alpha * d_sym(a, t0), and t0 = a here: d_sym(a, a) = 0.
+    assert d_asym == pytest.approx(d_sym, abs=1e-6)
+
+
+@pytest.mark.parametrize("flag", [["--shortlist", "5"], ["--max-model-mb", "100"]])
+def test_stage_two_flags_need_rerank(capsys, tmp_path, flag) -> None:
+    code, err = _run(capsys, ["recommend", "--dataset", str(tmp_path), "--hub", str(tmp_path), *flag])
+    assert code == 2 and f"{flag[0]} sets stage 2: add --rerank logme" in err
+
+
+@pytest.mark.parametrize("method", ["empirical", "variational"])
+def test_mc_samples_is_refused_where_no_label_is_drawn(capsys, tmp_path, method) -> None:
+    data = _images(tmp_path)
+    out = tmp_path / "e.safetensors"
+    code, err = _run(capsys, ["embed", "--dataset", str(data), "--probe", "test_efficientnet", "--input-size", "32",
+                              "--method", method, "--mc-samples", "3", "--out", str(out), "--quiet", "--no-cache"])
+    assert code == 2 and f"--mc-samples sets how many labels are drawn from the model, which --method {method}" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("cmd", "name"), [
+    (["embed", "--dataset", "{d}", "--probe", "test_efficientnet", "--input-size", "32"], "task.json"),
+    (["trivial", "--probe", "test_efficientnet", "--input-size", "32"], "t0.txt"),
+])
+def test_safetensors_outputs_must_be_named_so(capsys, tmp_path, cmd, name) -> None:
+    data = _images(tmp_path)
+    out = tmp_path / name
+    code, err = _run(capsys, [*(x.format(d=data) for x in cmd), "--out", str(out)])
+    assert code == 2 and "its name must end in .safetensors" in err
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_folder_is_not_an_embedding_file(tmp_path) -> None:
+    with pytest.raises(EmbeddingError, match="is a folder, not an embedding file"):
+        Task2VecEmbedding.load(tmp_path)
+
+
+def test_a_file_is_not_a_local_hub(tmp_path) -> None:
+    f = tmp_path / "x.safetensors"
+    f.write_bytes(b"x")
+    with pytest.raises(HubError, match="is a file, not a folder; pass the hub's folder, or 'hf'"):
+        get_hub(str(f))
+    with pytest.raises(HubError, match="does not exist; create it, or pass 'hf'"):
+        get_hub(str(tmp_path / "nope"))
+
+
+def test_an_undecodable_image_is_named_by_its_file(capsys, tmp_path) -> None:
+    data = _images(tmp_path)
+    broken = data / "a" / "0.png"
+    broken.write_bytes(b"\x89PNG but not really")
+    code, err = _run(capsys, ["embed", "--dataset", str(data), "--probe", "test_efficientnet", "--input-size", "32",
+                              "--out", str(tmp_path / "e.safetensors"), "--quiet", "--no-cache"])
+    assert code == 2 and f"{broken}: not an image PIL can read (19 bytes starting" in err
+    assert "BytesIO" not in err and "--on-bad-image skip" in err
+    empty = data / "b" / "1.png"
+    empty.write_bytes(b"")
+    code, err = _run(capsys, ["embed", "--dataset", str(data), "--probe", "test_efficientnet", "--input-size", "32",
+                              "--out", str(tmp_path / "e.safetensors"), "--quiet", "--no-cache", "--on-bad-image", "skip"])
+    assert code == 0
+
+
+def test_selector_names_the_ids_that_do_not_match(capsys, tmp_path, make_embedding) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    for i in range(2):
+        make_embedding(i, dataset_id=f"user/task{i}").save(tasks / f"t{i}.safetensors")
+    errors = tmp_path / "errors.csv"
+    errors.write_text("task,user/expert\nuser/other0,0.1\nuser/other1,0.2\n")
+    code, err = _run(capsys, ["selector", "train", "--errors", str(errors), "--tasks", str(tasks),
+                              "--out", str(tmp_path / "s.safetensors")])
+    assert code == 2 and "the matrix names 'user/other0', 'user/other1'" in err and "'user/task0'" in err
+    assert not Path(tmp_path / "s.safetensors").exists()
