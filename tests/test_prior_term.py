@@ -145,3 +145,80 @@ def test_cli_recommend_ranks_variational_experts_by_their_priors(local_hub, tmp_
     assert any("own learned prior" in n for n in out.get("notes", [])) or "own learned prior" in captured.err
     own = [r["explain"]["d_sym_to_trivial"] for r in out["recommendations"]]
     assert max(own) - min(own) > 1e-4  # each expert's own prior: the term differs between experts
+    # The same ranking from an index the CLI builds of that hub.
+    idx = tmp_path / "idx"
+    assert main(["index", "--hub", str(local_hub.root), "--out", str(idx), "--method", "variational", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["recommend", "--dataset", target, "--index", str(idx), "--method", "variational",
+                 "--fisher-steps", "3", "--quiet", "--format", "json"]) == 0
+    from_index = json.loads(capsys.readouterr().out)
+    assert [r["repo_id"] for r in from_index["recommendations"]] == [r["repo_id"] for r in out["recommendations"]]
+    for a, b in zip(from_index["recommendations"], out["recommendations"], strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+
+
+@pytest.mark.parametrize("shard_rows", [1, 3, 8])
+def test_the_index_ranks_variational_experts_as_the_hub_does(variational, tmp_path, monkeypatch, shard_rows) -> None:
+    from t2v_hub.selection import index as index_mod
+    from t2v_hub.selection import index_write
+    from t2v_hub.selection.index import build_index, load_index, rank_index
+
+    monkeypatch.setattr(index_write, "PRIOR_CHUNK_ROWS", 2)  # chunks that cut across shards
+    monkeypatch.setattr(index_mod, "PRIOR_CHUNK_ROWS", 2)
+    experts = [_Expert(f"e/{i}", _variant(variational, i, prior_scale=0.2 + i, vector_scale=1.0 + 0.3 * (i % 3)))
+               for i in range(7)]
+    t0 = Task2VecEmbedding(variational.vector + 1.0, dict(variational.metadata))  # any valid t0: not used here
+    idx = load_index(build_index(experts, tmp_path / "idx", shard_rows=shard_rows, trivial=t0))
+    assert idx.prior_scale is not None and idx.prior_scale.shape[0] == 7
+    for alpha in (None, 0.0, 1.0):
+        hub = rank_experts(variational, experts, top_k=7, alpha=alpha)
+        got = rank_index(variational, idx, top_k=7, alpha=alpha, notes=(notes := []))
+        assert [r.repo_id for r in got] == [r.repo_id for r in hub]
+        for a, b in zip(got, hub, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-6)
+            assert a.explain["d_sym_to_trivial"] == pytest.approx(b.explain["d_sym_to_trivial"], abs=1e-6)
+        assert any("own learned prior" in n for n in notes)
+    # The stored term is each expert's own: the naive formula, one expert at a time.
+    layers = layer_ids(variational)
+    for i, ex in enumerate(experts):
+        p_e, t0_e = precision_view(ex.embedding, layers)
+        assert float(idx.to_own_prior[i]) == pytest.approx(d_sym(p_e, t0_e), abs=1e-6)
+    idx.close()
+
+
+def test_an_index_without_priors_says_so_and_one_with_damaged_priors_is_refused(variational, tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from t2v_hub.selection.index import build_index, load_index
+
+    experts = [_Expert(f"e/{i}", _variant(variational, i)) for i in range(3)]
+    plain = Task2VecEmbedding(variational.vector + 1e-3, {**variational.metadata, "method_config": "{}"})
+    t0 = Task2VecEmbedding(variational.vector + 1.0, dict(variational.metadata))
+    # One expert without a recorded prior: no priors are stored, ranking uses the probe's t0 as the hub does.
+    mixed = load_index(build_index([*experts, _Expert("e/plain", plain)], tmp_path / "mixed", trivial=t0))
+    assert mixed.prior_scale is None
+    mixed.close()
+    root = build_index(experts, tmp_path / "idx", trivial=t0)
+    f = root / "trivial.safetensors"
+    tensors = load_file(str(f))
+    tensors["prior_scale"] = -tensors["prior_scale"]
+    save_file(tensors, str(f))
+    with pytest.raises(RecommendError, match="trivial.safetensors does not match the index; rebuild it"):
+        load_index(root)
+    del tensors["layers"]
+    save_file(tensors, str(f))
+    with pytest.raises(RecommendError, match="does not match the index"):
+        load_index(root)
+
+
+def test_recommend_from_an_index_keeps_the_prior_term(variational, tmp_path, monkeypatch) -> None:
+    from t2v_hub.selection import recommend as recommend_mod
+    from t2v_hub.selection.index import build_index
+
+    experts = [_Expert(f"e/{i}", _variant(variational, i, prior_scale=0.5 + i)) for i in range(4)]
+    t0 = Task2VecEmbedding(variational.vector + 1.0, dict(variational.metadata))
+    root = build_index(experts, tmp_path / "idx", trivial=t0)
+    monkeypatch.setattr(recommend_mod, "_target", lambda *a, **k: variational)
+    res = recommend_mod.recommend(TensorTask(torch.zeros(2, 3, 32, 32), torch.tensor([0, 1])), index=root, top_k=4)
+    assert [r.repo_id for r in res.recommendations] == [r.repo_id for r in rank_experts(variational, experts, top_k=4)]
+    assert not any("holds no per-expert learned priors" in n for n in res.notes)

@@ -10,7 +10,8 @@ Layout of an index folder (written to a temporary folder, then renamed into plac
 
     t2v_index.json                       ids, tasks, card URLs, the embedding space, shard list
     experts-00000.safetensors ...        tensor "embeddings": (rows, dim), float32 or bfloat16
-    trivial.safetensors                  tensor "d_sym_to_trivial": (n,), and t0 itself
+    trivial.safetensors                  tensor "d_sym_to_trivial": (n,), and t0 itself; for variational
+                                         experts also each one's learned prior (see .index_write)
 
 ``t2v-hub index --hub H --out DIR`` builds one; ``t2v-hub recommend --index DIR`` ranks
 from it, with or without a MODEL2VEC selector (only the experts the selector was
@@ -25,11 +26,9 @@ import json
 import mmap
 import os
 import re
-import shutil
 import struct
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,23 @@ from typing import Any
 import torch
 
 from ..config import space_of
-from ..embedding import COMPAT_FIELDS, OPTIONAL_COMPAT_FIELDS, Task2VecEmbedding, first_space_difference
+from ..constants import VARIATIONAL_ASYM_ALPHA
+from ..embedding import Task2VecEmbedding, first_space_difference
 from ..errors import IncompatibleEmbeddingError, RecommendError
+from .distances import paired_sym
+from .index_write import (
+    DEFAULT_SHARD_ROWS,
+    DTYPES,
+    INDEX_FILE,
+    INDEX_VERSION,
+    PRIOR_CHUNK_ROWS,
+    build_index,
+    precisions,
+    write_index,
+)
 from .kernels.ranking import sym_to_target
 from .model2vec import Model2Vec, vector_digest
+from .prior_term import has_learned_prior, precision_view
 from .scoring import (
     EmbedPlan,
     Recommendation,
@@ -50,10 +62,8 @@ from .scoring import (
     top_rows,
 )
 
-INDEX_FILE = "t2v_index.json"
-INDEX_VERSION = 1
-DEFAULT_SHARD_ROWS = 8192
-_DTYPES = {"float32": (torch.float32, "F32", 4), "bfloat16": (torch.bfloat16, "BF16", 2)}
+_DTYPES = DTYPES
+_PRIOR_KEYS = {"prior_scale", "layers", "d_sym_to_own_prior"}
 
 
 @dataclass
@@ -69,6 +79,10 @@ class ExpertIndex:
     to_trivial: torch.Tensor  # (n,) d_sym(expert, t0) for the stored t0
     trivial: torch.Tensor  # the t0 the column was computed with
     _maps: list[mmap.mmap] = field(default_factory=list, repr=False)
+    # Variational experts' learned priors (None for other indexes): (n, layers), (dim,), (n,).
+    prior_scale: torch.Tensor | None = None
+    layers: torch.Tensor | None = None
+    to_own_prior: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -107,117 +121,6 @@ class ExpertIndex:
             with contextlib.suppress(BufferError):  # a tensor view is still alive: it closes with it
                 m.close()
         self._maps.clear()
-
-
-# -- building ---------------------------------------------------------------------------------
-
-
-def _space(e: Task2VecEmbedding) -> dict[str, str]:
-    return {f: e.metadata[f] for f in COMPAT_FIELDS + OPTIONAL_COMPAT_FIELDS if e.metadata.get(f)}
-
-
-def _shard_bytes(rows: torch.Tensor, dtype_name: str) -> bytes:
-    from safetensors.torch import save
-
-    return save({"embeddings": rows.to(_DTYPES[dtype_name][0]).contiguous()})
-
-
-def build_index(
-    experts: Sequence[Any],
-    out: str | os.PathLike[str],
-    *,
-    dtype: str = "float32",
-    shard_rows: int = DEFAULT_SHARD_ROWS,
-    trivial: Task2VecEmbedding | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write an index of ``experts`` (``t2v_hub.hub.Expert``-like, one embedding space) to ``out``.
-
-    Experts must all be comparable (pass the ones :func:`t2v_hub.hub.list_experts` gives
-    for one probe and method). ``trivial`` defaults to the probe's t0 (computed once, cached).
-    """
-    if shard_rows < 1:
-        raise RecommendError(f"shard_rows must be at least 1, got {shard_rows}")
-    if not experts:
-        raise RecommendError("no experts to index; check hub=, filter= and probe=")
-    first = experts[0].embedding
-    for ex in experts[1:]:
-        try:
-            first.check_compatible(ex.embedding)
-        except IncompatibleEmbeddingError as exc:
-            raise RecommendError(f"{ex.repo_id} is not comparable with {experts[0].repo_id} ({exc}); "
-                                 "index one probe and method at a time (probe=, method=)") from exc
-    if trivial is None:
-        from ..trivial import trivial_for
-
-        trivial = trivial_for(first)
-    first.check_compatible(trivial)
-
-    def blocks() -> Iterator[torch.Tensor]:
-        for start in range(0, len(experts), shard_rows):
-            yield torch.stack([ex.embedding.vector.float() for ex in experts[start : start + shard_rows]])
-
-    return write_index(
-        out, _space(first), [ex.repo_id for ex in experts], [ex.task or "" for ex in experts],
-        [ex.url or "" for ex in experts], blocks(), trivial.vector, dtype=dtype, overwrite=overwrite,
-    )
-
-
-def write_index(
-    out: str | os.PathLike[str],
-    space: dict[str, str],
-    ids: Sequence[str],
-    tasks: Sequence[str],
-    urls: Sequence[str],
-    blocks: Iterable[torch.Tensor],
-    trivial: torch.Tensor,
-    *,
-    dtype: str = "float32",
-    overwrite: bool = False,
-) -> Path:
-    """Write an index from row blocks (one shard each), holding one block in memory at a time."""
-    if dtype not in _DTYPES:
-        raise RecommendError(f"index dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-    dest = Path(out)
-    if dest.exists() and not overwrite:
-        raise RecommendError(f"{dest} exists; pass overwrite=True to replace it")
-    if dest.exists() and (dest.is_symlink() or not dest.is_dir() or not (dest / INDEX_FILE).is_file()):
-        # Replace only what is recognisably an index: never a folder of the user's files.
-        raise RecommendError(f"{dest} exists and is not an expert index (no {INDEX_FILE}); refusing to replace it: "
-                             "choose another output folder, or remove it yourself")
-    t0 = trivial.float().reshape(-1)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        shards, to_trivial, total = [], [], 0
-        for i, rows in enumerate(blocks):
-            if rows.dim() != 2 or rows.shape[1] != t0.numel():
-                raise RecommendError(f"row block {i} has shape {tuple(rows.shape)}; expected (rows, {t0.numel()})")
-            name = f"experts-{i:05d}.safetensors"
-            stored = rows.to(_DTYPES[dtype][0]).contiguous()
-            (tmp / name).write_bytes(_shard_bytes(stored, dtype))
-            shards.append({"file": name, "rows": int(rows.shape[0])})
-            total += int(rows.shape[0])
-            # Distances to t0 from the stored (possibly rounded) rows, as ranking will see them.
-            to_trivial.append(sym_to_target(stored, t0))
-        if not (total == len(ids) == len(tasks) == len(urls)):
-            raise RecommendError(f"{total} rows for {len(ids)} ids, {len(tasks)} tasks, {len(urls)} urls")
-        from safetensors.torch import save
-
-        (tmp / "trivial.safetensors").write_bytes(save({"d_sym_to_trivial": torch.cat(to_trivial), "t0": t0}))
-        meta = {
-            "format_version": INDEX_VERSION, "dtype": dtype, "dim": int(t0.numel()), "space": dict(space),
-            "ids": list(ids), "tasks": list(tasks), "urls": list(urls), "shards": shards,
-            "trivial_digest": vector_digest(t0),
-        }
-        (tmp / INDEX_FILE).write_text(json.dumps(meta) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)  # the index appears whole or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -301,8 +204,9 @@ def load_index(path: str | os.PathLike[str]) -> ExpertIndex:
         triv = load_file(str(root / "trivial.safetensors"))
     except Exception as exc:
         raise RecommendError(f"{root}/trivial.safetensors is missing or damaged; rebuild the index") from exc
-    if set(triv) != {"d_sym_to_trivial", "t0"} or triv["d_sym_to_trivial"].shape != (n,) \
-            or triv["t0"].shape != (dim,):
+    extra = set(triv) - {"d_sym_to_trivial", "t0"}
+    if not {"d_sym_to_trivial", "t0"} <= set(triv) or extra not in (set(), _PRIOR_KEYS) \
+            or triv["d_sym_to_trivial"].shape != (n,) or triv["t0"].shape != (dim,) or (extra and not _priors_fit(triv, n, dim)):
         raise RecommendError(f"{root}/trivial.safetensors does not match the index; rebuild it")
     if not (torch.isfinite(triv["d_sym_to_trivial"]).all() and torch.isfinite(triv["t0"]).all()) \
             or bool((triv["t0"] < 0).any()) or not bool((triv["t0"] > 0).any()):
@@ -313,7 +217,15 @@ def load_index(path: str | os.PathLike[str]) -> ExpertIndex:
         shards.append(t)
         maps.append(mm)
     return ExpertIndex(root, list(meta["ids"]), list(meta["tasks"]), list(meta["urls"]), dict(meta["space"]),
-                       shards, triv["d_sym_to_trivial"], triv["t0"], maps)
+                       shards, triv["d_sym_to_trivial"], triv["t0"], maps,
+                       triv.get("prior_scale"), triv.get("layers"), triv.get("d_sym_to_own_prior"))
+
+
+def _priors_fit(triv: dict[str, torch.Tensor], n: int, dim: int) -> bool:
+    scale, layers, own = triv["prior_scale"], triv["layers"], triv["d_sym_to_own_prior"]
+    return (scale.dim() == 2 and scale.shape[0] == n and layers.shape == (dim,) and own.shape == (n,)
+            and not layers.is_floating_point() and bool(((layers >= 0) & (layers < scale.shape[1])).all())
+            and bool(torch.isfinite(scale).all() and (scale > 0).all() and torch.isfinite(own).all()))
 
 
 # -- ranking ----------------------------------------------------------------------------------
@@ -356,6 +268,8 @@ def rank_index(
     index.check_compatible(target)
     if selector is not None:
         selector.check_compatible(target)
+    elif trivial is None and has_learned_prior(target) and index.prior_scale is not None:
+        return _rank_index_by_prior(target, index, alpha, top_k, name_for, notes)
     a = resolve_alpha(alpha, selector, notes)
     # Default t0: the selector's (its biases were trained against it), else the one stored at build time.
     default = None if selector is not None else index.trivial
@@ -396,4 +310,28 @@ def rank_index(
     )
 
 
-__all__ = ["INDEX_FILE", "ExpertIndex", "build_index", "load_index", "rank_index", "write_index"]
+def _rank_index_by_prior(target: Task2VecEmbedding, index: ExpertIndex, alpha: float | None, top_k: int,
+                         name_for: Callable[[str], str] | None, notes: list[str]) -> list[Recommendation]:
+    """:func:`t2v_hub.selection.scoring.rank_experts`'s per-expert prior term, from the stored priors."""
+    assert index.prior_scale is not None and index.layers is not None and index.to_own_prior is not None
+    a = float(alpha if alpha is not None else VARIATIONAL_ASYM_ALPHA)
+    p_target, _ = precision_view(target, index.layers)
+    d_task, start = [], 0
+    for shard in index.shards:
+        for s in range(0, shard.shape[0], PRIOR_CHUNK_ROWS):
+            rows = shard[s : s + PRIOR_CHUNK_ROWS]
+            P, _ = precisions(rows, index.prior_scale[start + s : start + s + rows.shape[0]], index.layers)
+            d_task.append(paired_sym(P, p_target.expand_as(P)))
+        start += shard.shape[0]
+    d = _finite(index, torch.cat(d_task))
+    scores = d - a * index.to_own_prior
+    top = top_rows(scores, top_k)
+    rows_t = torch.tensor(top, dtype=torch.long)
+    notes.append(f"variational embeddings: d_asym compares precisions, each expert's own learned prior as its t0 "
+                 f"(alpha={a:g})")
+    return build_recommendations(top, scores, d[rows_t], index.to_own_prior[rows_t], a, torch.zeros(index.size),
+                                 None, None, index.ids, index.tasks, index.urls, name_for)
+
+
+__all__ = ["DEFAULT_SHARD_ROWS", "INDEX_FILE", "INDEX_VERSION", "ExpertIndex", "build_index", "load_index",
+           "rank_index", "write_index"]

@@ -233,10 +233,10 @@ def _recommend_from_index(
                              f"({method or plan.method}); drop probe/method or build an index for the ones you want")
     target = _target(dataset, plan, on_embed, embed_kwargs)
     notes: list[str] = []
-    if sel is None and trivial is None and has_learned_prior(target):
-        # The index stores one t0 column; the per-expert prior term needs each expert's own prior.
-        notes.append("the index ranks variational experts with the probe's t0; rank with hub= for the "
-                     "per-expert prior term")
+    if sel is None and trivial is None and has_learned_prior(target) and idx.prior_scale is None:
+        # Built before indexes stored priors, or some expert records none: one t0 column for all.
+        notes.append("the index holds no per-expert learned priors, so variational experts are ranked with the "
+                     "probe's t0; rebuild it with `t2v-hub index` for the per-expert prior term")
     try:
         if candidates is None:
             recs = rank_index(target, idx, alpha=alpha, selector=sel, trivial=trivial, top_k=top_k,
