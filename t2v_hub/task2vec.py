@@ -107,6 +107,49 @@ def _probe_for(probe: str | nn.Module | Probe, num_classes: int | None, config: 
     return p.with_outputs(num_classes) if p.num_classes != num_classes else p
 
 
+def _check_channels(task: Any, p: Probe) -> None:
+    """Preprocessed tensors must have the probe's channels (a dataset is converted by its data config)."""
+    images = getattr(task, "images", None)
+    want = int(p.data_config["input_size"][0])
+    if isinstance(images, torch.Tensor) and images.dim() == 4 and int(images.shape[1]) != want:
+        raise DataError(f"images have {int(images.shape[1])} channel(s), the probe {p.name} takes {want}: convert "
+                        f"them (e.g. x.expand(-1, {want}, -1, -1) for grayscale), or pass a dataset, which t2v-hub "
+                        "converts")
+
+
+# Set by the pipeline itself, never by fisher_options.
+_PIPELINE_OWNED = {"model", "loader", "params", "generator", "device", "loss_fn", "init_hessian"}
+
+
+def _check_fisher_options(method: str, options: dict[str, Any] | None) -> None:
+    """Unknown ``fisher_options`` are refused before any work, against the method the caller named.
+
+    (montecarlo's labels are drawn here and its per-sample pass is the empirical estimator's, and
+    the variational estimator takes ``**kwargs``: neither would name the problem well, or at all.)
+    """
+    if not options:
+        return
+    if not isinstance(options, dict):
+        raise FisherError(f"fisher_options must be a dict of estimator options, got {type(options).__name__}")
+    if method in ("montecarlo", "empirical"):
+        from .fisher.persample import PERSAMPLE_OPTIONS as allowed
+    elif method == "batch":
+        from .fisher.batch import BATCH_OPTIONS as allowed
+    else:
+        import inspect
+
+        from .fisher.variational import estimate_variational
+
+        params = inspect.signature(estimate_variational).parameters.values()
+        allowed = {p.name for p in params if p.kind is p.KEYWORD_ONLY} - _PIPELINE_OWNED | {"init"}
+    unknown = sorted(set(options) - set(allowed) - {"likelihood"})
+    if unknown or "likelihood" in options:
+        bad = unknown or ["likelihood"]
+        raise FisherError(f"fisher_options {bad} are not options of method={method!r}"
+                          + (" (the likelihood follows the labels)" if bad == ["likelihood"] else "")
+                          + f"; valid: {sorted(set(allowed) - {'likelihood'})}")
+
+
 def _fisher(run: EmbedRun, feats: torch.Tensor) -> FisherResult:
     """The configured estimator on this process's shard, then the exact cross-process sum."""
     from .fisher import estimate
@@ -252,6 +295,7 @@ def embed(
     from a local ``.safetensors``/``.pth`` file (its sha256 is recorded).
     """
     max_samples, seed, mc_samples, batch_size = _check_args(method, max_samples, seed, mc_samples, batch_size)
+    _check_fisher_options(method, fisher_options)
     t0 = time.perf_counter()
     config = EmbedConfig(
         probe=probe if isinstance(probe, str) else getattr(getattr(probe, "config", None), "name", type(probe).__name__),
@@ -271,6 +315,7 @@ def embed(
     if dense:
         check_method(method)
     p = _probe_for(probe, None if dense else int(task.num_classes), config, pretrained, checkpoint)
+    _check_channels(task, p)
     p.to(dev)
 
     key = cache_key(task.metadata, p, config) if cache else None

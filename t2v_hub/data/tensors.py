@@ -36,6 +36,7 @@ class TensorTask:
         metadata: dict[str, Any] | None = None,
         label_kind: str | None = None,
     ) -> None:
+        _check_tensors(images, labels, label_kind)
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{images.shape[0]} images but {labels.shape[0]} labels; pass one label per image")
         if images.shape[0] == 0:
@@ -103,6 +104,35 @@ class TensorTask:
         return TensorTask(self.images[idx], self.labels[idx], meta)
 
 
+def _check_tensors(images: Any, labels: Any, label_kind: str | None) -> None:
+    """What the probe and the likelihood need, refused here in words instead of deep inside torch."""
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise DataError(f"images and labels must be torch tensors, got {type(images).__name__} and "
+                        f"{type(labels).__name__}; or pass a dataset (Hub id, folder, datasets object)")
+    if images.dim() != 4 or not images.is_floating_point():
+        raise DataError(f"images must be a float tensor (N, C, H, W) normalised for the probe, got "
+                        f"{images.dtype} of shape {tuple(images.shape)}; or pass a dataset, which t2v-hub "
+                        "preprocesses with the probe's own data config")
+    if not bool(torch.isfinite(images).all()):
+        raise DataError("images contain NaN or Inf; fix or drop those images")
+    if label_kind == "regression":
+        if not labels.is_floating_point():
+            raise DataError(f"regression labels must be float, got {labels.dtype}")
+        return
+    if labels.dim() == 1:
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise DataError(f"labels are {labels.dtype}: pass int64 class ids, or label_kind='regression' "
+                            "for float targets")
+        if labels.numel() and int(labels.min()) < 0:
+            raise DataError(f"labels hold {int(labels.min())}: class ids are 0..C-1 (a -1 usually means "
+                            "'no label': drop those rows)")
+    elif labels.dim() == 2:
+        if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
+            raise DataError("multi-label targets (N, C) must be 0/1 (multi-hot)")
+    else:
+        raise DataError(f"labels must be (N,) class ids or an (N, C) multi-hot, got shape {tuple(labels.shape)}")
+
+
 class TensorBatches:
     """Re-iterable batches over pre-decoded tensors; with ``desc`` a progress bar (img/s) on stderr.
 
@@ -138,6 +168,9 @@ class TensorBatches:
 
 def as_task(dataset: Any, *, max_samples: int | None, seed: int, data_options: dict[str, Any]) -> Any:
     """A :class:`TensorTask` or :class:`~t2v_hub.data.task.TaskData` for anything ``embed`` accepts."""
+    if isinstance(dataset, (TensorTask, tuple)) and data_options:
+        raise DataError(f"{', '.join(f'{k}=' for k in sorted(data_options))} only apply to datasets that are loaded "
+                        "(Hub ids, folders, files, datasets objects), not to tensors; drop them")
     if isinstance(dataset, TensorTask):
         task = dataset
     elif isinstance(dataset, tuple) and len(dataset) == 2 and isinstance(dataset[0], torch.Tensor):

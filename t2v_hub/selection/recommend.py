@@ -9,6 +9,8 @@ Python API cannot drift apart. Ranking itself is :mod:`.scoring` (in memory) or
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..config import space_of
+from ..config import check_count, space_of
 from ..constants import DEFAULT_FISHER_METHOD
 from ..embedding import Task2VecEmbedding
 from ..errors import RecommendError
@@ -142,8 +144,15 @@ def recommend(
     """
     from ..hub import get_hub
 
-    if top_k < 1:
-        raise RecommendError(f"top_k must be at least 1, got {top_k}")
+    top_k = check_count("top_k", top_k, 1, error=RecommendError)
+    shortlist = check_count("shortlist", shortlist, 1, error=RecommendError)
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
+                              or not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0):
+        raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
+    if isinstance(filter, str):  # one tag, as huggingface_hub's list_models(filter=) takes it
+        filter = [filter]
+    if not isinstance(hub, str) and not hasattr(hub, "list_models"):
+        raise RecommendError(f"hub={hub!r}: expected 'hf', a URL, a local folder or a hub object")
     check_rerank(rerank, shortlist)
     if rerank != "none" and isinstance(dataset, Task2VecEmbedding):
         raise RecommendError("rerank needs the dataset's images, not an embedding file; pass the dataset "

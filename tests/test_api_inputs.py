@@ -1,0 +1,117 @@
+"""The Python API refuses inputs of the wrong kind with the parameter named, before any work.
+
+The class: anything a caller can pass that the pipeline would otherwise meet deep inside torch or
+timm (an AttributeError, a dtype RuntimeError) or, worse, ignore.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import t2v_hub
+from t2v_hub.errors import DataError, FisherError, ProbeError, RecommendError
+from t2v_hub.task2vec import TensorTask
+
+X = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+Y = torch.tensor([0, 1] * 4)
+
+
+def _embed(task, probe="test_efficientnet", method="montecarlo", **kw):
+    return t2v_hub.embed(task, probe, method, input_size=32, cache=False, quiet=True, **kw)
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: TensorTask(X * float("nan"), Y), "images contain NaN or Inf"),
+    (lambda: TensorTask(torch.rand(8, 10), Y), r"images must be a float tensor \(N, C, H, W\).*shape \(8, 10\)"),
+    (lambda: TensorTask((X * 255).to(torch.uint8), Y), "images must be a float tensor.*torch.uint8"),
+    (lambda: TensorTask(X, Y.float() + 0.5), "labels are torch.float32: pass int64 class ids, or label_kind='regression'"),
+    (lambda: TensorTask(X, Y - 1), "labels hold -1: class ids are 0..C-1"),
+    (lambda: TensorTask(X, torch.full((8, 3), 2)), "multi-label targets .* must be 0/1"),
+    (lambda: TensorTask(X, Y[:, None, None]), r"labels must be \(N,\) class ids"),
+    (lambda: TensorTask(X.numpy(), Y), "images and labels must be torch tensors, got ndarray"),
+    (lambda: TensorTask(X, Y.long(), label_kind="regression"), "regression labels must be float"),
+])
+def test_tensor_tasks_of_the_wrong_kind_are_refused(make, match) -> None:
+    with pytest.raises(DataError, match=match):
+        make()
+
+
+def test_tensor_tasks_that_are_right_still_embed() -> None:
+    e = _embed(TensorTask(X, Y))
+    assert e.dim > 0 and bool(torch.isfinite(e.vector).all())
+    multi = TensorTask(X, torch.tensor([[1, 0], [0, 1]] * 4, dtype=torch.float32))
+    assert multi.label_kind == "multi"
+
+
+def test_grayscale_tensors_are_refused_with_the_conversion() -> None:
+    with pytest.raises(DataError, match=r"images have 1 channel\(s\), the probe test_efficientnet takes 3.*expand"):
+        _embed(TensorTask(torch.rand(8, 1, 32, 32), Y))
+
+
+@pytest.mark.parametrize("probe", [None, 5, 3.0])
+def test_a_probe_that_is_no_model_is_named(probe) -> None:
+    with pytest.raises(ProbeError, match=rf"probe={probe!r}: expected a timm model name"):
+        _embed(TensorTask(X, Y), probe=probe)
+
+
+def test_loader_options_for_tensors_are_refused() -> None:
+    with pytest.raises(DataError, match="split= only apply to datasets that are loaded"):
+        _embed(TensorTask(X, Y), split="train")
+    with pytest.raises(DataError, match="bogus="):
+        _embed((X, Y), bogus=1)
+
+
+@pytest.mark.parametrize(("method", "options", "match"), [
+    ("montecarlo", {"steps": 3}, r"fisher_options \['steps'\] are not options of method='montecarlo'"),
+    ("empirical", {"nonsense": 1}, r"\['nonsense'\] are not options of method='empirical'"),
+    ("batch", {"steps": 1}, r"\['steps'\] are not options of method='batch'"),
+    ("variational", {"bogus": 1}, r"\['bogus'\] are not options of method='variational'"),
+    ("variational", {"likelihood": "gaussian"}, "the likelihood follows the labels"),
+])
+def test_unknown_fisher_options_are_refused_before_any_work(monkeypatch, method, options, match) -> None:
+    import t2v_hub.task2vec as pipeline
+
+    def no_work(*a, **k):
+        raise AssertionError("the dataset was read before the options were checked")
+
+    monkeypatch.setattr(pipeline, "as_task", no_work)
+    with pytest.raises(FisherError, match=match):
+        _embed(TensorTask(X, Y), method=method, fisher_options=options)
+
+
+def test_the_variational_options_that_exist_are_accepted(monkeypatch) -> None:
+    from t2v_hub.task2vec import _check_fisher_options
+
+    _check_fisher_options("variational", {"steps": 2, "init": "laplace", "optimizer": "adam", "beta": 1e-7})
+    _check_fisher_options("montecarlo", {"filter_means": False, "conv_backend": "unfold"})
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"hub": 42}, r"hub=42: expected 'hf', a URL, a local folder or a hub object"),
+    ({"top_k": "5"}, r"top_k='5': expected a whole number of at least 1"),
+    ({"top_k": 0}, r"top_k=0"),
+    ({"alpha": 2.0}, r"alpha=2.0: expected a number in \[0, 1\]"),
+    ({"alpha": float("nan")}, r"alpha=nan"),
+    ({"alpha": "0.1"}, r"alpha='0.1'"),
+    ({"rerank": "logme", "shortlist": 0}, r"shortlist=0"),
+])
+def test_recommend_names_the_parameter(tmp_path, kwargs, match) -> None:
+    with pytest.raises(RecommendError, match=match):
+        t2v_hub.recommend(TensorTask(X, Y), **{"hub": str(tmp_path), **kwargs})
+
+
+def test_recommend_takes_one_tag_as_a_string(local_hub, make_embedding, monkeypatch) -> None:
+    from t2v_hub.hub import push_embedding
+    from t2v_hub.selection import recommend as recommend_mod
+
+    for i, tag in enumerate(("vision", "audio")):
+        local_hub.create_repo(f"org/e{i}")
+        push_embedding(local_hub, f"org/e{i}", make_embedding(i))
+        card = local_hub.root / "org" / f"e{i}" / "README.md"
+        assert "tags:\n" in card.read_text()
+        card.write_text(card.read_text().replace("tags:\n", f"tags:\n- {tag}\n", 1))
+    target = make_embedding(5)
+    one = recommend_mod.recommend(target, hub=local_hub, filter="vision", trivial=make_embedding(9))
+    listed = recommend_mod.recommend(target, hub=local_hub, filter=["vision"], trivial=make_embedding(9))
+    assert [r.repo_id for r in one.recommendations] == [r.repo_id for r in listed.recommendations] == ["org/e0"]
