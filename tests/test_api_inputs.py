@@ -115,3 +115,35 @@ def test_recommend_takes_one_tag_as_a_string(local_hub, make_embedding, monkeypa
     one = recommend_mod.recommend(target, hub=local_hub, filter="vision", trivial=make_embedding(9))
     listed = recommend_mod.recommend(target, hub=local_hub, filter=["vision"], trivial=make_embedding(9))
     assert [r.repo_id for r in one.recommendations] == [r.repo_id for r in listed.recommendations] == ["org/e0"]
+
+
+def test_one_model_or_candidate_as_a_string_is_one_not_its_characters(monkeypatch) -> None:
+    from t2v_hub.selection import features
+
+    seen = []
+    monkeypatch.setattr(features, "score_model", lambda name, *a, **k: seen.append(name) or features.ModelScore(
+        rank=0, name=name, metric="logme", score=1.0, seconds=0.0, forward_passes=8, input_size=[3, 32, 32],
+        feature_dim=4))
+    rows = t2v_hub.score_models(TensorTask(X, Y), "resnet18")
+    assert seen == ["resnet18"] and [r.name for r in rows] == ["resnet18"]
+
+
+@pytest.mark.parametrize("mb", [-1, 0, float("nan"), "10"])
+def test_max_model_mb_is_checked_before_any_model_is_fetched(tmp_path, monkeypatch, mb) -> None:
+    from t2v_hub.selection import features
+    from t2v_hub.selection.features import ModelLoadError
+
+    monkeypatch.setattr(features, "score_model", lambda *a, **k: pytest.fail("a model was fetched"))
+    with pytest.raises(ModelLoadError, match=rf"max_model_mb={mb!r}: expected a positive size"):
+        t2v_hub.score_models(TensorTask(X, Y), ["resnet18"], max_model_mb=mb)
+    with pytest.raises(ModelLoadError, match="max_model_mb="):
+        t2v_hub.recommend(TensorTask(X, Y), hub=str(tmp_path), rerank="logme", max_model_mb=mb)
+
+
+def test_selector_and_metric_inputs_of_the_wrong_kind() -> None:
+    from t2v_hub.errors import SelectorError
+
+    with pytest.raises(SelectorError, match="selector=5: expected a selector file"):
+        t2v_hub.load_selector(5)
+    with pytest.raises(SelectorError, match=r"errors \(3, 2\), scores \(2, 2\) must have the same"):
+        t2v_hub.evaluate_selection(torch.rand(3, 2), torch.rand(2, 2))

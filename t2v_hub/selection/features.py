@@ -151,6 +151,9 @@ def score_models(
     from ..data import as_task
 
     get_score(metric)  # fail before any download
+    if isinstance(models, str):  # one model, not its characters
+        models = [models]
+    check_max_model_mb(max_model_mb)
     if not models:
         raise TransferabilityError("no models to score; pass at least one model name")
     if batch_size < 1:
@@ -169,5 +172,15 @@ def score_models(
     return [replace(r, rank=k) for k, r in enumerate(rows, 1)]
 
 
-__all__ = ["ModelLoadError", "ModelScore", "load_model", "model_features", "score_model", "score_models",
+def check_max_model_mb(max_model_mb: Any) -> None:
+    """``max_model_mb`` is None or a positive size, checked before any model is fetched."""
+    import math
+    import numbers
+
+    if max_model_mb is not None and (isinstance(max_model_mb, bool) or not isinstance(max_model_mb, numbers.Real)
+                                     or not math.isfinite(max_model_mb) or max_model_mb <= 0):
+        raise ModelLoadError(f"max_model_mb={max_model_mb!r}: expected a positive size in MB, or None for no limit")
+
+
+__all__ = ["ModelLoadError", "ModelScore", "check_max_model_mb", "load_model", "model_features", "score_model", "score_models",
            "targets_for"]

@@ -34,6 +34,10 @@ def evaluate_selection(
     """
     from scipy.stats import weightedtau
 
+    if errors.shape != scores.shape or (exclude is not None and exclude.shape != errors.shape):
+        raise SelectorError(f"errors {tuple(errors.shape)}, scores {tuple(scores.shape)}"
+                            + (f" and exclude {tuple(exclude.shape)}" if exclude is not None else "")
+                            + " must have the same (tasks, experts) shape")
     err, sc = errors.double(), scores.double()
     valid = torch.isfinite(err) & torch.isfinite(sc)
     if exclude is not None:

@@ -290,6 +290,8 @@ def load_selector(spec: str | os.PathLike[str] | Model2Vec, hub: Any = None) -> 
     """A selector from a file path, or from a hub repo holding ``selector.safetensors``."""
     if isinstance(spec, Model2Vec):
         return spec
+    if not isinstance(spec, (str, os.PathLike)):
+        raise SelectorError(f"selector={spec!r}: expected a selector file, a hub repo id or a Model2Vec")
     p = Path(spec)
     if p.is_file():
         return Model2Vec.load(p)

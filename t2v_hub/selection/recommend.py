@@ -151,6 +151,11 @@ def recommend(
         raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
     if isinstance(filter, str):  # one tag, as huggingface_hub's list_models(filter=) takes it
         filter = [filter]
+    if isinstance(candidates, str):  # one repo id, not its characters
+        candidates = [candidates]
+    from .features import check_max_model_mb
+
+    check_max_model_mb(max_model_mb)
     if not isinstance(hub, str) and not hasattr(hub, "list_models"):
         raise RecommendError(f"hub={hub!r}: expected 'hf', a URL, a local folder or a hub object")
     check_rerank(rerank, shortlist)
