@@ -68,6 +68,11 @@ PROBE_ENTRY_POINT_GROUP = "t2v_hub.probes"
 INTEGRATION_ENTRY_POINT_GROUP = "t2v_hub.integrations"
 
 
+def quiet_env() -> bool:
+    """``T2V_HUB_QUIET=1`` (set by the CLI's --quiet): no hints from deep inside the library either."""
+    return os.environ.get("T2V_HUB_QUIET", "").lower() in {"1", "true", "yes"}
+
+
 def cache_dir() -> str:
     """Embedding cache; overridable with T2V_HUB_CACHE."""
     default = os.path.join(os.path.expanduser("~"), ".cache", "t2v_hub")

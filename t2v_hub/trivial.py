@@ -60,7 +60,7 @@ def trivial_embedding(
     path = Path(C.cache_dir()) / "trivial" / f"{key}.safetensors"
     if cache and path.is_file():
         return Task2VecEmbedding.load(path)
-    if not quiet:
+    if not quiet and not C.quiet_env():
         # Minutes on a CPU for a real probe, once per (probe, weights, layout, method): say so.
         print(f"computing the trivial embedding of {p.name} ({method}, {h}x{w}, {num_samples} samples); "
               "cached afterwards...", file=sys.stderr, flush=True)

@@ -128,3 +128,31 @@ def test_selector_names_the_ids_that_do_not_match(capsys, tmp_path, make_embeddi
                               "--out", str(tmp_path / "s.safetensors")])
     assert code == 2 and "the matrix names 'user/other0', 'user/other1'" in err and "'user/task0'" in err
     assert not Path(tmp_path / "s.safetensors").exists()
+
+
+def test_quiet_reaches_the_library_hints_and_is_restored(capsys, tmp_path, monkeypatch) -> None:
+    import os
+
+    from t2v_hub.trivial import trivial_embedding
+
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("T2V_HUB_QUIET", raising=False)
+    capsys.readouterr()
+    trivial_embedding("test_efficientnet", input_size=32, num_samples=4, cache=False)
+    assert "computing the trivial embedding" in capsys.readouterr().err
+    monkeypatch.setenv("T2V_HUB_QUIET", "1")
+    trivial_embedding("test_efficientnet", input_size=32, num_samples=4, cache=False)
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("T2V_HUB_QUIET")
+    assert main(["trivial", "--probe", "test_efficientnet", "--input-size", "32", "--num-samples", "4",
+                 "--out", str(tmp_path / "t0.safetensors"), "--quiet"]) == 0
+    assert "T2V_HUB_QUIET" not in os.environ  # one command's --quiet does not silence the next
+
+
+@pytest.mark.parametrize("flag", [["--method", "batch"], ["--checkpoint", "w.safetensors"], ["--input-size", "32"]])
+def test_trivial_like_takes_its_space_from_the_embedding(capsys, two, tmp_path, flag) -> None:
+    a, _ = two
+    out = tmp_path / "t0.safetensors"
+    code, err = _run(capsys, ["trivial", "--like", a, *flag, "--out", str(out)])
+    assert code == 2 and f"{flag[0]}" in err and "apply to --probe; --like takes the probe" in err
+    assert not out.exists()

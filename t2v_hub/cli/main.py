@@ -95,13 +95,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_DISABLE_PROGRESS_BARS", "T2V_HUB_QUIET")}
     if getattr(args, "quiet", False):
-        # --quiet means quiet: no retry or progress lines from the libraries underneath either.
+        # --quiet means quiet: no retry or progress lines from the libraries underneath either,
+        # nor hints from t2v-hub's own library code (t0's "computing..."); restored afterwards.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("T2V_HUB_QUIET", "1")
         import logging
 
         for name in ("huggingface_hub", "datasets", "timm"):
             logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        return _run(args)
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             # Our own warnings are hints for the user: one line on stderr, no source line.

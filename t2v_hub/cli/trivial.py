@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--like", metavar="FILE", help="an embedding whose space t0 must share")
     src.add_argument("--probe", help="timm model name of the probe")
-    p.add_argument("--method", default="montecarlo", choices=("montecarlo", "empirical", "batch", "variational"),
+    p.add_argument("--method", default=None, choices=("montecarlo", "empirical", "batch", "variational"),
                    help="Fisher estimator (with --probe; default montecarlo)")
     p.add_argument("--input-size", type=input_side, default=None, help="probe input resolution (with --probe)")
     p.add_argument("--include-norm", action="store_true", help="norm-layer scales in the layout (with --probe)")
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="the probe's weights file (with --probe)")
     p.add_argument("--num-samples", type=int_in(2, 2**31 - 1), default=64, help="images of the no-information task")
     p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--quiet", action="store_true", help="no progress or hints on stderr")
     add_format_arg(p, what="the summary")
     return p
 
@@ -39,21 +40,25 @@ def run(args: argparse.Namespace) -> int:
         from ..embedding import Task2VecEmbedding
         from ..trivial import trivial_for
 
-        if args.input_size or args.include_norm or args.no_pretrained:
-            raise T2VError("--input-size, --include-norm and --no-pretrained apply to --probe; --like takes them "
-                           "from the embedding")
-        t0 = trivial_for(Task2VecEmbedding.load(args.like), num_samples=args.num_samples)
+        given = [f for f, v in (("--method", args.method), ("--input-size", args.input_size),
+                                ("--include-norm", args.include_norm), ("--no-pretrained", args.no_pretrained),
+                                ("--checkpoint", args.checkpoint)) if v]
+        if given:
+            raise T2VError(f"{', '.join(given)} apply to --probe; --like takes the probe, method, input size and "
+                           "weights from the embedding: drop them")
+        t0 = trivial_for(Task2VecEmbedding.load(args.like), num_samples=args.num_samples, quiet=args.quiet)
     else:
         from ..trivial import trivial_embedding
 
-        t0 = trivial_embedding(args.probe, args.method, num_samples=args.num_samples, input_size=args.input_size,
-                               include_norm=args.include_norm, pretrained=False if args.no_pretrained else None,
-                               checkpoint=args.checkpoint)
+        t0 = trivial_embedding(args.probe, args.method or "montecarlo", num_samples=args.num_samples,
+                               input_size=args.input_size, include_norm=args.include_norm,
+                               pretrained=False if args.no_pretrained else None, checkpoint=args.checkpoint,
+                               quiet=args.quiet)
     t0.save(args.out)
     summary = {"out": args.out, "probe": t0.probe, "method": t0.method, "dim": t0.dim, "norm": t0.norm,
                "weights": t0.metadata.get("weights"), "weights_sha256": t0.metadata.get("weights_sha256")}
     emit_summary(args.format, summary, f"trivial embedding of {t0.probe} ({t0.method}, {summary['weights']}), "
                                        f"dim {t0.dim}, norm {t0.norm:.4g} -> {args.out}")
-    if args.format == "table":
+    if args.format == "table" and not args.quiet:
         hint("use it with: t2v-hub distance A B --asymmetric, or recommend/matrix --trivial " + args.out)
     return 0
