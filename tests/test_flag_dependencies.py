@@ -10,7 +10,7 @@ from conftest import write_imagefolder
 
 from t2v_hub.cli.main import main
 from t2v_hub.embedding import Task2VecEmbedding
-from t2v_hub.errors import EmbeddingError, HubError
+from t2v_hub.errors import EmbeddingError, HubError, ProbeError
 from t2v_hub.hub import get_hub
 
 
@@ -156,3 +156,29 @@ def test_trivial_like_takes_its_space_from_the_embedding(capsys, two, tmp_path, 
     code, err = _run(capsys, ["trivial", "--like", a, *flag, "--out", str(out)])
     assert code == 2 and f"{flag[0]}" in err and "apply to --probe; --like takes the probe" in err
     assert not out.exists()
+
+
+def test_dataset_flags_with_an_embedding_file_are_refused(capsys, two, tmp_path, local_hub) -> None:
+    a, _ = two
+    local_hub.create_repo("org/m")
+    code, err = _run(capsys, ["attach", "--model", "org/m", "--hub", str(local_hub.root), "--embedding", a,
+                              "--max-samples", "5", "--split", "test"])
+    assert code == 2 and "--split, --max-samples shape an embedding computed from a dataset" in err
+    assert not list((local_hub.root / "org" / "m").glob("task2vec/*"))
+    code, err = _run(capsys, ["recommend", "--dataset", a, "--hub", str(local_hub.root), "--input-size", "64"])
+    assert code == 2 and f"--input-size shape an embedding computed from a dataset; --dataset {a} is an embedding" in err
+
+
+def test_index_and_filter_are_alternatives(capsys, tmp_path) -> None:
+    code, err = _run(capsys, ["recommend", "--dataset", str(tmp_path), "--index", str(tmp_path), "--filter", "x"])
+    assert code == 2 and "--filter selects a hub's experts by tag, and an index holds the experts it was built" in err
+
+
+def test_random_init_and_a_checkpoint_contradict(capsys, tmp_path) -> None:
+    from t2v_hub.probes import create_probe
+
+    with pytest.raises(ProbeError, match=r"pretrained=False \(a random init\) and checkpoint= .* contradict"):
+        create_probe("test_efficientnet", 2, pretrained=False, checkpoint_path="w.safetensors")
+    code, err = _run(capsys, ["trivial", "--probe", "test_efficientnet", "--no-pretrained", "--checkpoint",
+                              str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "t0.safetensors")])
+    assert code == 2 and "--no-pretrained (a random init) and --checkpoint (weights from a file) contradict" in err

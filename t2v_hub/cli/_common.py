@@ -182,6 +182,35 @@ def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> Non
     g.add_argument("--no-cache", action="store_true", help="recompute even if a cached embedding exists")
 
 
+# Flags that shape an embedding computed from a dataset (--probe and --method are checked against a
+# file's own instead): with an embedding file they would be ignored, so they are refused.
+DATA_DESTS = ("split", "config_name", "revision", "streaming", "image_column", "label_column", "on_bad_image")
+COMPUTE_DESTS = ("max_samples", "seed", "mc_samples", "fisher_steps", "variational_init", "variational_optimizer",
+                 "batch_size", "head_draws", "input_size", "include_norm", "no_pretrained", "checkpoint", "device",
+                 "mixed_precision", "no_cache")
+
+
+def given_flags(args: argparse.Namespace, dests: Sequence[str]) -> list[str]:
+    """The flags among ``dests`` that the command line set to something other than their default."""
+    from .flags import flag_map
+
+    parser = getattr(args, "_parser", None)
+    if parser is None:
+        return []
+    flags = flag_map(parser)
+    return [flags[d] for d in dests if d in flags and hasattr(args, d) and getattr(args, d) != parser.get_default(d)]
+
+
+def refuse_compute_flags(args: argparse.Namespace, what: str) -> None:
+    """With an embedding file, flags that only shape a computed embedding are an error, not a no-op."""
+    from ..errors import T2VError
+
+    extra = given_flags(args, DATA_DESTS + COMPUTE_DESTS)
+    if extra:
+        raise T2VError(f"{', '.join(extra)} shape an embedding computed from a dataset; {what} is an embedding "
+                       "file, computed already: drop them")
+
+
 def data_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "split": args.split,

@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
         raise T2VError("pass exactly one of --dataset (compute the embedding) or --embedding FILE")
     hub = get_hub(args.hub, endpoint=args.endpoint, token=args.token)
     if args.embedding is not None:
+        from ._common import refuse_compute_flags
+
+        refuse_compute_flags(args, f"--embedding {args.embedding}")
         emb = Task2VecEmbedding.load(args.embedding)
         for name, wanted, have in (("probe", args.probe, emb.probe), ("method", args.method, emb.method)):
             if wanted is not None and wanted != have:

@@ -69,6 +69,9 @@ def _dataset(args: argparse.Namespace) -> Any:
 
     path = Path(args.dataset)
     if path.suffix == ".safetensors" and path.is_file():
+        from ._common import refuse_compute_flags
+
+        refuse_compute_flags(args, f"--dataset {args.dataset}")
         return Task2VecEmbedding.load(path)
     return args.dataset
 
@@ -94,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
                 raise RecommendError(f"{flag} sets stage 2: add --rerank logme (or hscore, knn), or drop {flag}")
     if args.shortlist is None:
         args.shortlist = DEFAULT_SHORTLIST
+    if args.index and args.filter:
+        raise RecommendError("--filter selects a hub's experts by tag, and an index holds the experts it was built "
+                             "with: build the index with `t2v-hub index --filter ...`, or drop --filter")
     if args.index and args.hub is not None:
         raise RecommendError("--index and --hub are alternatives: the index already holds the experts; pass one")
     hub = get_hub(args.hub or "hf", endpoint=args.endpoint, token=args.token)
