@@ -10,7 +10,7 @@ from conftest import write_imagefolder
 
 from t2v_hub.cli.main import main
 from t2v_hub.embedding import Task2VecEmbedding
-from t2v_hub.errors import EmbeddingError, HubError, ProbeError
+from t2v_hub.errors import EmbeddingError, HubError
 from t2v_hub.hub import get_hub
 
 
@@ -174,11 +174,16 @@ def test_index_and_filter_are_alternatives(capsys, tmp_path) -> None:
     assert code == 2 and "--filter selects a hub's experts by tag, and an index holds the experts it was built" in err
 
 
-def test_random_init_and_a_checkpoint_contradict(capsys, tmp_path) -> None:
+def test_random_init_and_a_checkpoint_are_refused_together_on_the_cli(capsys, tmp_path) -> None:
     from t2v_hub.probes import create_probe
 
-    with pytest.raises(ProbeError, match=r"pretrained=False \(a random init\) and checkpoint= .* contradict"):
-        create_probe("test_efficientnet", 2, pretrained=False, checkpoint_path="w.safetensors")
+    # The library takes both (the checkpoint's weights are used, nothing is fetched) ...
+    ckpt = tmp_path / "w.pth"
+    import torch
+
+    torch.save(create_probe("test_efficientnet", 2, pretrained=False).model.state_dict(), ckpt)
+    assert create_probe("test_efficientnet", 2, pretrained=False, checkpoint_path=str(ckpt)).config.pretrained == "checkpoint"
+    # ... the CLI's --no-pretrained means "a random init", which the checkpoint would silently override.
     code, err = _run(capsys, ["trivial", "--probe", "test_efficientnet", "--no-pretrained", "--checkpoint",
-                              str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "t0.safetensors")])
-    assert code == 2 and "--no-pretrained (a random init) and --checkpoint (weights from a file) contradict" in err
+                              str(ckpt), "--out", str(tmp_path / "t0.safetensors")])
+    assert code == 2 and "--no-pretrained asks for a random init and --checkpoint for weights from a file" in err

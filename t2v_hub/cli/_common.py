@@ -190,6 +190,15 @@ COMPUTE_DESTS = ("max_samples", "seed", "mc_samples", "fisher_steps", "variation
                  "mixed_precision", "no_cache")
 
 
+def pretrained_flag(args: argparse.Namespace) -> bool | None:
+    """``pretrained=`` for --no-pretrained, refused beside --checkpoint (whose weights would silently win)."""
+    from ..errors import T2VError
+
+    if getattr(args, "no_pretrained", False) and getattr(args, "checkpoint", None):
+        raise T2VError("--no-pretrained asks for a random init and --checkpoint for weights from a file; pass one")
+    return False if getattr(args, "no_pretrained", False) else None
+
+
 def given_flags(args: argparse.Namespace, dests: Sequence[str]) -> list[str]:
     """The flags among ``dests`` that the command line set to something other than their default."""
     from .flags import flag_map
@@ -260,7 +269,7 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
         head=head_from_args(args),
         include_norm=args.include_norm,
         input_size=args.input_size,
-        pretrained=False if args.no_pretrained else None,
+        pretrained=pretrained_flag(args),
         checkpoint=getattr(args, "checkpoint", None),
         device=args.device,
         autocast_dtype=autocast_dtype(args.mixed_precision),

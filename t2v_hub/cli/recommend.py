@@ -24,6 +24,7 @@ from ._common import (
     head_from_args,
     hint,
     positive_int,
+    pretrained_flag,
     print_json,
 )
 
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha, selector=args.selector, filter=args.filter or None, on_embed=on_embed,
         trivial=Task2VecEmbedding.load(args.trivial) if args.trivial else None,
         input_size=args.input_size, include_norm=args.include_norm, max_samples=args.max_samples, seed=args.seed,
-        mc_samples=args.mc_samples or 1, batch_size=args.batch_size, head=head_from_args(args), pretrained=False if args.no_pretrained else None,
+        mc_samples=args.mc_samples or 1, batch_size=args.batch_size, head=head_from_args(args), pretrained=pretrained_flag(args),
         checkpoint=args.checkpoint,
         device=args.device, cache=not args.no_cache, quiet=args.quiet, rerank=args.rerank,
         shortlist=args.shortlist, max_model_mb=args.max_model_mb, on_rerank=on_rerank, **options,

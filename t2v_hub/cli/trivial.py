@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_format_arg, check_writable, emit_summary, hint, input_side, int_in
+from ._common import add_format_arg, check_writable, emit_summary, hint, input_side, int_in, pretrained_flag
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
         t0 = trivial_embedding(args.probe, args.method or "montecarlo", num_samples=args.num_samples,
                                input_size=args.input_size, include_norm=args.include_norm,
-                               pretrained=False if args.no_pretrained else None, checkpoint=args.checkpoint,
+                               pretrained=pretrained_flag(args), checkpoint=args.checkpoint,
                                quiet=args.quiet)
     t0.save(args.out)
     summary = {"out": args.out, "probe": t0.probe, "method": t0.method, "dim": t0.dim, "norm": t0.norm,

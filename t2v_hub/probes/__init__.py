@@ -299,8 +299,6 @@ def create_probe(
     """
     if not isinstance(name, (str, nn.Module)):
         raise ProbeError(f"probe={name!r}: expected a timm model name (str), an nn.Module or a Probe")
-    if pretrained is False and checkpoint_path is not None:
-        raise ProbeError("pretrained=False (a random init) and checkpoint= (weights from a file) contradict; pass one")
     if num_classes < 2:
         raise ProbeError(f"a probe needs at least 2 classes, got {num_classes}; the task must have 2+ labels")
     size = _input_size(input_size)  # before building anything: a typo should not cost a model load
