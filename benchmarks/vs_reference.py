@@ -2,6 +2,7 @@
 
     python -m benchmarks.vs_reference            # writes benchmarks/results/vs_reference.{json,md}
     python -m benchmarks.vs_reference --reps 3 --reference PATH   # a checkout or a git dir of the reference
+    python -m benchmarks.vs_reference --reference PATH --tta-seeds 3   # time to accuracy over seeds (vs_reference_tta)
 
 Setting (the one the issue measured): resnet18 with one fixed random initialisation (no
 pretrained ResNet weights can be fetched here; both sides load the same state dict),
@@ -49,8 +50,6 @@ REF_URL = "https://github.com/awslabs/aws-cv-task2vec"
 SIZE, N_IMAGES, BATCH, THREADS = 64, 640, 64, 2
 TTA_SAMPLES = (40, 160, 200, 240, 320, 640, 2560, 3200, 3840, 4480, 5120, 10240)  # beyond N: more label draws
 # (t2v-hub) or epochs (reference); the points between 160-320 and 2560-5120 resolve when each side reaches 0.99
-# --tta-seeds: the grid around each side's crossing of 0.99, repeated over seeds (a random image subset each)
-TTA_FOCUS = {"reference": (2560, 3200, 3840, 4480, 5120, 6400), "t2v-hub": (120, 160, 200, 240, 320, 400)}
 
 
 def ensure_reference(source: str | None) -> Path:
@@ -272,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", default=None, help="a checkout or git dir of awslabs/aws-cv-task2vec")
     ap.add_argument("--out", type=Path, default=RESULTS / "vs_reference.json")
     ap.add_argument("--tta-seeds", type=int, default=0, metavar="S",
-                    help="only the time to accuracy around each side's 0.99 crossing (TTA_FOCUS), over S seeds "
+                    help="only the time to accuracy around each side's 0.99 crossing, over S seeds (vs_reference_tta) "
                          "-> vs_reference_tta_seeds.json")
+    ap.add_argument("--tta-keep-reference", action="store_true",
+                    help="with --tta-seeds: reuse the reference's runs from the committed file, rerun t2v-hub only")
     args = ap.parse_args(argv)
     if args.child:
         impl, method, samples, seed, want = args.child[0], args.child[1], int(args.child[2]), int(args.child[3]), \
@@ -287,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_reference(args.reference)
     prepare()
     if args.tta_seeds:
-        return tta_seeds(args.tta_seeds)
+        from benchmarks.vs_reference_tta import tta_seeds
+
+        return tta_seeds(args.tta_seeds, keep_reference=args.tta_keep_reference)
     end_to_end: list[dict[str, Any]] = []
     tta: list[dict[str, Any]] = []
     for rep in range(args.reps):  # interleaved: ref, ours montecarlo, ours batch
@@ -303,43 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(render(out))
     print(render(out))
-    return 0
-
-
-def tta_seeds(seeds: int) -> int:
-    """Seconds to cosine 0.99 / 0.999 from the median cosine over ``seeds`` runs (interleaved per seed)."""
-    import statistics
-
-    runs: list[dict[str, Any]] = []
-    for seed in range(seeds):
-        for impl in ("reference", "t2v-hub"):
-            grid = TTA_FOCUS[impl]
-            r = run_child([impl, "montecarlo", str(N_IMAGES), str(10 + seed), "tta", ",".join(map(str, grid))])
-            for row in r["tta"]:
-                runs.append({"impl": impl, "seed": 10 + seed, **row})
-                print(json.dumps(runs[-1]), flush=True)
-    curve: dict[str, list[dict[str, Any]]] = {}
-    for impl, grid in TTA_FOCUS.items():
-        curve[impl] = []
-        for n in grid:
-            rows = [r for r in runs if r["impl"] == impl and r["samples"] == n]
-            curve[impl].append({"samples": n, "median_cos_truth": round(statistics.median(r["cos_truth"] for r in rows), 5),
-                                "min_cos_truth": round(min(r["cos_truth"] for r in rows), 5),
-                                "median_fisher_cpu_s": round(statistics.median(r["fisher_cpu_s"] for r in rows), 2)})
-
-    def reach(impl: str, level: float, key: str) -> float | None:
-        ok = [c["median_fisher_cpu_s"] for c in curve[impl] if c[key] >= level]
-        return min(ok) if ok else None
-
-    out = {"seeds": seeds, "grid": TTA_FOCUS, "curve": curve, "runs": runs,
-           "subset": "t2v-hub: a random subset of the images per seed (the reference's sampler draws its own)",
-           "seconds_to_median_cos_0.99": {i: reach(i, 0.99, "median_cos_truth") for i in TTA_FOCUS},
-           "seconds_to_every_seed_cos_0.99": {i: reach(i, 0.99, "min_cos_truth") for i in TTA_FOCUS}}
-    s = out["seconds_to_median_cos_0.99"]
-    if s["reference"] and s["t2v-hub"]:
-        out["speedup_to_median_cos_0.99"] = round(s["reference"] / s["t2v-hub"], 1)
-    (RESULTS / "vs_reference_tta_seeds.json").write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1))
     return 0
 
 
