@@ -187,3 +187,11 @@ def test_random_init_and_a_checkpoint_are_refused_together_on_the_cli(capsys, tm
     code, err = _run(capsys, ["trivial", "--probe", "test_efficientnet", "--no-pretrained", "--checkpoint",
                               str(ckpt), "--out", str(tmp_path / "t0.safetensors")])
     assert code == 2 and "--no-pretrained asks for a random init and --checkpoint for weights from a file" in err
+
+
+@pytest.mark.parametrize("name", ["heat.txt", "heat"])
+def test_plots_must_be_named_for_a_figure_format(capsys, two, tmp_path, name) -> None:
+    a, b = two
+    code, err = _run(capsys, ["matrix", a, b, "--plot", str(tmp_path / name)])
+    assert code == 2 and "the format follows the name, which must end in one of .png, .pdf" in err
+    assert not (tmp_path / name).exists()

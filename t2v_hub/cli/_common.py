@@ -281,7 +281,12 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
     )
 
 
-def check_writable(path: str, suffix: str | None = ".safetensors", example: str = "task.safetensors") -> None:
+# Figure formats the plots are written in (matplotlib picks the format from the name).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".tif", ".tiff", ".webp")
+
+
+def check_writable(path: str, suffix: str | tuple[str, ...] | None = ".safetensors",
+                   example: str = "task.safetensors") -> None:
     """Fail before hours of compute if the output cannot be written (or would be misnamed).
 
     ``suffix``: what the file holds; a ``.json`` or ``.txt`` name for a safetensors file is a
@@ -289,9 +294,11 @@ def check_writable(path: str, suffix: str | None = ".safetensors", example: str 
     """
     if Path(path).is_dir():
         raise OutputError(f"cannot write {path!r}: it is a folder; pass a file name like {example}")
-    if suffix and Path(path).suffix.lower() != suffix:
-        raise OutputError(f"cannot write {path!r}: the file is {suffix[1:]}, so its name must end in {suffix}; "
-                          f"pass a name like {example}")
+    suffixes = (suffix,) if isinstance(suffix, str) else suffix
+    if suffixes and Path(path).suffix.lower() not in suffixes:
+        what = f"the file is {suffixes[0][1:]}, so its name must end in {suffixes[0]}" if len(suffixes) == 1 else \
+            f"the format follows the name, which must end in one of {', '.join(suffixes)}"
+        raise OutputError(f"cannot write {path!r}: {what}; pass a name like {example}")
     parent = Path(path).resolve().parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {path!r}: folder {str(parent)!r} does not exist; create it first")

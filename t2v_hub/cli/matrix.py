@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..constants import ASYM_ALPHA
-from ._common import add_format_arg, check_writable, emit, float_in, hint, print_json
+from ._common import PLOT_SUFFIXES, add_format_arg, check_writable, emit, float_in, hint, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     paths = _files(args.embeddings)
     for out in (args.plot, args.embedding_plot):
         if out:
-            check_writable(out, suffix=None, example="matrix.png")
+            check_writable(out, suffix=PLOT_SUFFIXES, example="matrix.png")
     embs = [Task2VecEmbedding.load(p) for p in paths]
     if args.hub:
         from ..hub import get_hub, list_experts
