@@ -195,3 +195,11 @@ def test_plots_must_be_named_for_a_figure_format(capsys, two, tmp_path, name) ->
     code, err = _run(capsys, ["matrix", a, b, "--plot", str(tmp_path / name)])
     assert code == 2 and "the format follows the name, which must end in one of .png, .pdf" in err
     assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("cmd", [["experts", "--hub", "."], ["index", "--hub", ".", "--out", "idx"],
+                                 ["embed", "--dataset", "x", "--out", "e.safetensors"],
+                                 ["trivial", "--out", "t0.safetensors"]])
+def test_an_empty_probe_name_is_refused(capsys, cmd) -> None:
+    code, err = _run(capsys, [*cmd, "--probe", ""])
+    assert code == 2 and "--probe: must be a probe name such as tf_efficientnet_lite0, got an empty string" in err

@@ -145,7 +145,7 @@ def add_data_args(p: argparse.ArgumentParser, *, required: bool = True,
 def add_probe_args(p: argparse.ArgumentParser, default_probe: str | None) -> None:
     g = p.add_argument_group("probe and estimator")
     default_text = default_probe or "the probe most experts share"
-    g.add_argument("--probe", default=default_probe, help=f"timm model name, hf-hub:/local-dir: name (default: {default_text})")
+    g.add_argument("--probe", type=probe_name, default=default_probe, help=f"timm model name, hf-hub:/local-dir: name (default: {default_text})")
     g.add_argument("--method", default="montecarlo", choices=FISHER_METHODS,
                    help="Fisher estimator (default: montecarlo, the exact true Fisher)")
     g.add_argument("--max-samples", type=positive_int, default=None, help="use at most N samples (shuffled first)")
@@ -283,6 +283,13 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
 
 # Figure formats the plots are written in (matplotlib picks the format from the name).
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".tif", ".tiff", ".webp")
+
+
+def probe_name(value: str) -> str:
+    """--probe: a model name, never the empty string (which would match no embedding, silently)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must be a probe name such as tf_efficientnet_lite0, got an empty string")
+    return value
 
 
 def check_writable(path: str, suffix: str | tuple[str, ...] | None = ".safetensors",

@@ -14,13 +14,13 @@ import sys
 from typing import Any
 
 from ..constants import FISHER_METHODS
-from ._common import add_format_arg, add_hub_args, emit, hint, print_json
+from ._common import add_format_arg, add_hub_args, emit, hint, print_json, probe_name
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("experts", help="list models carrying a task embedding", description=__doc__)
     p.add_argument("--filter", action="append", default=[], metavar="TAG", help="also require this tag (repeatable)")
-    p.add_argument("--probe", default=None, help="only embeddings made with this probe")
+    p.add_argument("--probe", type=probe_name, default=None, help="only embeddings made with this probe")
     p.add_argument("--method", default=None, choices=FISHER_METHODS,
                    help="only embeddings made with this Fisher method")
     add_format_arg(p, what="the experts")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ..constants import FISHER_METHODS
-from ._common import add_format_arg, add_hub_args, emit_summary, hint, positive_int
+from ._common import add_format_arg, add_hub_args, emit_summary, hint, positive_int, probe_name
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build a memory-mapped index of a hub's experts", description=__doc__)
     p.add_argument("--out", required=True, help="index folder to write")
     p.add_argument("--filter", action="append", default=[], metavar="TAG", help="also require this tag (repeatable)")
-    p.add_argument("--probe", default=None, help="embedding space to index (default: the one most experts share)")
+    p.add_argument("--probe", type=probe_name, default=None, help="embedding space to index (default: the one most experts share)")
     p.add_argument("--method", default=None, choices=FISHER_METHODS,
                    help="Fisher method to index (default: the most common)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="storage type of the matrix")

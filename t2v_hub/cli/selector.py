@@ -30,7 +30,17 @@ from ..constants import (
     M2V_LR,
     M2V_WEIGHT_DECAY,
 )
-from ._common import add_format_arg, emit, emit_summary, float_in, hint, nonneg_int, print_json, seed_int
+from ._common import (
+    add_format_arg,
+    emit,
+    emit_summary,
+    float_in,
+    hint,
+    nonneg_int,
+    print_json,
+    probe_name,
+    seed_int,
+)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -47,7 +57,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     ev.add_argument("--eval-task-id", default=None, help="keep only entries for this task id of a benchmark")
     p.add_argument("--tasks", required=True, help="task embeddings: a folder of .safetensors, or a hub")
     p.add_argument("--experts", default=None, help="expert embeddings: a hub or folder (default: look in --tasks)")
-    p.add_argument("--probe", default=None, help="probe to use where sources hold several (default: most common)")
+    p.add_argument("--probe", type=probe_name, default=None, help="probe to use where sources hold several (default: most common)")
     p.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
     g = p.add_argument_group("MODEL2VEC training (supplement 4.3 defaults)")
     g.add_argument("--alpha", type=float_in(0.0, 1.0), default=ASYM_ALPHA, help="trivial-task weight of d_asym")

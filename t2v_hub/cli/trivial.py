@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_format_arg, check_writable, emit_summary, hint, input_side, int_in, pretrained_flag
+from ._common import (
+    add_format_arg,
+    check_writable,
+    emit_summary,
+    hint,
+    input_side,
+    int_in,
+    pretrained_flag,
+    probe_name,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("trivial", help="write the trivial embedding t0 used by d_asym", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--like", metavar="FILE", help="an embedding whose space t0 must share")
-    src.add_argument("--probe", help="timm model name of the probe")
+    src.add_argument("--probe", type=probe_name, help="timm model name of the probe")
     p.add_argument("--method", default=None, choices=("montecarlo", "empirical", "batch", "variational"),
                    help="Fisher estimator (with --probe; default montecarlo)")
     p.add_argument("--input-size", type=input_side, default=None, help="probe input resolution (with --probe)")
