@@ -216,6 +216,11 @@ def _read_metadata(data: bytes) -> dict[str, str]:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():
+        # /dev/null or a FIFO: renaming a temporary file over it would replace the device itself.
+        with p.open("wb") as fh:
+            fh.write(data)
+        return p
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"cannot write {str(p)!r}: folder {str(parent)!r} does not exist; create it first")

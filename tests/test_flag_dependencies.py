@@ -203,3 +203,27 @@ def test_plots_must_be_named_for_a_figure_format(capsys, two, tmp_path, name) ->
 def test_an_empty_probe_name_is_refused(capsys, cmd) -> None:
     code, err = _run(capsys, [*cmd, "--probe", ""])
     assert code == 2 and "--probe: must be a probe name such as tf_efficientnet_lite0, got an empty string" in err
+
+
+def test_special_files_are_written_in_place_never_replaced(tmp_path, capsys, make_embedding) -> None:
+    import os
+    import stat
+    import threading
+
+    from t2v_hub.embedding import atomic_write_bytes
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write_bytes(fifo, b"abc")  # a rename over it would replace the FIFO with a regular file
+    reader.join(timeout=10)
+    assert got == [b"abc"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert not list(tmp_path.glob(".pipe.*"))
+    # /dev/null is a valid --out (benchmarks discard the file so), whatever its missing suffix.
+    a = tmp_path / "a.safetensors"
+    make_embedding(0).save(a)
+    code, err = _run(capsys, ["trivial", "--like", str(a), "--out", os.devnull])
+    assert "must end in .safetensors" not in err
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)

@@ -302,7 +302,8 @@ def check_writable(path: str, suffix: str | tuple[str, ...] | None = ".safetenso
     if Path(path).is_dir():
         raise OutputError(f"cannot write {path!r}: it is a folder; pass a file name like {example}")
     suffixes = (suffix,) if isinstance(suffix, str) else suffix
-    if suffixes and Path(path).suffix.lower() not in suffixes:
+    special = Path(path).exists() and not Path(path).is_file()  # /dev/null, a FIFO: written as they are
+    if suffixes and not special and Path(path).suffix.lower() not in suffixes:
         what = f"the file is {suffixes[0][1:]}, so its name must end in {suffixes[0]}" if len(suffixes) == 1 else \
             f"the format follows the name, which must end in one of {', '.join(suffixes)}"
         raise OutputError(f"cannot write {path!r}: {what}; pass a name like {example}")
