@@ -139,6 +139,29 @@ def test_dry_run_writes_nothing(local_hub: LocalHub, make_embedding) -> None:
     assert local_hub.read_card(REPO) == before and not (local_hub.root / REPO / "task2vec").exists()
 
 
+def test_a_dry_run_with_create_repo_plans_the_new_repo_and_creates_nothing(local_hub: LocalHub, make_embedding,
+                                                                           capsys) -> None:
+    from t2v_hub.cli.main import main
+
+    res = push_embedding(local_hub, "org/fresh", make_embedding(0), dry_run=True, create_repo=True)
+    assert res.changed and res.dry_run and res.parent == "" and res.card_before is None
+    assert "would be created first" in res.note and "+tags:" in res.card_diff()
+    assert not local_hub.repo_exists("org/fresh") and not (local_hub.root / "org").exists()
+    with pytest.raises(RepoNotFoundError, match="pass create_repo=True"):
+        push_embedding(local_hub, "org/fresh", make_embedding(0), dry_run=True)
+    emb = local_hub.root.parent / "e.safetensors"
+    make_embedding(0).save(emb)
+    capsys.readouterr()
+    assert main(["attach", "--model", "org/fresh", "--hub", str(local_hub.root), "--embedding", str(emb),
+                 "--create-repo", "--dry-run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "org/fresh would be created first" in out and "(a new repository), nothing written" in out
+    assert not (local_hub.root / "org").exists()
+    # Then for real: the plan was the commit.
+    done = push_embedding(local_hub, "org/fresh", make_embedding(0), create_repo=True)
+    assert done.commit_id and local_hub.read_card("org/fresh").text == res.card_after
+
+
 def test_create_pr_leaves_main_alone(local_hub: LocalHub, make_embedding) -> None:
     local_hub.create_repo(REPO)
     before = local_hub.read_card(REPO)

@@ -122,7 +122,10 @@ def _print_plan(result: object, where: str) -> None:
     if not result.changed:
         print(f"dry run: {result.repo_id} already carries this embedding; nothing would be committed")
         return
-    print(f"dry run: one commit to {result.repo_id} on {where} (parent {result.parent[:10]}), nothing written")
+    if result.note:
+        print(f"dry run: {result.note}")
+    parent = f"parent {result.parent[:10]}" if result.parent else "a new repository"
+    print(f"dry run: one commit to {result.repo_id} on {where} ({parent}), nothing written")
     for path, size in result.files.items():
         extra = f", sha256 {result.sha256}" if path == result.path else ""
         print(f"  write {path} ({size:,} bytes{extra})")

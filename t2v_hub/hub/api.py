@@ -248,12 +248,14 @@ def push_embedding(
     sha = hashlib.sha256(data).hexdigest()
     method = embedding.method or DEFAULT_FISHER_METHOD
 
-    if not hub.repo_exists(repo_id):
-        if not create_repo or dry_run:
-            raise RepoNotFoundError(f"repository {repo_id!r} not found on {hub.description}; pass create_repo=True "
-                                    "to create it")
+    new_repo = not hub.repo_exists(repo_id)
+    if new_repo and not create_repo:
+        raise RepoNotFoundError(f"repository {repo_id!r} not found on {hub.description}; pass create_repo=True "
+                                "to create it")
+    if new_repo and not dry_run:
         hub.create_repo(repo_id)
-    state = hub.read_card(repo_id)
+    # A dry run plans against the empty repo it would create, and creates nothing.
+    state = CardState(None, "") if new_repo and dry_run else hub.read_card(repo_id)
     entries = read_entries(parse_card(state.text).metadata) if state.text else []
     path = _choose_path(entries, embedding.probe, method)
     entry = make_entry(embedding, path, sha, nearest)
@@ -273,7 +275,8 @@ def push_embedding(
         card_before=state.text,
         card_after=new_card,
     )
-    if new_card == state.text and _remote_sha(hub, repo_id, path, state.revision) == sha:
+    result.note = f"{repo_id} would be created first" if new_repo and dry_run else ""
+    if not (new_repo and dry_run) and new_card == state.text and _remote_sha(hub, repo_id, path, state.revision) == sha:
         result.changed, result.commit_id, result.commit_url = False, state.revision, hub.repo_url(repo_id)
         result.note = "this embedding is already attached; nothing to do"
         return result
