@@ -227,3 +227,16 @@ def test_special_files_are_written_in_place_never_replaced(tmp_path, capsys, mak
     code, err = _run(capsys, ["trivial", "--like", str(a), "--out", os.devnull])
     assert "must end in .safetensors" not in err
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_index_refuses_its_destination_before_reading_any_card(capsys, tmp_path, monkeypatch) -> None:
+    import t2v_hub.hub as hub_mod
+
+    monkeypatch.setattr(hub_mod, "list_experts", lambda *a, **k: pytest.fail("the hub was listed first"))
+    taken = tmp_path / "photos"
+    taken.mkdir()
+    (taken / "cat.jpg").write_bytes(b"x")
+    code, err = _run(capsys, ["index", "--hub", str(tmp_path), "--out", str(taken)])
+    assert code == 2 and "exists; pass --force to replace it" in err
+    code, err = _run(capsys, ["index", "--hub", str(tmp_path), "--out", str(taken), "--force"])
+    assert code == 2 and "is not an expert index" in err and (taken / "cat.jpg").exists()

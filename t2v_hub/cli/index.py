@@ -38,9 +38,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..hub import get_hub, list_experts
     from ..selection.index import build_index
+    from ..selection.index_write import check_destination
     from ..selection.recommend import choose_probe
     from ..selection.scoring import partition_experts
 
+    check_destination(args.out, args.force)  # before reading every expert's card
     hub = get_hub(args.hub, endpoint=args.endpoint, token=args.token)
     experts, skipped = list_experts(hub, filter=args.filter or None, progress=not args.quiet)
     for repo_id, why in skipped:
@@ -63,8 +65,12 @@ def run(args: argparse.Namespace) -> int:
     trivial = Task2VecEmbedding.load(args.trivial) if args.trivial else None
     out = build_index(same, args.out, dtype=args.dtype, shard_rows=args.shard_rows, trivial=trivial,
                       overwrite=args.force)
+    from ..selection.index_write import expert_priors
+
+    priors = expert_priors([ex.embedding for ex in same]) is not None
     summary = {"index": str(out), "experts": len(same), "probe": plan.probe, "method": plan.method,
-               "dtype": args.dtype, "shards": -(-len(same) // args.shard_rows)}
+               "dtype": args.dtype, "shards": -(-len(same) // args.shard_rows), "learned_priors": priors}
     emit_summary(args.format, summary, f"{out}: {summary['experts']} experts ({plan.probe}, {plan.method}), "
-                                       f"{summary['shards']} shard(s), {args.dtype}")
+                                       f"{summary['shards']} shard(s), {args.dtype}"
+                                       + (", with each expert's learned prior" if priors else ""))
     return 0

@@ -119,6 +119,18 @@ def own_prior_distances(rows: torch.Tensor, scale: torch.Tensor, layers: torch.T
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def check_destination(out: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Where an index may be written: a new path, or (with ``overwrite``) an existing index, nothing else."""
+    dest = Path(out)
+    if dest.exists() and not overwrite:
+        raise RecommendError(f"{dest} exists; pass overwrite=True to replace it")
+    if dest.exists() and (dest.is_symlink() or not dest.is_dir() or not (dest / INDEX_FILE).is_file()):
+        # Replace only what is recognisably an index: never a folder of the user's files.
+        raise RecommendError(f"{dest} exists and is not an expert index (no {INDEX_FILE}); refusing to replace it: "
+                             "choose another output folder, or remove it yourself")
+    return dest
+
+
 def write_index(
     out: str | os.PathLike[str],
     space: dict[str, str],
@@ -138,13 +150,7 @@ def write_index(
     """
     if dtype not in DTYPES:
         raise RecommendError(f"index dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    dest = Path(out)
-    if dest.exists() and not overwrite:
-        raise RecommendError(f"{dest} exists; pass overwrite=True to replace it")
-    if dest.exists() and (dest.is_symlink() or not dest.is_dir() or not (dest / INDEX_FILE).is_file()):
-        # Replace only what is recognisably an index: never a folder of the user's files.
-        raise RecommendError(f"{dest} exists and is not an expert index (no {INDEX_FILE}); refusing to replace it: "
-                             "choose another output folder, or remove it yourself")
+    dest = check_destination(out, overwrite)
     t0 = trivial.float().reshape(-1)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -191,5 +197,6 @@ def write_index(
     return dest
 
 
-__all__ = ["DEFAULT_SHARD_ROWS", "DTYPES", "INDEX_FILE", "INDEX_VERSION", "build_index", "expert_priors",
+__all__ = ["DEFAULT_SHARD_ROWS", "DTYPES", "INDEX_FILE", "INDEX_VERSION", "build_index", "check_destination",
+           "expert_priors",
            "own_prior_distances", "precisions", "write_index"]
