@@ -78,10 +78,15 @@ def test_hostile_and_broken_files_are_skipped_by_name(local_hub, make_embedding)
         ".eval_results/b.yaml": b"- dataset: {id: task-0, task_id: default}\n  value: lots\n",
         ".eval_results/c.yaml": b"{not: a list}\n",
         ".eval_results/d.yaml": b"- dataset: {id: task-2, task_id: default}\n  value: 42\n",
+        ".eval_results/e.yaml": b"- dataset: {id: task-1}\n  value: 40\n",
+        ".eval_results/f.yaml": b"- 5\n",
     }, "bad", parent_commit=None)
     report = read_eval_results(local_hub)
     reasons = {why.split(":")[0] for repo, why in report.skipped if repo == "org/evil"}
-    assert reasons == {".eval_results/a.yaml", ".eval_results/b.yaml", ".eval_results/c.yaml"}
+    assert reasons == {f".eval_results/{c}.yaml" for c in "abcef"}
+    said = dict((why.split(":")[0], why) for repo, why in report.skipped if repo == "org/evil")
+    assert "entry 0 lacks dataset.task_id (each entry: dataset: {id, task_id}, value)" in said[".eval_results/e.yaml"]
+    assert "entry 0 lacks dataset.id, dataset.task_id, value" in said[".eval_results/f.yaml"]
     col = report.matrix.expert_ids.index("org/evil")
     assert report.matrix.errors[report.matrix.task_ids.index("task-2"), col].item() == pytest.approx(0.58)
 

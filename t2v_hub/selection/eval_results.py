@@ -77,6 +77,13 @@ def _entries_from_file(data: bytes, task_id: str | None) -> list[tuple[str, floa
     raw = yaml.safe_load(data.decode("utf-8"))
     if not isinstance(raw, list):
         raise ValueError("expected a YAML list of entries")
+    for i, item in enumerate(raw):  # huggingface_hub's parser says only KeyError: 'task_id'
+        ds = item.get("dataset") if isinstance(item, dict) else None
+        missing = [k for k in ("id", "task_id") if not isinstance(ds, dict) or k not in ds]
+        if missing or "value" not in item:
+            what = ", ".join([f"dataset.{k}" for k in missing] + ([] if isinstance(item, dict) and "value" in item
+                                                                  else ["value"]))
+            raise ValueError(f"entry {i} lacks {what} (each entry: dataset: {{id, task_id}}, value)")
     out = []
     for entry in parse_eval_result_entries(raw):
         if task_id is not None and entry.task_id != task_id:
