@@ -10,6 +10,7 @@ back to the flat fields for files written before the entry existed.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -143,6 +144,11 @@ def space_of(meta: Mapping[str, str]) -> EmbeddingSpace:
         input_size=int(size[-1]) if isinstance(size, list) and size else None,
         include_norm=norm,
     )
+
+
+def is_finite_real(value: Any) -> bool:
+    """A real number (numpy scalars too, never a bool or a string) that is finite."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
 
 
 def check_count(name: str, value: Any, lo: int, *, error: type[T2VError] = T2VError) -> int:

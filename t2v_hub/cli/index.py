@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
     trivial = Task2VecEmbedding.load(args.trivial) if args.trivial else None
     out = build_index(same, args.out, dtype=args.dtype, shard_rows=args.shard_rows, trivial=trivial,
                       overwrite=args.force)
-    from ..selection.index_write import expert_priors
+    from safetensors import safe_open
 
-    priors = expert_priors([ex.embedding for ex in same]) is not None
+    with safe_open(str(out / "trivial.safetensors"), "pt") as f:  # what build_index stored, not recomputed
+        priors = "prior_scale" in f.keys()  # noqa: SIM118 (safe_open has no iterator)
     summary = {"index": str(out), "experts": len(same), "probe": plan.probe, "method": plan.method,
                "dtype": args.dtype, "shards": -(-len(same) // args.shard_rows), "learned_priors": priors}
     emit_summary(args.format, summary, f"{out}: {summary['experts']} experts ({plan.probe}, {plan.method}), "

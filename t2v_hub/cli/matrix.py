@@ -12,7 +12,16 @@ import argparse
 from pathlib import Path
 
 from ..constants import ASYM_ALPHA
-from ._common import PLOT_SUFFIXES, add_format_arg, check_writable, emit, float_in, hint, print_json
+from ._common import (
+    PLOT_SUFFIXES,
+    add_format_arg,
+    check_writable,
+    emit,
+    float_in,
+    given_flags,
+    hint,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import T2VError
     from ..selection.distances import cdist_asym, pdist
 
-    for flag, value in (("--alpha", args.alpha), ("--trivial", args.trivial)):
-        if value is not None and not args.asymmetric:
-            raise T2VError(f"{flag} applies to d_asym: add --asymmetric, or drop {flag}")
+    extra = [] if args.asymmetric else given_flags(args, ("alpha", "trivial"))
+    if extra:
+        raise T2VError(f"{extra[0]} applies to d_asym: add --asymmetric, or drop {extra[0]}")
     if args.alpha is None:
         args.alpha = ASYM_ALPHA
     paths = _files(args.embeddings)

@@ -21,6 +21,7 @@ from ._common import (
     add_probe_args,
     emit,
     float_in,
+    given_flags,
     head_from_args,
     hint,
     positive_int,
@@ -93,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
     from ._common import data_options
 
     if args.rerank == "none":
-        for flag, value in (("--shortlist", args.shortlist), ("--max-model-mb", args.max_model_mb)):
-            if value is not None:
-                raise RecommendError(f"{flag} sets stage 2: add --rerank logme (or hscore, knn), or drop {flag}")
+        extra = given_flags(args, ("shortlist", "max_model_mb"))
+        if extra:
+            raise RecommendError(f"{extra[0]} sets stage 2: add --rerank logme (or hscore, knn), or drop {extra[0]}")
     if args.shortlist is None:
         args.shortlist = DEFAULT_SHORTLIST
     if args.index and args.filter:

@@ -15,6 +15,7 @@ from ._common import (
     add_format_arg,
     check_writable,
     emit_summary,
+    given_flags,
     hint,
     input_side,
     int_in,
@@ -49,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
         from ..embedding import Task2VecEmbedding
         from ..trivial import trivial_for
 
-        given = [f for f, v in (("--method", args.method), ("--input-size", args.input_size),
-                                ("--include-norm", args.include_norm), ("--no-pretrained", args.no_pretrained),
-                                ("--checkpoint", args.checkpoint)) if v]
+        given = given_flags(args, ("method", "input_size", "include_norm", "no_pretrained", "checkpoint"))
         if given:
             raise T2VError(f"{', '.join(given)} apply to --probe; --like takes the probe, method, input size and "
                            "weights from the embedding: drop them")

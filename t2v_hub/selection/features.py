@@ -174,11 +174,9 @@ def score_models(
 
 def check_max_model_mb(max_model_mb: Any) -> None:
     """``max_model_mb`` is None or a positive size, checked before any model is fetched."""
-    import math
-    import numbers
+    from ..config import is_finite_real
 
-    if max_model_mb is not None and (isinstance(max_model_mb, bool) or not isinstance(max_model_mb, numbers.Real)
-                                     or not math.isfinite(max_model_mb) or max_model_mb <= 0):
+    if max_model_mb is not None and not (is_finite_real(max_model_mb) and max_model_mb > 0):
         raise ModelLoadError(f"max_model_mb={max_model_mb!r}: expected a positive size in MB, or None for no limit")
 
 

@@ -62,7 +62,6 @@ from .scoring import (
     top_rows,
 )
 
-_DTYPES = DTYPES
 _PRIOR_KEYS = {"prior_scale", "layers", "d_sym_to_own_prior"}
 
 
@@ -127,7 +126,7 @@ class ExpertIndex:
 
 
 def _map_shard(path: Path, rows: int, dim: int, dtype_name: str) -> tuple[torch.Tensor, mmap.mmap]:
-    torch_dtype, st_dtype, itemsize = _DTYPES[dtype_name]
+    torch_dtype, st_dtype, itemsize = DTYPES[dtype_name]
     bad = f"index shard {path} is damaged or not from this index; rebuild the index"
     try:
         fh = path.open("rb")
@@ -173,7 +172,7 @@ def _manifest(root: Path) -> dict[str, Any]:
     bad = f"{root / INDEX_FILE} is damaged or hand-edited"
     if not isinstance(meta, dict):
         raise RecommendError(f"{bad} (not an object); rebuild the index")
-    if meta.get("format_version") != INDEX_VERSION or meta.get("dtype") not in _DTYPES:
+    if meta.get("format_version") != INDEX_VERSION or meta.get("dtype") not in DTYPES:
         raise RecommendError(f"{root} holds an index of another format; rebuild it with this t2v-hub")
     lists = ("ids", "tasks", "urls")
     if not all(isinstance(meta.get(k), list) and all(isinstance(x, str) for x in meta[k]) for k in lists) \

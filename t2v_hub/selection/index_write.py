@@ -87,19 +87,15 @@ def build_index(
 
 def expert_priors(embeddings: Sequence[Task2VecEmbedding]) -> dict[str, torch.Tensor] | None:
     """``{"prior_scale": (n, layers), "layers": (dim,)}`` when every embedding records its learned prior."""
-    from .prior_term import has_learned_prior, precision_view
+    from .prior_term import has_learned_prior, layer_prior
 
     if not embeddings or not all(has_learned_prior(e) for e in embeddings):
         return None
     from .layer_weights import layer_ids
 
     layers = layer_ids(embeddings[0])
-    scale = []
-    for e in embeddings:
-        precision_view(e, layers)  # validates the recorded prior against the probe's layers
-        mc = e.config("method_config")
-        scale.append(0.5 * float(mc["beta"]) * torch.as_tensor(mc["prior_precision_per_layer"], dtype=torch.float32))
-    return {"prior_scale": torch.stack(scale).contiguous(), "layers": layers.to(torch.int64).contiguous()}
+    scale = torch.stack([layer_prior(e, layers) for e in embeddings])
+    return {"prior_scale": scale.contiguous(), "layers": layers.to(torch.int64).contiguous()}
 
 
 def precisions(rows: torch.Tensor, scale: torch.Tensor, layers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

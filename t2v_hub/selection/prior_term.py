@@ -25,7 +25,7 @@ from ..errors import RecommendError
 from .distances import paired_sym
 from .layer_weights import layer_ids
 
-__all__ = ["has_learned_prior", "precision_view", "prior_distances"]
+__all__ = ["has_learned_prior", "layer_prior", "precision_view", "prior_distances"]
 
 
 def has_learned_prior(e: Task2VecEmbedding) -> bool:
@@ -39,8 +39,8 @@ def has_learned_prior(e: Task2VecEmbedding) -> bool:
     return isinstance(mc, dict) and "prior_precision_per_layer" in mc and "beta" in mc
 
 
-def precision_view(e: Task2VecEmbedding, layers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(P, t0)`` of one variational embedding: its precisions and its own prior, per filter."""
+def layer_prior(e: Task2VecEmbedding, layers: torch.Tensor) -> torch.Tensor:
+    """``(beta/2) lambda^2`` of one variational embedding, per probe layer (checked against ``layers``)."""
     mc = e.config("method_config")
     prior = torch.as_tensor(mc["prior_precision_per_layer"], dtype=torch.float32).reshape(-1)
     n_layers = int(layers.max()) + 1 if layers.numel() else 0
@@ -48,7 +48,12 @@ def precision_view(e: Task2VecEmbedding, layers: torch.Tensor) -> tuple[torch.Te
         raise RecommendError(f"{e.metadata.get('dataset_id', 'an embedding')}: its recorded prior has "
                              f"{prior.numel()} per-layer precisions for {n_layers} probe layers, or non-positive "
                              "ones; re-embed it with this version (or pass alpha=0)")
-    t0 = 0.5 * float(mc["beta"]) * prior[layers]
+    return 0.5 * float(mc["beta"]) * prior
+
+
+def precision_view(e: Task2VecEmbedding, layers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P, t0)`` of one variational embedding: its precisions and its own prior, per filter."""
+    t0 = layer_prior(e, layers)[layers]
     return e.vector.float() + t0, t0
 
 

@@ -9,8 +9,6 @@ Python API cannot drift apart. Ranking itself is :mod:`.scoring` (in memory) or
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..config import check_count, space_of
+from ..config import check_count, is_finite_real, space_of
 from ..constants import DEFAULT_FISHER_METHOD
 from ..embedding import Task2VecEmbedding
 from ..errors import RecommendError
@@ -146,8 +144,7 @@ def recommend(
 
     top_k = check_count("top_k", top_k, 1, error=RecommendError)
     shortlist = check_count("shortlist", shortlist, 1, error=RecommendError)
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
-                              or not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0):
+    if alpha is not None and not (is_finite_real(alpha) and 0.0 <= alpha <= 1.0):
         raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
     if isinstance(filter, str):  # one tag, as huggingface_hub's list_models(filter=) takes it
         filter = [filter]
