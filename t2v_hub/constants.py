@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 # Probe
@@ -76,7 +77,7 @@ def quiet_env() -> bool:
 def cache_dir() -> str:
     """Embedding cache; overridable with T2V_HUB_CACHE."""
     default = os.path.join(os.path.expanduser("~"), ".cache", "t2v_hub")
-    return os.environ.get("T2V_HUB_CACHE", default)
+    return os.environ.get("T2V_HUB_CACHE") or default  # set but empty: the default
 
 
 # Decoded images (uint8 crops) are kept in RAM up to this many bytes; a bigger task's decode
@@ -89,5 +90,17 @@ MAX_INPUT_SIZE = 4096
 
 
 def decode_ram_bytes() -> int:
-    mb = os.environ.get("T2V_HUB_DECODE_RAM_MB")
-    return int(float(mb) * 1024**2) if mb else DECODE_RAM_BYTES
+    """``T2V_HUB_DECODE_RAM_MB`` in bytes (a number of MiB, 0 = always on disk), else the default."""
+    mb = os.environ.get("T2V_HUB_DECODE_RAM_MB", "").strip()
+    if not mb:
+        return DECODE_RAM_BYTES
+    try:
+        value = float(mb)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"T2V_HUB_DECODE_RAM_MB={mb!r} is not a size in MiB; set it to a number >= 0 "
+                          "(e.g. 2048; 0 keeps decoded images on disk) or unset it")
+    return int(value * 1024**2)

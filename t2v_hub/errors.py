@@ -86,5 +86,9 @@ class RecommendError(T2VError):
     """Experts cannot be ranked for a task (none found, none compatible, bad options)."""
 
 
+class ConfigError(T2VError):
+    """An environment variable of t2v-hub's (``T2V_HUB_*``) holds a value it cannot use."""
+
+
 class DeviceError(T2VError):
     """The requested torch device does not exist on this machine (no CUDA, no such GPU index, no MPS)."""

@@ -24,13 +24,13 @@ import json
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from . import constants as C
+from .cache import cache_subdir
 from .config import EmbedConfig, FisherConfig, HeadConfig, check_count, check_optional_count
 from .data.dense import DENSE_KINDS
 from .data.rows import ImageRows
@@ -319,7 +319,8 @@ def embed(
     p.to(dev)
 
     key = cache_key(task.metadata, p, config) if cache else None
-    cache_path = Path(C.cache_dir()) / "embeddings" / f"{key}.safetensors" if key else None
+    folder = cache_subdir("embeddings") if key else None  # unusable: a warning now, and no cache
+    cache_path = folder / f"{key}.safetensors" if folder is not None else None
     if cache_path is not None and cache_path.is_file():
         _log(f"cache hit: {cache_path}", quiet)
         if stats is not None:
@@ -348,7 +349,6 @@ def embed(
     if stats is not None:
         stats.update(cached=False, seconds=seconds, num_samples=n, num_classes=p.num_classes, **head_stats)
     if cache_path is not None and dist.is_main:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
         emb.save(cache_path)
     return emb
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import constants as C
+from .cache import cache_subdir
 from .config import HeadConfig, space_of
 from .data.tensors import TensorTask
 from .embedding import Task2VecEmbedding
@@ -57,8 +57,9 @@ def trivial_embedding(
     key = hashlib.sha256(
         f"{p.config.weights_sha256}|{p.layout.hash()}|{estimator}|{num_samples}|{h}x{w}|{seed}".encode()
     ).hexdigest()[:24]
-    path = Path(C.cache_dir()) / "trivial" / f"{key}.safetensors"
-    if cache and path.is_file():
+    folder = cache_subdir("trivial") if cache else None  # unusable: a warning now, and no cache
+    path = folder / f"{key}.safetensors" if folder is not None else None
+    if path is not None and path.is_file():
         return Task2VecEmbedding.load(path)
     if not quiet and not C.quiet_env():
         # Minutes on a CPU for a real probe, once per (probe, weights, layout, method): say so.
@@ -72,8 +73,7 @@ def trivial_embedding(
     emb = embed(task, p, method, seed=seed, include_norm=include_norm,
                 head=replace(HeadConfig(), epochs=1, draws_per_epoch=max(256, num_samples)))
     emb.metadata["kind"] = "trivial"
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
         emb.save(path)
     return emb
 

@@ -19,13 +19,14 @@ ALIASES = {
     "overwrite": "--force",
     "config": "--config",
     "pretrained": "--no-pretrained",
+    "cache": "--no-cache",
     # read_eval_results(task_id=, scale=, metric=) behind `selector --eval-results`
     "task_id": "--eval-task-id",
     "scale": "--eval-scale",
     "metric": "--eval-metric",
 }
 # Values that are a flag by another name (``name=True`` of a store_true flag is handled generally).
-_IMPLIED = {("overwrite", "True"), ("pretrained", "False")}
+_IMPLIED = {("overwrite", "True"), ("pretrained", "False"), ("cache", "False")}
 
 
 def flag_map(parser: argparse.ArgumentParser) -> dict[str, str]:

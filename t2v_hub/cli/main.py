@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..errors import T2VError
@@ -81,8 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+def _one_line_warning(parser: argparse.ArgumentParser | None) -> Callable[..., None]:
+    """``warnings.showwarning`` for a command: one line, the library's parameters as ``parser``'s flags."""
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        from .flags import to_cli
+
+        print(f"warning: {to_cli(' '.join(str(message).split()), parser)}", file=sys.stderr)
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             # Our own warnings are hints for the user: one line on stderr, no source line.
-            warnings.showwarning = _one_line_warning
+            warnings.showwarning = _one_line_warning(getattr(args, "_parser", None))
             return int(args._run(args) or 0)
     except T2VError as exc:
         from .flags import to_cli

@@ -65,10 +65,11 @@ def take_rows(images: Tensor | ImageRows, rows: Tensor) -> Tensor | ImageRows:
     return images.select(rows) if isinstance(images, ImageRows) else images[rows]
 
 
-def uint8_cache(shape: tuple[int, ...], ram_limit: int, folder: str) -> Tensor:
+def uint8_cache(shape: tuple[int, ...], ram_limit: int, folder: str | Callable[[], str]) -> Tensor:
     """An uninitialised uint8 tensor: in RAM up to ``ram_limit`` bytes, else backed by a file.
 
-    The file (under ``folder``) is unlinked right after it is mapped, so the kernel frees it
+    The file (under ``folder``, or the folder that callable returns, asked only when a file is
+    needed) is unlinked right after it is mapped, so the kernel frees it
     with the mapping; pages are written back to it, not held in RAM, when memory is short.
     """
     nbytes = 1
@@ -76,6 +77,7 @@ def uint8_cache(shape: tuple[int, ...], ram_limit: int, folder: str) -> Tensor:
         nbytes *= int(d)
     if nbytes <= ram_limit:
         return torch.empty(shape, dtype=torch.uint8)
+    folder = folder() if callable(folder) else folder
     os.makedirs(folder, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="decoded-", suffix=".u8", dir=folder)
     try:

@@ -26,6 +26,7 @@ from datasets import IterableDataset
 from tqdm.auto import tqdm
 
 from .. import constants as K
+from ..cache import scratch_dir
 from ..errors import BadImageError, DataError, ImageTooLargeError
 from . import columns as C
 
@@ -186,7 +187,7 @@ class TaskData:
         if self._cache is not None and self._cache[0] == pre.key:
             return self._cache[1], self._cache[2]
         n = len(self._keys)
-        out = uint8_cache((n, 3, *pre.size), K.decode_ram_bytes(), os.path.join(K.cache_dir(), "decoded"))
+        out = uint8_cache((n, 3, *pre.size), K.decode_ram_bytes(), lambda: scratch_dir("decoded"))
         self._kept = None
         # Per-image copies go through numpy: torch would split each 150 KB copy
         # across its intra-op threads, which costs milliseconds on a busy machine.

@@ -108,9 +108,15 @@ def _numba_kernels() -> tuple[Callable, Callable] | None:
 
 def backend(name: str | None = None) -> str:
     """The backend a call will use: ``name``, else ``T2V_HUB_RANK_BACKEND``, else auto."""
-    choice = (name or os.environ.get("T2V_HUB_RANK_BACKEND") or "auto").lower()
+    env = os.environ.get("T2V_HUB_RANK_BACKEND", "").strip()
+    choice = (name or env or "auto").lower()
     if choice not in BACKENDS:
-        raise ValueError(f"ranking backend must be one of {', '.join(BACKENDS)}, got {choice!r}")
+        if name:
+            raise ValueError(f"ranking backend must be one of {', '.join(BACKENDS)}, got {choice!r}")
+        from ...errors import ConfigError
+
+        raise ConfigError(f"T2V_HUB_RANK_BACKEND={env!r} is not a ranking backend; set it to one of "
+                          f"{', '.join(BACKENDS)} or unset it")
     if choice == "auto":
         return "numba" if _numba_kernels() is not None else "torch"
     if choice == "numba" and _numba_kernels() is None:
