@@ -241,6 +241,22 @@ def test_no_label_column():
         load_task(ds)
 
 
+def test_class_folders_one_level_down_are_named(tmp_path):
+    from conftest import write_imagefolder
+
+    (tmp_path / "data" / "v2" / "images").mkdir(parents=True)
+    write_imagefolder(tmp_path / "data" / "v2" / "images", ["cat", "dog"], 2, (8, 8))
+    deeper = str(tmp_path / "data" / "v2" / "images")
+    with pytest.raises(DataError, match=f"1 class \\(v2\\).*class folders look like they are in {deeper}: pass"):
+        load_task(str(tmp_path / "data"))
+    assert load_task(deeper).num_classes == 2  # and the folder it names is the task
+    # Two sibling "classes" that are really two trees: no guess, just the plain error.
+    (tmp_path / "solo" / "only").mkdir(parents=True)
+    write_imagefolder(tmp_path / "solo" / "only", ["x"], 2, (8, 8))
+    with pytest.raises(DataError, match="at least two classes$"):
+        load_task(str(tmp_path / "solo"))
+
+
 def test_one_class_is_refused():
     with pytest.raises(DataError, match="1 class \\(cat\\).*at least two classes"):
         load_task(

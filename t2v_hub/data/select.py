@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,10 +95,35 @@ def _keys(n: int, max_samples: int | None, seed: int) -> np.ndarray:
 
 def _check_label_space(names: list[str], r: Resolved) -> None:
     if len(names) < 2:
+        deeper = _class_tree_below(r.dataset_id)
+        hint = f"; the class folders look like they are in {deeper}: pass that folder" if deeper else ""
         raise DataError(
             f"dataset {r.dataset_id!r} split {r.split!r} has {len(names)} class ({', '.join(names)}):"
-            " TASK2VEC needs a classification task with at least two classes"
+            f" TASK2VEC needs a classification task with at least two classes{hint}"
         )
+
+
+def _class_tree_below(root: str, depth: int = 4) -> str | None:
+    """The first folder below ``root`` with two or more subfolders, following single-subfolder chains.
+
+    ``data/train/{cat,dog}`` passed as ``data``: one "class" (``train``) whose folder holds the
+    real classes. Only a chain of lone subfolders is followed (a few levels), so this names the
+    tree the user meant without guessing between siblings.
+    """
+    path = root
+    if not os.path.isdir(path):
+        return None
+    for _ in range(depth):
+        try:
+            subs = [e.path for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")]
+        except OSError:
+            return None
+        if len(subs) >= 2:
+            return path if path != root else None
+        if len(subs) != 1:
+            return None
+        path = subs[0]
+    return None
 
 
 def _select_stream(
