@@ -241,6 +241,21 @@ def test_no_label_column():
         load_task(ds)
 
 
+@pytest.mark.parametrize(("source", "hint"), [("user/my data", ""), ("user/", ""), ("a--b/c", ""),
+                                            ("user/my_data:train", "a split goes in split=")])
+def test_impossible_hub_ids_are_refused_before_any_network_call(monkeypatch, source, hint):
+    from t2v_hub.data import sources
+
+    def no_network(*a, **k):
+        raise AssertionError("the network was asked about an id that cannot exist")
+
+    monkeypatch.setattr(sources, "_check_reachable", no_network)
+    monkeypatch.setattr(sources.datasets, "get_dataset_split_names", no_network)
+    with pytest.raises(DatasetNotFoundError, match="neither a local path nor a valid Hub dataset id") as info:
+        load_task(source)
+    assert hint in str(info.value)
+
+
 def test_class_folders_one_level_down_are_named(tmp_path):
     from conftest import write_imagefolder
 

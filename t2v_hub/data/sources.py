@@ -97,7 +97,24 @@ def resolve(
         return _from_file(path, split, streaming)
     if isinstance(source, os.PathLike) or _looks_local(path):
         raise DatasetNotFoundError(f"no such file or folder: {path}")
+    _check_hub_id(path)
     return _from_hub(path, split=split, config=config, revision=revision, streaming=streaming, token=token)
+
+
+def _check_hub_id(repo_id: str) -> None:
+    """Refuse what cannot be a Hub dataset id before any network call (which would report the
+    network, or 'not found', for a typo): huggingface_hub's own rule for repo ids."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        hint = "; a split goes in split=, not in the id" if ":" in repo_id else ""
+        raise DatasetNotFoundError(
+            f"{repo_id!r} is neither a local path nor a valid Hub dataset id ('name' or 'namespace/name': "
+            f"letters, digits, '-', '_' and '.'){hint}; check the spelling, or pass an existing path"
+        ) from None
 
 
 def _looks_local(s: str) -> bool:
