@@ -56,6 +56,15 @@ def test_unknown_probe_lists_close_matches() -> None:
         create_probe("resnet33", 3)
 
 
+@pytest.mark.parametrize("name", ["hf-hub:a b/c", "hf-hub:", "hf_hub:org/", "hf-hub:a--b/c@main"])
+def test_impossible_hf_hub_probe_ids_are_named_before_any_fetch(name, monkeypatch) -> None:
+    import timm
+
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("timm was asked to fetch it"))
+    with pytest.raises(UnknownProbeError, match="is not a valid Hub repo id"):
+        create_probe(name, 2)
+
+
 def test_probe_without_filter_layer_is_refused() -> None:
     class Pooler(nn.Module):
         def __init__(self) -> None:

@@ -163,7 +163,19 @@ def _close_matches(name: str) -> list[str]:
 
 
 def _check_known(name: str) -> None:
-    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        # timm would hand the id to huggingface_hub, whose refusal surfaced as a weights error.
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        repo = name.split(":", 1)[1].split("@", 1)[0]
+        try:
+            validate_repo_id(repo)
+        except HFValidationError:
+            raise UnknownProbeError(f"probe {name!r}: {repo!r} is not a valid Hub repo id ('namespace/name': "
+                                    "letters, digits, '-', '_' and '.'); check the spelling") from None
+        return
+    if name.startswith("local-dir:"):
         return
     if not timm.is_model(name):
         hint = _close_matches(name.split(".")[0])
