@@ -183,6 +183,24 @@ def test_missing_repo_and_hub_folder(local_hub: LocalHub, make_embedding, tmp_pa
     assert local_hub.repo_exists("org/by-hand") and not local_hub.repo_exists("org")
 
 
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("ftp://host/x", "the ftp:// scheme is not supported"),
+    ("s3://bucket/hub", "the s3:// scheme is not supported"),
+    ("https://", "has no valid host"),
+    ("http:///x", "has no valid host"),
+    ("https://exa mple.com", "has no valid host"),
+])
+def test_hub_specs_that_name_no_hub_are_refused_before_any_request(spec, expected) -> None:
+    with pytest.raises(HubError, match=expected):
+        get_hub(spec)
+
+
+def test_hf_endpoint_variable_without_a_host_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://")
+    with pytest.raises(HubError, match="'https://' has no valid host"):
+        get_hub("hf")
+
+
 # -- concurrency ---------------------------------------------------------------------------
 
 

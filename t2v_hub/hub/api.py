@@ -101,6 +101,10 @@ def get_hub(spec: str | None = None, *, endpoint: str | None = None, token: str 
         return HfHub(endpoint=spec, token=token)
     if endpoint:
         raise HubError("endpoint= only applies to hub=hf or an http(s):// URL, not to a local folder")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", spec)
+    if scheme and scheme.group(1).lower() != "file":
+        raise HubError(f"hub {spec!r}: the {scheme.group(1)}:// scheme is not supported; pass 'hf', an http(s):// "
+                       "URL or a local folder")
     path = Path(spec[len("file://") :] if spec.startswith("file://") else spec).expanduser()
     if path.is_file():
         raise HubError(f"local hub {str(path)!r} is a file, not a folder; pass the hub's folder, or 'hf' for the "

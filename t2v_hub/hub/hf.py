@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from ..errors import CardError, ConcurrentUpdateError, HubError, RepoNotFoundError
 from .base import (
@@ -135,9 +136,13 @@ class HfHub(Hub):
 
         from ..version import __version__
 
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-        if not self.endpoint.startswith(("http://", "https://")):
-            raise HubError(f"hub endpoint {self.endpoint!r} must start with http:// or https://")
+        given = endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+        self.endpoint = given.rstrip("/")
+        if not given.startswith(("http://", "https://")):
+            raise HubError(f"hub endpoint {given!r} must start with http:// or https://")
+        host = urlsplit(given).netloc
+        if not host or any(c.isspace() for c in host):
+            raise HubError(f"hub endpoint {given!r} has no valid host; pass a URL like https://huggingface.co")
         self.retries = max(0, retries)
         self.backoff = backoff
         self.cache_dir = str(cache_dir) if cache_dir is not None else None
