@@ -8,6 +8,7 @@ embeddings live in the same space only if probe, weights, layout and method agre
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -213,13 +214,28 @@ def _read_metadata(data: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__", {}) or {})
 
 
+def write_failed(path: str | os.PathLike[str], exc: OSError) -> OutputError:
+    """One line for an OS-level write failure, with the fix that fits its cause."""
+    why = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space there, or choose a path on another disk"
+    elif exc.errno == errno.EROFS:
+        fix = "that file system is read-only: choose a writable path"
+    else:
+        fix = "choose a writable path"
+    return OutputError(f"cannot write {str(path)!r}: {why}; {fix}")
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     p = Path(path)
     if p.exists() and not p.is_file() and not p.is_dir():
         # /dev/null or a FIFO: renaming a temporary file over it would replace the device itself.
-        with p.open("wb") as fh:
-            fh.write(data)
+        try:
+            with p.open("wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise write_failed(p, exc) from exc
         return p
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
@@ -227,7 +243,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
     except OSError as exc:
-        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror}; choose a writable path") from exc
+        raise write_failed(p, exc) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -236,7 +252,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         os.replace(tmp, p)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {str(p)!r}: {exc.strerror}; choose a writable path") from exc
+        raise write_failed(p, exc) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

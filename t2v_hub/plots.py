@@ -8,6 +8,7 @@ would still overlap only every k-th one is written.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -189,11 +190,16 @@ def _save(fig, out: str | os.PathLike[str]) -> Path:  # noqa: ANN001 - matplotli
     p = Path(out)
     if not p.parent.is_dir():
         raise OutputError(f"cannot write {str(p)!r}: folder {str(p.parent)!r} does not exist")
+    from .embedding import atomic_write_bytes
+
+    # Rendered in memory, then written like every other output (temporary file, rename): a
+    # full disk or a kill mid-write leaves the old plot or none, never a truncated image.
+    buf = io.BytesIO()
     try:
-        fig.savefig(p, dpi=120)
+        fig.savefig(buf, dpi=120, format=p.suffix.lstrip(".").lower() or "png")
     finally:
         _plt().close(fig)
-    return p
+    return atomic_write_bytes(p, buf.getvalue())
 
 
 __all__ = ["cluster_order", "embedding_map", "plot_distance_matrix", "plot_embedding_map"]

@@ -142,13 +142,26 @@ def _run(args: argparse.Namespace) -> int:
         # `t2v-hub ... | head`: stdout closed early is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # The machine refused something no check above named (a full disk, a dead mount, a file
+        # that vanished mid-run): not a bug of t2v-hub, so no "unexpected"; the path says where.
+        if _debug():
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {_redact(' '.join(str(exc.strerror or exc).split()))}{where}; check that path, the free space "
+              "and the permissions, then run again", file=sys.stderr)
+        return 2
     except Exception as exc:  # the last line of defence: a bug, or a failure nothing named
-        if os.environ.get("T2V_HUB_DEBUG", "").lower() in {"1", "true", "yes"}:
+        if _debug():
             raise
         what = " ".join(str(exc).split())[:300] or type(exc).__name__
         print(f"error: unexpected {type(exc).__name__}: {_redact(what)} (run with T2V_HUB_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _debug() -> bool:
+    return os.environ.get("T2V_HUB_DEBUG", "").lower() in {"1", "true", "yes"}
 
 
 if __name__ == "__main__":  # `python -m t2v_hub.cli.main` and `accelerate launch -m t2v_hub.cli.main`

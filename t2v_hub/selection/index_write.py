@@ -187,6 +187,11 @@ def write_index(
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)  # the index appears whole or not at all
+    except OSError as exc:  # disk full, quota, read-only: the partial index goes, one line says why
+        shutil.rmtree(tmp, ignore_errors=True)
+        from ..embedding import write_failed
+
+        raise write_failed(dest, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
