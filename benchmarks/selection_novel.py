@@ -27,6 +27,7 @@ resampled jointly across the replicates, 2,000 resamples).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import torch
 from benchmarks import selection_quality as sq
 from t2v_hub.selection.distances import cdist
 
-KS = (1, 2, 3, 4, 5)
+KS = (1, 2, 3, 4, 5, 12)  # 12: every candidate, i.e. LogME on all of them
 LABELS = {p.name: label for p, label in zip(sq.REPLICATES, "ABC", strict=True)}
 PAIRS = (("two_stage[d_sym, K=3]", "logme_all"), ("two_stage[d_sym, K=3]", "static_prior"),
          ("model2vec[bias=layer]", "static_prior"), ("model2vec[bias=layer]", "d_sym"))
@@ -83,6 +84,14 @@ def choices(data: dict[str, Any], meta: str,
     return scores, keep, exclude, trained
 
 
+def _passes(name: str, candidates: int) -> int:
+    """Expert forward passes over the task's images one query costs (TASK2VEC's probe pass not counted)."""
+    if name.endswith("_all"):
+        return candidates
+    m = re.search(r"K=(\d+)", name)
+    return min(int(m.group(1)), candidates) if m else 0
+
+
 def _rel(chosen: torch.Tensor, best: torch.Tensor) -> float:
     return float((chosen.mean() - best.mean()) / best.mean())
 
@@ -100,6 +109,7 @@ def run(packs: tuple[Path, ...] = sq.REPLICATES, n_boot: int = 2000) -> dict[str
     shared: dict[str, dict[str, torch.Tensor]] = {}  # replicate -> loo's learned scores, reused by mixed
     for meta in ("loo", "mixed", "lodo", "novel"):
         per: dict[str, dict[str, dict[str, float]]] = {"own": {}, "mean": {}}
+        top1: dict[str, dict[str, list[float]]] = {"own": {}, "mean": {}}
         picked: dict[str, dict[str, list[torch.Tensor]]] = {"own": {}, "mean": {}}
         bests: dict[str, list[torch.Tensor]] = {"own": [], "mean": []}
         n_cand = 0
@@ -115,11 +125,14 @@ def run(packs: tuple[Path, ...] = sq.REPLICATES, n_boot: int = 2000) -> dict[str
                 for name, sc in scores.items():
                     ch = sq._chosen_errors(Gk, sq._mask(sc[keep], ex))
                     per[truth].setdefault(name, {})[rep] = _rel(ch, best)
+                    top1[truth].setdefault(name, []).append(float((ch <= best + 1e-9).float().mean()))
                     picked[truth].setdefault(name, []).append(ch)
         T = int(bests["own"][0].numel())
         res: dict[str, Any] = {"num_tasks": T, "candidates_per_task": n_cand, "ground_truths": {}}
         for truth in ("own", "mean"):
-            methods = {name: {**v, "mean": sum(v.values()) / len(v)} for name, v in per[truth].items()}
+            methods = {name: {**v, "mean": sum(v.values()) / len(v),
+                              "top1_mean": sum(top1[truth][name]) / len(top1[truth][name]),
+                              "forward_passes_per_query": _passes(name, n_cand)} for name, v in per[truth].items()}
             boot: dict[str, Any] = {}
             idxs = [torch.randint(0, T, (T,), generator=g) for _ in range(n_boot)]
             for a, b in PAIRS:
@@ -146,10 +159,12 @@ def write(res: dict[str, Any], stem: str = "selection_novel") -> None:
         for truth, t in r["ground_truths"].items():
             lines += [f"## {meta} ({r['num_tasks']} tasks, {r['candidates_per_task']} candidates), "
                       f"{truth} errors", "",
-                      "| method | " + " | ".join(reps) + " | mean |", "|---|" + "---|" * (len(reps) + 1)]
+                      "| method | " + " | ".join(reps) + " | mean | top-1 (mean) | experts run / query |",
+                      "|---|" + "---|" * (len(reps) + 3)]
             for name, m in t["methods"].items():
                 cells = [f"{100 * m[rp]:+.1f}%" if rp in m else "-" for rp in reps]
-                lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * m['mean']:+.1f}% |")
+                lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * m['mean']:+.1f}% | {m['top1_mean']:.2f} | "
+                             f"{m['forward_passes_per_query']} |")
             lines += ["", "| difference of replicate means | value | 95% paired bootstrap |", "|---|---|---|"]
             for k, v in t["paired_bootstrap_replicate_mean"].items():
                 lines.append(f"| {k} | {100 * v['difference']:+.1f} pts | [{100 * v['ci95'][0]:+.1f}, "
