@@ -8,8 +8,10 @@ computed once per (probe, weights, layout, method) and cached.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +23,29 @@ from .data.tensors import TensorTask
 from .embedding import Task2VecEmbedding
 from .errors import EmbeddingError
 from .probes import create_probe
+
+
+def _cache_key(weights_sha256: str, layout_hash: str, method: str, num_samples: int, h: int, w: int,
+               seed: int) -> str:
+    # The variational estimate depends on its optimiser: a t0 cached under another default is stale.
+    estimator = f"{method}/{C.VARIATIONAL_OPTIMIZER}" if method == "variational" else method
+    return hashlib.sha256(f"{weights_sha256}|{layout_hash}|{estimator}|{num_samples}|{h}x{w}|{seed}".encode()
+                          ).hexdigest()[:24]
+
+
+def _cached_for(meta: dict[str, str], method: str) -> Task2VecEmbedding | None:
+    """The cached t0 of an embedding's space, found from its recorded weights, layout and input
+    size alone: no probe is built (building one imports timm and creates the model, seconds on a
+    CPU), so ranking against a saved embedding starts fast once t0 exists."""
+    try:
+        size = json.loads(meta.get("input_size") or "null")
+    except ValueError:
+        return None
+    if not (meta.get("weights_sha256") and meta.get("layout_hash") and isinstance(size, list) and len(size) == 3):
+        return None
+    key = _cache_key(meta["weights_sha256"], meta["layout_hash"], method, 64, int(size[1]), int(size[2]), 0)
+    path = Path(C.cache_dir()) / "trivial" / f"{key}.safetensors"
+    return Task2VecEmbedding.load(path) if path.is_file() else None
 
 
 def trivial_embedding(
@@ -52,11 +77,7 @@ def trivial_embedding(
     p = create_probe(probe, 2, include_norm=include_norm, input_size=input_size, pretrained=pretrained,
                      checkpoint_path=checkpoint)
     c, h, w = p.data_config["input_size"]
-    # The variational estimate depends on its optimiser: a t0 cached under another default is stale.
-    estimator = f"{method}/{C.VARIATIONAL_OPTIMIZER}" if method == "variational" else method
-    key = hashlib.sha256(
-        f"{p.config.weights_sha256}|{p.layout.hash()}|{estimator}|{num_samples}|{h}x{w}|{seed}".encode()
-    ).hexdigest()[:24]
+    key = _cache_key(p.config.weights_sha256, p.layout.hash(), method, num_samples, h, w, seed)
     folder = cache_subdir("trivial") if cache else None  # unusable: a warning now, and no cache
     path = folder / f"{key}.safetensors" if folder is not None else None
     if path is not None and path.is_file():
@@ -104,6 +125,11 @@ def trivial_for(embedding: Task2VecEmbedding, **kwargs: Any) -> Task2VecEmbeddin
     and the result must have the recorded weights' sha256, or the error says which differs.
     """
     space = space_of(embedding.metadata)
+    if not set(kwargs) - {"quiet"}:  # the defaults (64 samples, seed 0, cached): the key needs no probe
+        hit = _cached_for(embedding.metadata, space.method)
+        if hit is not None:
+            embedding.check_compatible(hit)
+            return hit
     kwargs.setdefault("pretrained", pretrained_for(embedding.metadata))
     t0 = trivial_embedding(space.probe, space.method, input_size=space.input_size,
                            include_norm=space.include_norm, **kwargs)

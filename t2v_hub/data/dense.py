@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.transforms import InterpolationMode
 
 from ..errors import DataError
 from .images import Preprocessor, _open, displayed_size, read_bytes
@@ -92,6 +91,10 @@ class TargetTransform:
     """The probe's eval resize/crop for targets (nearest-exact for classes, bilinear for floats)."""
 
     def __init__(self, pre: Preprocessor, kind: str) -> None:
+        # torchvision on first use: importing it costs ~1.5 s (it pulls in torch._dynamo), which
+        # commands that never resize a target map (recommend from a file, distance) must not pay.
+        from torchvision.transforms import InterpolationMode
+
         mode = InterpolationMode.NEAREST_EXACT if kind == "segmentation" else InterpolationMode.BILINEAR
         self.steps = []
         for t in pre._tf.transforms[:-1]:  # the last step is the PIL -> uint8 tensor conversion

@@ -18,13 +18,20 @@ from .conv import ConvSpec, conv_filter_sq_sum, conv_persample, conv_spec, conv_
 from .linear import chunk_for, linear_persample, linear_sq_sum
 from .norm import is_norm, norm_persample, norm_sq_sum
 
-_LINEAR_FORWARDS = {nn.Linear.forward}
-try:  # timm's Linear only adds a torchscript cast; its forward is a plain F.linear.
-    from timm.layers.linear import Linear as _TimmLinear
 
-    _LINEAR_FORWARDS.add(_TimmLinear.forward)
-except ImportError:  # pragma: no cover
-    pass
+@functools.cache
+def _linear_forwards() -> frozenset[Any]:
+    """Forwards that are a plain ``F.linear`` of the weight: nn.Linear's and timm's (which only adds
+    a torchscript cast). Looked up on first use: importing timm costs seconds, and reading
+    embeddings imports this module without ever measuring a layer."""
+    forwards: set[Any] = {nn.Linear.forward}
+    try:
+        from timm.layers.linear import Linear as _TimmLinear
+
+        forwards.add(_TimmLinear.forward)
+    except ImportError:  # pragma: no cover
+        pass
+    return frozenset(forwards)
 
 
 class Tap:
@@ -44,7 +51,7 @@ class Tap:
         self.spec: ConvSpec | None = (
             None if isinstance(module, nn.Linear) or self.norm else conv_spec(module, name)
         )
-        if self.spec is None and not self.norm and type(module).forward not in _LINEAR_FORWARDS:
+        if self.spec is None and not self.norm and type(module).forward not in _linear_forwards():
             raise FisherError(
                 f"parameter {name!r} belongs to {type(module).__name__}, whose forward is not a plain "
                 "F.linear of its weight; leave it out of `params`, or use method='batch' (any layer)."

@@ -12,6 +12,9 @@ Floor 1: imports ``errors``, ``constants`` and ``registry`` only; never the pipe
 
 from __future__ import annotations
 
+# timm is imported where a model is built, not here: importing it costs seconds (it pulls in
+# torchvision and torch._dynamo), and commands that only read embeddings import this package
+# through the Fisher and layout modules.
 import copy
 import difflib
 import numbers
@@ -19,7 +22,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -159,6 +161,8 @@ def _init_head(adapter: Any, model: nn.Module) -> None:
 
 
 def _close_matches(name: str) -> list[str]:
+    import timm
+
     return difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
 
 
@@ -177,6 +181,8 @@ def _check_known(name: str) -> None:
         return
     if name.startswith("local-dir:"):
         return
+    import timm
+
     if not timm.is_model(name):
         hint = _close_matches(name.split(".")[0])
         more = f" Did you mean: {', '.join(hint)}?" if hint else " See `timm.list_models()`."
@@ -267,6 +273,8 @@ def resolve_weights(
             elif pretrained is True or (pretrained is None and not model_name.startswith("test_")):
                 use_timm_pretrained = True
         try:
+            import timm
+
             model = timm.create_model(model_name, pretrained=use_timm_pretrained, **model_kwargs)
         except (RuntimeError, OSError, ValueError) as exc:
             if use_timm_pretrained:
@@ -325,6 +333,8 @@ def create_probe(
         probe_name = name
         model, kind, sha = resolve_weights(name, pretrained, checkpoint_path, model_kwargs)
     adapter = get_probe_adapter(model)
+    import timm.data
+
     data_config = dict(timm.data.resolve_model_data_config(model))
     if size is not None:
         data_config["input_size"] = size

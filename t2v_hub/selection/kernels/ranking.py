@@ -31,7 +31,10 @@ Backends: with numba installed (``pip install t2v-hub[fast]``) the add, division
 and both sums run as one compiled loop per row (vectorised, no temporaries): about
 0.3 ns per element against 0.6-0.8 for the chunked torch ops, measured in
 benchmarks/rank_scale.py. ``T2V_HUB_RANK_BACKEND=torch|numba`` forces one (default
-``auto``: numba when importable). Both give the same distances to ~1e-6.
+``auto``: numba when importable and the matrix has at least :data:`AUTO_NUMBA_MIN_ELEMENTS`
+entries: importing numba and loading its cached kernels costs ~0.9 s once per process on a
+2-core CPU, which the 0.4 ns per element it saves pays back only on hub-scale matrices). Both
+give the same distances to ~1e-6.
 
 The matrix may be stored in bfloat16 to halve memory (same exponent range as
 float32, so the many orders of magnitude a Fisher spans survive; float16 would
@@ -106,8 +109,16 @@ def _numba_kernels() -> tuple[Callable, Callable] | None:
     return sums_f32, sums_bf16
 
 
-def backend(name: str | None = None) -> str:
-    """The backend a call will use: ``name``, else ``T2V_HUB_RANK_BACKEND``, else auto."""
+# ``auto`` takes numba from this many matrix entries on (2^28: ~13k experts of lite0's 20k filters).
+AUTO_NUMBA_MIN_ELEMENTS = 1 << 28
+
+
+def backend(name: str | None = None, elements: int | None = None) -> str:
+    """The backend a call will use: ``name``, else ``T2V_HUB_RANK_BACKEND``, else auto.
+
+    ``elements``: the size of the matrix about to be ranked; below
+    :data:`AUTO_NUMBA_MIN_ELEMENTS`, ``auto`` is torch (numba's start-up would cost more than it saves).
+    """
     env = os.environ.get("T2V_HUB_RANK_BACKEND", "").strip()
     choice = (name or env or "auto").lower()
     if choice not in BACKENDS:
@@ -118,6 +129,8 @@ def backend(name: str | None = None) -> str:
         raise ConfigError(f"T2V_HUB_RANK_BACKEND={env!r} is not a ranking backend; set it to one of "
                           f"{', '.join(BACKENDS)} or unset it")
     if choice == "auto":
+        if elements is not None and elements < AUTO_NUMBA_MIN_ELEMENTS:
+            return "torch"
         return "numba" if _numba_kernels() is not None else "torch"
     if choice == "numba" and _numba_kernels() is None:
         raise ValueError("ranking backend 'numba' needs numba: pip install 't2v-hub[fast]'")
@@ -150,7 +163,7 @@ def sym_to_target(
         raise ValueError(f"expert matrix must be 2-D, got shape {tuple(matrix.shape)}")
     n, d = matrix.shape
     b = _as_target(target, d)
-    use_numba = backend(backend_name) == "numba"
+    use_numba = backend(backend_name, elements=n * d) == "numba"
     out = torch.empty(n, dtype=torch.float32)
     if n == 0:
         return out
