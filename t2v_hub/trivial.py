@@ -41,9 +41,10 @@ def _cached_for(meta: dict[str, str], method: str) -> Task2VecEmbedding | None:
         size = json.loads(meta.get("input_size") or "null")
     except ValueError:
         return None
-    if not (meta.get("weights_sha256") and meta.get("layout_hash") and isinstance(size, list) and len(size) == 3):
-        return None
-    key = _cache_key(meta["weights_sha256"], meta["layout_hash"], method, 64, int(size[1]), int(size[2]), 0)
+    if not (meta.get("weights_sha256") and meta.get("layout_hash") and isinstance(size, list) and len(size) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+        return None  # a damaged record: the slow path rebuilds the probe and says what is wrong
+    key = _cache_key(meta["weights_sha256"], meta["layout_hash"], method, 64, size[1], size[2], 0)
     path = Path(C.cache_dir()) / "trivial" / f"{key}.safetensors"
     return Task2VecEmbedding.load(path) if path.is_file() else None
 

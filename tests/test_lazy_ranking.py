@@ -65,3 +65,10 @@ def test_auto_backend_is_torch_below_hub_scale(monkeypatch) -> None:
     big = ranking.backend(elements=ranking.AUTO_NUMBA_MIN_ELEMENTS)
     assert big == ("numba" if ranking._numba_kernels() is not None else "torch")
     assert ranking.backend("numba" if ranking._numba_kernels() is not None else "torch", elements=1) != "auto"
+
+
+@pytest.mark.parametrize("size", ['[3, "x", 16]', "{", "[3, true, 16]", "[16, 16]", ""])
+def test_a_damaged_input_size_record_skips_the_fast_path(size) -> None:
+    from t2v_hub.trivial import _cached_for
+
+    assert _cached_for({"weights_sha256": "a", "layout_hash": "b", "input_size": size}, "montecarlo") is None
