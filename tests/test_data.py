@@ -256,6 +256,34 @@ def test_impossible_hub_ids_are_refused_before_any_network_call(monkeypatch, sou
     assert hint in str(info.value)
 
 
+def _string_labels(labels):
+    feats = Features({"image": Image(), "label": Value("string")})
+    return mem_dataset(labels, features=feats)
+
+
+def test_labels_that_differ_only_in_case_or_spaces_are_flagged():
+    with pytest.warns(UserWarning, match=r"' cat' / 'cat'; 'Dog' / 'dog' differ only in case or surrounding spaces"):
+        task = load_task(_string_labels(["cat", " cat", "dog", "Dog", "cat", "dog"]))
+    assert task.num_classes == 4  # kept apart: the data says so; the warning says what to check
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert load_task(_string_labels(["cat", "dog", "cat", "dog"])).num_classes == 2
+
+
+def test_http_images_without_the_http_extras_name_the_fix(monkeypatch):
+    import datasets.utils.file_utils as fu
+
+    def no_http(*_a, **_k):
+        raise ImportError('HTTPFileSystem requires "requests" and "aiohttp" to be installed')
+
+    monkeypatch.setattr(fu, "xopen", no_http)
+    with pytest.raises(BadImageError, match=r"https://example.com/a.png: reading images over http\(s\) needs "
+                                            r"`pip install aiohttp requests`"):
+        images_mod.read_bytes("https://example.com/a.png")
+
+
 def test_class_folders_one_level_down_are_named(tmp_path):
     from conftest import write_imagefolder
 

@@ -284,7 +284,29 @@ def class_names(spec: LabelSpec, values: Sequence[Any]) -> list[str]:
     if spec.names is not None:
         return list(spec.names)
     flat = {x for v in values for x in v} if spec.multi else set(values)
-    return [str(x) for x in sorted(flat)]
+    names = [str(x) for x in sorted(flat)]
+    _warn_near_duplicates(spec.column, names)
+    return names
+
+
+def _warn_near_duplicates(column: str, names: list[str]) -> None:
+    """Say so when class names differ only in case or surrounding spaces (``cat`` / `` cat`` / ``Cat``).
+
+    They are kept as distinct classes (the data says so), but a CSV typo silently splitting one
+    class in two changes the task, so the user hears about it once.
+    """
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(n.strip().casefold(), []).append(n)
+    clashes = [g for g in groups.values() if len(g) > 1]
+    if clashes:
+        import warnings
+
+        shown = "; ".join(" / ".join(repr(n) for n in g) for g in clashes[:3])
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        warnings.warn(f"label column {column!r}: {shown}{more} differ only in case or surrounding spaces and are "
+                      "taken as different classes; if each group is one class, clean the column", UserWarning,
+                      stacklevel=3)
 
 
 def encode(spec: LabelSpec, values: Sequence[Any], names: list[str]) -> torch.Tensor:

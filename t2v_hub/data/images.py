@@ -87,8 +87,12 @@ def read_bytes(ref: Any, base_dir: str | None = None, token: str | bool | None =
         from datasets import DownloadConfig
         from datasets.utils.file_utils import xopen
 
-        with xopen(path, "rb", download_config=DownloadConfig(token=token)) as fh:
-            return fh.read()
+        try:
+            with xopen(path, "rb", download_config=DownloadConfig(token=token)) as fh:
+                return fh.read()
+        except ImportError as e:  # fsspec's http needs extras that datasets does not require
+            raise BadImageError(f"{path}: reading images over http(s) needs `pip install aiohttp requests` "
+                                f"({e}); or download the images and list local paths") from None
     path = path.removeprefix("file://")
     if base_dir and not os.path.isabs(path):
         path = os.path.join(base_dir, path)
