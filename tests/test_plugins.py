@@ -141,6 +141,30 @@ def test_optuna_enqueue_backbones_runs_best_first() -> None:
         enqueue_backbones(study, "backbone", recs, top_k=0)
 
 
+class _Study:
+    def __init__(self) -> None:
+        self.queued: list[dict[str, str]] = []
+
+    def enqueue_trial(self, params: dict[str, str], skip_if_exists: bool = False) -> None:
+        self.queued.append(params)
+
+
+def test_optuna_helpers_take_one_name_as_one_backbone_and_refuse_nonsense() -> None:
+    from t2v_hub_plugins.integrations.optuna import backbone_choices, enqueue_backbones
+
+    study = _Study()
+    assert enqueue_backbones(study, "backbone", "resnet50") == ["resnet50"]  # not ['r', 'e', 's', ...]
+    assert study.queued == [{"backbone": "resnet50"}]
+    assert backbone_choices("resnet50", "resnet18") == ["resnet50", "resnet18"]
+    assert backbone_choices([_Rec("a"), "b"], ["a", "c"]) == ["a", "b", "c"]
+    for bad in ("3", 2.5, True, -1):
+        with pytest.raises(ValueError, match="top_k"):
+            enqueue_backbones(study, "backbone", ["a"], top_k=bad)
+    for rec in (None, 3, ""):
+        with pytest.raises(ValueError, match="expected a Recommendation or a model name"):
+            enqueue_backbones(study, "backbone", [rec])
+
+
 @pytest.mark.slow
 def test_optuna_example_quick(tmp_path, monkeypatch) -> None:
     """The shipped example end to end (a few minutes on a busy 2-core machine)."""

@@ -10,6 +10,7 @@ enqueued value.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +21,12 @@ def enqueue_backbones(study: Any, param_name: str, recommendations: Sequence[Any
     Returns the enqueued names. ``recommendations`` are in rank order (as
     ``rank_backbones`` returns them); ``top_k=None`` enqueues all of them.
     """
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    recs = list(recommendations)[: top_k if top_k is not None else None]
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r}: expected a whole number of at least 1, or None for all")
+    recs = _as_list(recommendations)[: top_k if top_k is not None else None]
     names = []
     for rec in recs:
-        name = rec.name if hasattr(rec, "name") else str(rec)
+        name = _name(rec)
         # skip_if_exists: re-running a script on a persistent study does not queue duplicates.
         study.enqueue_trial({param_name: name}, skip_if_exists=True)
         names.append(name)
@@ -34,7 +35,19 @@ def enqueue_backbones(study: Any, param_name: str, recommendations: Sequence[Any
 
 def backbone_choices(recommendations: Sequence[Any], extra: Sequence[str] = ()) -> list[str]:
     """Choices for ``suggest_categorical``: every recommended name (in rank order), then ``extra``."""
-    return list(dict.fromkeys([r.name for r in recommendations] + list(extra)))
+    return list(dict.fromkeys([_name(r) for r in _as_list(recommendations)] + _as_list(extra)))
+
+
+def _as_list(items: Any) -> list[Any]:
+    # One name is one backbone, not its characters ("resnet50" -> ["r", "e", ...]).
+    return [items] if isinstance(items, (str, bytes)) else list(items)
+
+
+def _name(rec: Any) -> str:
+    name = rec.name if hasattr(rec, "name") else rec
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"recommendation {rec!r}: expected a Recommendation or a model name (str)")
+    return name
 
 
 class OptunaIntegration:
