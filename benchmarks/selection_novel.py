@@ -171,6 +171,40 @@ def write(res: dict[str, Any], stem: str = "selection_novel") -> None:
                              f"{100 * v['ci95'][1]:+.1f}] |")
             lines.append("")
     (sq.RESULTS / f"{stem}.md").write_text("\n".join(lines))
+    _plot(res, sq.RESULTS / f"{stem}_frontier.png")
+
+
+def _plot(res: dict[str, Any], out: Path) -> None:
+    """Quality against cost per meta-task: replicate-mean error increase (own errors) over expert passes."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    metas = list(res["meta_tasks"])
+    fig, axes = plt.subplots(1, len(metas), figsize=(4 * len(metas), 4), sharey=True)
+    for ax, meta in zip(axes, metas, strict=True):
+        m = res["meta_tasks"][meta]["ground_truths"]["own"]["methods"]
+        ks = [k for k in KS if f"two_stage[d_sym, K={k}]" in m]
+        ax.plot([m[f"two_stage[d_sym, K={k}]"]["forward_passes_per_query"] for k in ks],
+                [100 * m[f"two_stage[d_sym, K={k}]"]["mean"] for k in ks], "o-", label="d_sym shortlist, then LogME")
+        for name, marker, label in (("d_sym", "^", "d_sym"), ("model2vec[bias=layer]", "X", "MODEL2VEC layer"),
+                                    ("static_prior", "D", "static prior"), ("logme_all", "*", "LogME, all"),
+                                    ("knn_all", "p", "kNN, all (B, C)")):
+            if name in m:
+                ax.plot([m[name]["forward_passes_per_query"]], [100 * m[name]["mean"]], marker, markersize=9,
+                        label=label, alpha=0.8)
+        r = res["meta_tasks"][meta]
+        ax.set_title(f"{meta} ({r['num_tasks']} tasks, {r['candidates_per_task']} candidates)")
+        ax.set_xlabel("expert forward passes per query")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("relative error increase, mean of replicates (%)")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples (default %(default)s)")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the frontier from the committed results")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        _plot(json.loads((sq.RESULTS / "selection_novel.json").read_text()), sq.RESULTS / "selection_novel_frontier.png")
+        return 0
     write(run(n_boot=args.boot))
     print((sq.RESULTS / "selection_novel.md").read_text())
     return 0
