@@ -92,3 +92,16 @@ def test_an_os_error_nothing_named_is_one_line_and_exit_2(tmp_path, make_embeddi
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Input/output error (/mnt/dead/a.safetensors)" in err
     assert "unexpected" not in err
+
+
+@pytest.mark.parametrize(("out", "expected"), [
+    ("{tmp}/" + "a" * 5000 + ".safetensors", "characters)': File name too long; pass a shorter or valid path"),
+    ("{tmp}/afile/x.safetensors", "afile' is a file, not a folder; choose another path"),
+])
+def test_output_names_the_system_cannot_use_are_refused_before_any_work(tmp_path, capsys, out, expected) -> None:
+    (tmp_path / "afile").write_text("x")
+    out = out.format(tmp=tmp_path)
+    capsys.readouterr()
+    code = main(["embed", "--dataset", str(tmp_path / "no-data-needed"), "--probe", "test_efficientnet", "--out", out])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and expected in err, err

@@ -299,6 +299,14 @@ def check_writable(path: str, suffix: str | tuple[str, ...] | None = ".safetenso
     ``suffix``: what the file holds; a ``.json`` or ``.txt`` name for a safetensors file is a
     mistake the user finds only when another tool refuses it, so it is refused here.
     """
+    try:
+        _check_writable(path, suffix, example)
+    except OSError as exc:  # the name itself is unusable: too long, a component is a file, ...
+        shown = path if len(path) <= 120 else f"{path[:60]}...{path[-40:]} ({len(path)} characters)"
+        raise OutputError(f"cannot write {shown!r}: {exc.strerror or exc}; pass a shorter or valid path") from None
+
+
+def _check_writable(path: str, suffix: str | tuple[str, ...] | None, example: str) -> None:
     if Path(path).is_dir():
         raise OutputError(f"cannot write {path!r}: it is a folder; pass a file name like {example}")
     suffixes = (suffix,) if isinstance(suffix, str) else suffix
@@ -308,6 +316,8 @@ def check_writable(path: str, suffix: str | tuple[str, ...] | None = ".safetenso
             f"the format follows the name, which must end in one of {', '.join(suffixes)}"
         raise OutputError(f"cannot write {path!r}: {what}; pass a name like {example}")
     parent = Path(path).resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"cannot write {path!r}: {str(parent)!r} is a file, not a folder; choose another path")
     if not parent.is_dir():
         raise OutputError(f"cannot write {path!r}: folder {str(parent)!r} does not exist; create it first")
     if not os.access(parent, os.W_OK):
