@@ -118,6 +118,13 @@ def test_score_command_and_its_bad_inputs(zoo: dict[str, Any], tmp_path: Path, c
     assert main([*base, "--models", "test_resnet", "--metric", "bogus"]) == 2
     assert main([*base, "--models", f"local-dir:{tmp_path}"]) == 2
     assert "holds no timm weights" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    for spec, expected in ((f"local-dir:{tmp_path}/absent", "absent does not exist"),
+                           (f"local-dir:{tmp_path}/afile", "afile is a file, not a folder"),
+                           ("local-dir:", "names no folder")):
+        assert main([*base, "--models", spec]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
     with pytest.raises(ModelLoadError, match="no classifier head"):
         load_model("test_resnet", pretrained=False) if False else _headless()
     with pytest.raises(ModelLoadError, match="above max_model_mb"):

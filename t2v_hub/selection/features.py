@@ -58,7 +58,14 @@ def load_model(name: str, *, pretrained: bool | None = None, max_model_mb: float
 
     use = pretrained if pretrained is not None else not name.split("/")[-1].startswith("test_")
     if name.startswith("local-dir:"):
-        folder = Path(name[len("local-dir:"):])
+        given = name[len("local-dir:"):]
+        folder = Path(given)
+        if not given:
+            raise ModelLoadError("model 'local-dir:' names no folder; pass local-dir:/path/to/model "
+                                 "(a folder timm's save_for_hf wrote)")
+        if not folder.is_dir():
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise ModelLoadError(f"model {name!r}: {given} {what}; pass the folder timm's save_for_hf wrote")
         missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
         if missing:
             raise ModelLoadError(f"{folder} holds no timm weights (missing {', '.join(missing)}); "
