@@ -149,6 +149,25 @@ def test_quiet_reaches_the_library_hints_and_is_restored(capsys, tmp_path, monke
     assert "T2V_HUB_QUIET" not in os.environ  # one command's --quiet does not silence the next
 
 
+def test_quiet_silences_the_lazily_imported_libraries_through_their_variables(tmp_path, monkeypatch) -> None:
+    import os
+
+    import t2v_hub.cli.trivial as trivial_cmd
+
+    for k in ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY"):
+        monkeypatch.delenv(k, raising=False)
+    seen: dict[str, str | None] = {}
+
+    def run(args):  # what a lazily imported huggingface_hub / datasets would read when configuring its logger
+        seen.update({k: os.environ.get(k) for k in ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY")})
+        return 0
+
+    monkeypatch.setattr(trivial_cmd, "run", run)
+    assert main(["trivial", "--probe", "test_efficientnet", "--out", str(tmp_path / "t0.safetensors"), "--quiet"]) == 0
+    assert seen == {"HF_HUB_VERBOSITY": "error", "DATASETS_VERBOSITY": "error"}
+    assert "HF_HUB_VERBOSITY" not in os.environ and "DATASETS_VERBOSITY" not in os.environ
+
+
 @pytest.mark.parametrize("flag", [["--method", "batch"], ["--checkpoint", "w.safetensors"], ["--input-size", "32"]])
 def test_trivial_like_takes_its_space_from_the_embedding(capsys, two, tmp_path, flag) -> None:
     a, _ = two

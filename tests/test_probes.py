@@ -65,6 +65,42 @@ def test_impossible_hf_hub_probe_ids_are_named_before_any_fetch(name, monkeypatc
         create_probe(name, 2)
 
 
+@pytest.mark.parametrize(("spec", "expected"), [("local-dir:", "names no folder"),
+                                              ("local-dir:{tmp}/absent", "absent does not exist"),
+                                              ("local-dir:{tmp}/afile", "afile is a file, not a folder"),
+                                              ("local-dir:{tmp}", "has no config.json")])
+def test_local_dir_probes_that_name_no_model_folder_say_what_is_wrong(tmp_path, spec, expected) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UnknownProbeError, match=expected):
+        create_probe(spec.format(tmp=tmp_path), 2)
+
+
+def test_an_uncached_hf_hub_probe_fails_fast_when_the_hub_is_unreachable(monkeypatch) -> None:
+    import huggingface_hub
+    import timm
+
+    from t2v_hub import network
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(network, "unreachable", lambda *a, **k: "gaierror: no network")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("timm started its retries"))
+    with pytest.raises(WeightsError, match="cannot reach .* to download 'hf-hub:org/model' .*not in the local cache"):
+        create_probe("hf-hub:org/model", 2)
+
+    class Reached(Exception):
+        pass
+
+    def create(*_a, **_k):
+        raise Reached
+
+    # Cached: no fail-fast, the libraries fall back to the cache themselves.
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: "/cache/config.json")
+    monkeypatch.setattr(timm, "create_model", create)
+    with pytest.raises(Reached):
+        create_probe("hf-hub:org/model", 2)
+
+
 def test_probe_without_filter_layer_is_refused() -> None:
     class Pooler(nn.Module):
         def __init__(self) -> None:

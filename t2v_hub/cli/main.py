@@ -102,12 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
-    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_DISABLE_PROGRESS_BARS", "T2V_HUB_QUIET")}
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_DISABLE_PROGRESS_BARS", "T2V_HUB_QUIET", "HF_HUB_VERBOSITY",
+                                                "DATASETS_VERBOSITY")}
     if getattr(args, "quiet", False):
         # --quiet means quiet: no retry or progress lines from the libraries underneath either,
         # nor hints from t2v-hub's own library code (t0's "computing..."); restored afterwards.
+        # The *_VERBOSITY variables matter because those libraries are imported lazily, after
+        # this point, and set their loggers' levels from them when they are.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("T2V_HUB_QUIET", "1")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+        os.environ.setdefault("DATASETS_VERBOSITY", "error")
         import logging
 
         for name in ("huggingface_hub", "datasets", "timm"):

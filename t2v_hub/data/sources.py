@@ -285,27 +285,16 @@ def _from_hub(
     )
 
 
-REACH_TIMEOUT_S = 3.0
-
-
 def _check_reachable(endpoint: str) -> None:
-    """Fail in seconds, and truthfully, when the Hub cannot be reached at all.
+    """Fail in seconds, and truthfully, when the Hub cannot be reached at all (see t2v_hub/network.py)."""
+    from ..network import unreachable
 
-    Without this, a machine with no network spends 24-48 s in huggingface_hub's retries
-    (printing a line per retry) and then reports the dataset as "not found".
-    """
-    import socket
-    from urllib.parse import urlsplit
-
-    u = urlsplit(endpoint)
-    host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=REACH_TIMEOUT_S).close()
-    except OSError as exc:
+    why = unreachable(endpoint)
+    if why is not None:
         raise DataError(
-            f"cannot reach {endpoint} ({type(exc).__name__}: {exc}); check the network or HF_ENDPOINT, pass a "
+            f"cannot reach {endpoint} ({why}); check the network or HF_ENDPOINT, pass a "
             "local path, or set HF_HUB_OFFLINE=1 to read datasets from the local cache only"
-        ) from None
+        )
 
 
 def _hub_sha(repo_id: str, revision: str | None, token: str | bool | None) -> str | None:

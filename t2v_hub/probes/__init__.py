@@ -16,7 +16,6 @@ from __future__ import annotations
 # torchvision and torch._dynamo), and commands that only read embeddings import this package
 # through the Fisher and layout modules.
 import copy
-import difflib
 import numbers
 import os
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import constants as C
-from ..errors import ProbeError, UnknownProbeError, WeightsError
+from ..errors import ProbeError, WeightsError
 from .adapters import (
     GenericAdapter,
     get_probe_adapter,
@@ -36,6 +35,7 @@ from .adapters import (
 )
 from .constant import input_independent
 from .layout import EmbeddingLayout, build_layout, filter_parameter_names
+from .names import check_known, fail_fast_if_unreachable
 from .weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_path, state_dict_sha256
 
 __all__ = [
@@ -160,35 +160,6 @@ def _init_head(adapter: Any, model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def _close_matches(name: str) -> list[str]:
-    import timm
-
-    return difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-
-
-def _check_known(name: str) -> None:
-    if name.startswith(("hf-hub:", "hf_hub:")):
-        # timm would hand the id to huggingface_hub, whose refusal surfaced as a weights error.
-        from huggingface_hub.errors import HFValidationError
-        from huggingface_hub.utils import validate_repo_id
-
-        repo = name.split(":", 1)[1].split("@", 1)[0]
-        try:
-            validate_repo_id(repo)
-        except HFValidationError:
-            raise UnknownProbeError(f"probe {name!r}: {repo!r} is not a valid Hub repo id ('namespace/name': "
-                                    "letters, digits, '-', '_' and '.'); check the spelling") from None
-        return
-    if name.startswith("local-dir:"):
-        return
-    import timm
-
-    if not timm.is_model(name):
-        hint = _close_matches(name.split(".")[0])
-        more = f" Did you mean: {', '.join(hint)}?" if hint else " See `timm.list_models()`."
-        raise UnknownProbeError(f"unknown probe {name!r}: not a timm model name.{more}")
-
-
 def _input_size(input_size: int | tuple[int, ...] | None) -> tuple[int, int, int] | None:
     """``input_size`` as (C, H, W), or an error naming it when it is not a usable image size."""
     if input_size is None:
@@ -272,11 +243,18 @@ def resolve_weights(
                 use_timm_pretrained = False
             elif pretrained is True or (pretrained is None and not model_name.startswith("test_")):
                 use_timm_pretrained = True
+        if use_timm_pretrained and model_name.startswith(("hf-hub:", "hf_hub:")):
+            fail_fast_if_unreachable(model_name)
         try:
             import timm
 
             model = timm.create_model(model_name, pretrained=use_timm_pretrained, **model_kwargs)
         except (RuntimeError, OSError, ValueError) as exc:
+            if use_timm_pretrained and model_name.startswith(("hf-hub:", "hf_hub:")):
+                raise WeightsError(
+                    f"cannot download {model_name!r} from the Hub ({type(exc).__name__}): check the repo id and "
+                    "the network (HF_ENDPOINT, HF_HUB_OFFLINE), or save the model locally and pass local-dir:PATH"
+                ) from exc
             if use_timm_pretrained:
                 raise WeightsError(
                     f"cannot fetch pretrained weights for {model_name!r} ({type(exc).__name__}); "
@@ -329,7 +307,7 @@ def create_probe(
         ).__name__
         kind, sha = "module", state_dict_sha256(model)
     else:
-        _check_known(name)
+        check_known(name)
         probe_name = name
         model, kind, sha = resolve_weights(name, pretrained, checkpoint_path, model_kwargs)
     adapter = get_probe_adapter(model)
