@@ -118,6 +118,17 @@ def test_score_command_and_its_bad_inputs(zoo: dict[str, Any], tmp_path: Path, c
     assert main([*base, "--models", "test_resnet", "--metric", "bogus"]) == 2
     assert main([*base, "--models", f"local-dir:{tmp_path}"]) == 2
     assert "holds no timm weights" in capsys.readouterr().err
+    import huggingface_hub
+
+    from t2v_hub import network
+
+    with pytest.MonkeyPatch.context() as mp:  # an uncached hf-hub model, no network: seconds, not retries
+        mp.delenv("HF_HUB_OFFLINE", raising=False)
+        mp.setattr(network, "unreachable", lambda *a, **k: "gaierror: no network")
+        mp.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+        mp.setattr(timm, "create_model", lambda *a, **k: pytest.fail("timm started its retries"))
+        assert main([*base, "--models", "hf-hub:org/absent"]) == 2
+        assert "cannot reach" in capsys.readouterr().err
     (tmp_path / "afile").write_text("x")
     for spec, expected in ((f"local-dir:{tmp_path}/absent", "absent does not exist"),
                            (f"local-dir:{tmp_path}/afile", "afile is a file, not a folder"),
