@@ -70,8 +70,6 @@ def load_model(name: str, *, pretrained: bool | None = None, max_model_mb: float
         if missing:
             raise ModelLoadError(f"{folder} holds no timm weights (missing {', '.join(missing)}); "
                                  "save the model with timm's save_for_hf or pick another candidate")
-    if name.startswith(("hf-hub:", "local-dir:")):
-        use = True
     if name.startswith(("hf-hub:", "hf_hub:")):
         from ..probes.names import fail_fast_if_unreachable
 
@@ -79,6 +77,8 @@ def load_model(name: str, *, pretrained: bool | None = None, max_model_mb: float
             fail_fast_if_unreachable(name)  # seconds, not huggingface_hub's ~30 s of retries
         except T2VError as exc:
             raise ModelLoadError(str(exc)) from None
+    if name.startswith(("hf-hub:", "local-dir:")):
+        use = True
     elif not timm.is_model(name):
         raise ModelLoadError(f"model {name!r} is not a timm model name, hf-hub: or local-dir: name; "
                              "see timm.list_models()")
