@@ -77,7 +77,7 @@ def load_model(name: str, *, pretrained: bool | None = None, max_model_mb: float
             fail_fast_if_unreachable(name)  # seconds, not huggingface_hub's ~30 s of retries
         except T2VError as exc:
             raise ModelLoadError(str(exc)) from None
-    if name.startswith(("hf-hub:", "local-dir:")):
+    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):  # timm takes both spellings of hf-hub
         use = True
     elif not timm.is_model(name):
         raise ModelLoadError(f"model {name!r} is not a timm model name, hf-hub: or local-dir: name; "
