@@ -46,9 +46,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"trivial-task weight of d_asym (default: the selector's, else {ASYM_ALPHA}; "
                         f"{VARIATIONAL_ASYM_ALPHA} for --method variational experts). Measured on the zoo's 36 tasks "
                         "(leave-one-out, mixed, leave-one-domain-out): with montecarlo embeddings no one of four "
-                        "definitions of the trivial task changes a first choice at any alpha; with variational "
-                        "ones each expert's own learned prior is its t0 and alpha 0.5 lowers the error increase "
-                        "on all three (BENCHMARKS.md)")
+                        "definitions of the trivial task changes a first choice at any alpha, and a fifth (each "
+                        "expert's own images with shuffled labels, not built in) changes choices but helps two "
+                        "meta-tasks and hurts two at every alpha; with variational ones each expert's own learned "
+                        "prior is its t0 and alpha 0.5 lowers the error increase on all three (BENCHMARKS.md)")
     g.add_argument("--trivial", default=None, help="trivial-task embedding file (default: the probe's, computed once)")
     r = p.add_argument_group("two-stage ranking")
     r.add_argument("--rerank", choices=("none", "logme", "hscore", "knn"), default="none",
