@@ -185,15 +185,12 @@ def plot_embedding_map(
 
 
 def _save(fig, out: str | os.PathLike[str]) -> Path:  # noqa: ANN001 - matplotlib Figure
-    from .errors import OutputError
-
-    p = Path(out)
-    if not p.parent.is_dir():
-        raise OutputError(f"cannot write {str(p)!r}: folder {str(p.parent)!r} does not exist")
     from .embedding import atomic_write_bytes
 
-    # Rendered in memory, then written like every other output (temporary file, rename): a
-    # full disk or a kill mid-write leaves the old plot or none, never a truncated image.
+    # Rendered in memory, then written like every other output (temporary file, rename; a
+    # missing folder or a full disk is its OutputError): a kill mid-write leaves the old plot
+    # or none, never a truncated image.
+    p = Path(out)
     buf = io.BytesIO()
     try:
         fig.savefig(buf, dpi=120, format=p.suffix.lstrip(".").lower() or "png")

@@ -302,8 +302,13 @@ def check_writable(path: str, suffix: str | tuple[str, ...] | None = ".safetenso
     try:
         _check_writable(path, suffix, example)
     except OSError as exc:  # the name itself is unusable: too long, a component is a file, ...
-        shown = path if len(path) <= 120 else f"{path[:60]}...{path[-40:]} ({len(path)} characters)"
-        raise OutputError(f"cannot write {shown!r}: {exc.strerror or exc}; pass a shorter or valid path") from None
+        raise OutputError(f"cannot write {short_path(path)!r}: {exc.strerror or exc}; pass a shorter or valid "
+                          "path") from None
+
+
+def short_path(path: str, limit: int = 120) -> str:
+    """``path`` for a one-line message: a 5,000-character name is shown by its ends and its length."""
+    return path if len(path) <= limit else f"{path[:60]}...{path[-40:]} ({len(path)} characters)"
 
 
 def _check_writable(path: str, suffix: str | tuple[str, ...] | None, example: str) -> None:

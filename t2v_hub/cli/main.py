@@ -152,8 +152,9 @@ def _run(args: argparse.Namespace) -> int:
         # that vanished mid-run): not a bug of t2v-hub, so no "unexpected"; the path says where.
         if _debug():
             raise
-        name = str(exc.filename) if exc.filename else ""
-        where = f" ({name if len(name) <= 160 else name[:80] + '...' + name[-60:]})" if name else ""
+        from ._common import short_path
+
+        where = f" ({short_path(str(exc.filename))})" if exc.filename else ""
         print(f"error: {_redact(' '.join(str(exc.strerror or exc).split()))}{where}; check that path, the free space "
               "and the permissions, then run again", file=sys.stderr)
         return 2

@@ -103,13 +103,13 @@ def resolve(
 
 def _check_hub_id(repo_id: str) -> None:
     """Refuse what cannot be a Hub dataset id before any network call (which would report the
-    network, or 'not found', for a typo): huggingface_hub's own rule for repo ids."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    network, or 'not found', for a typo), by the hub layer's rule for repo ids."""
+    from ..errors import HubError
+    from ..hub.base import validate_repo_id
 
     try:
         validate_repo_id(repo_id)
-    except HFValidationError:
+    except HubError:
         hint = "; a split goes in split=, not in the id" if ":" in repo_id else ""
         raise DatasetNotFoundError(
             f"{repo_id!r} is neither a local path nor a valid Hub dataset id ('name' or 'namespace/name': "

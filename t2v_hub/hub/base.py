@@ -134,16 +134,16 @@ def validate_repo_id(repo_id: str) -> str:
     """Return ``repo_id`` if it follows the Hub naming rules, else raise HubError.
 
     Besides the regex, ``..`` anywhere is refused: ``a/..`` matches the character
-    classes but would escape the local hub's root.
+    classes but would escape the local hub's root; so is ``--``, which the Hub reserves.
     """
     if not isinstance(repo_id, str) or not repo_id:
         raise HubError("empty repo id; pass repo_id=namespace/name")
     if len(repo_id) > REPO_ID_MAX:
         raise HubError(f"repo id {repo_id[:40]!r}... is longer than {REPO_ID_MAX} characters")
-    if not REPO_ID_RE.match(repo_id) or ".." in repo_id or repo_id.endswith((".", "-")):
+    if not REPO_ID_RE.match(repo_id) or ".." in repo_id or "--" in repo_id or repo_id.endswith((".", "-")):
         raise HubError(
             f"invalid repo id {repo_id!r}: use namespace/name with letters, digits, '.', '_' or '-' "
-            "(no '..', no leading '/' or '.')"
+            "(no '..' or '--', no leading '/' or '.')"
         )
     return repo_id
 

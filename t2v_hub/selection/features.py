@@ -58,14 +58,14 @@ def load_model(name: str, *, pretrained: bool | None = None, max_model_mb: float
 
     use = pretrained if pretrained is not None else not name.split("/")[-1].startswith("test_")
     if name.startswith("local-dir:"):
+        from ..probes.names import local_dir_problem
+
         given = name[len("local-dir:"):]
-        folder = Path(given)
-        if not given:
-            raise ModelLoadError("model 'local-dir:' names no folder; pass local-dir:/path/to/model "
-                                 "(a folder timm's save_for_hf wrote)")
-        if not folder.is_dir():
-            what = "is a file, not a folder" if folder.exists() else "does not exist"
-            raise ModelLoadError(f"model {name!r}: {given} {what}; pass the folder timm's save_for_hf wrote")
+        what = local_dir_problem(given)
+        if what is not None:
+            raise ModelLoadError(f"model {name!r}: {given or 'the path'} {what}; pass local-dir:/path/to/model, "
+                                 "a folder timm's save_for_hf wrote")
+        folder = Path(given).expanduser()
         missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
         if missing:
             raise ModelLoadError(f"{folder} holds no timm weights (missing {', '.join(missing)}); "
@@ -76,14 +76,13 @@ def load_model(name: str, *, pretrained: bool | None = None, max_model_mb: float
         raise ModelLoadError(f"model {name!r} is not a timm model name, hf-hub: or local-dir: name; "
                              "see timm.list_models()")
     if use and not name.startswith("local-dir:"):
-        from ..probes.names import fail_fast_if_unreachable
+        from ..probes.names import weights_unreachable
 
-        try:
-            fail_fast_if_unreachable(name)  # seconds, not huggingface_hub's 30-55 s of retries
-        except T2VError as exc:
-            # The probe's advice (offline-weights package, checkpoint=) does not apply to a candidate.
-            msg = str(exc).split(", install `t2v-hub[offline-weights]`")[0]
-            raise ModelLoadError(msg if msg.endswith("local-dir:PATH") else f"{msg}, or pick another candidate") from None
+        why = weights_unreachable(name)  # seconds, not huggingface_hub's 30-55 s of retries
+        if why is not None:
+            fix = "save the model and pass local-dir:PATH" if name.startswith(("hf-hub:", "hf_hub:")) else \
+                "pick another candidate"
+            raise ModelLoadError(f"{why}, or {fix}")
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
