@@ -39,7 +39,9 @@ from t2v_hub.selection.distances import cdist
 
 KS = (1, 2, 3, 4, 5, 12)  # 12: every candidate, i.e. LogME on all of them
 LABELS = {p.name: label for p, label in zip(sq.REPLICATES, "ABC", strict=True)}
-PAIRS = (("two_stage[d_sym, K=3]", "logme_all"), ("two_stage[d_sym, K=3]", "static_prior"),
+GEN = "two_stage[d_sym, K=3, +1 generalist]"  # recommend's default with a selector
+PAIRS = (("two_stage[d_sym, K=3]", "logme_all"), (GEN, "logme_all"), (GEN, "two_stage[d_sym, K=4]"),
+         (GEN, "two_stage[d_sym, K=3]"), ("two_stage[d_sym, K=3]", "static_prior"),
          ("model2vec[bias=layer]", "static_prior"), ("model2vec[bias=layer]", "d_sym"))
 
 
@@ -54,6 +56,40 @@ def _candidates(data: dict[str, Any], meta: str) -> tuple[torch.Tensor, torch.Te
         return torch.ones_like(is_expert), other, True
     keep = {"loo": is_expert, "mixed": ~is_expert, "lodo": torch.ones_like(is_expert)}[meta]
     return keep, own, meta == "lodo"
+
+
+def _normalised(M: torch.Tensor, kind: str) -> torch.Tensor:
+    """Training errors (NaN = unknown) put on a per-task scale, for the generalist-definition rows."""
+    known = torch.isfinite(M)
+    best = torch.where(known, M, torch.full_like(M, float("inf"))).min(1, keepdim=True).values
+    if kind == "floor 1e-2":  # the library's relative increase, with a floor at 1% error instead of 0.1%
+        return (M - best) / best.clamp_min(1e-2)
+    if kind == "mean rank":
+        return torch.where(known, torch.where(known, M, torch.full_like(M, float("inf"))).argsort(1).argsort(1).float(), M)
+    if kind == "z-score":
+        mu = torch.nanmean(M, 1, keepdim=True)
+        return (M - mu) / torch.nanmean((M - mu) ** 2, 1, keepdim=True).sqrt().clamp_min(1e-6)
+    if kind == "plain error":  # the static prior's own ranking
+        return M
+    raise KeyError(kind)
+
+
+GENERALIST_VARIANTS = ("floor 1e-2", "mean rank", "z-score", "plain error")
+
+
+def generalist_variants(data: dict[str, Any], exclude: torch.Tensor, lodo: bool) -> dict[str, torch.Tensor]:
+    """Other definitions of the generalist score than the library's, each from the same training tasks
+    as every learned method (row i without task i; lodo: without its pool): is the slot's gain one
+    definition's luck?"""
+    E, pools = data["errors"].clone(), data["pools"]
+    E[exclude] = float("nan")
+    T = E.shape[0]
+    out = {k: torch.full(E.shape, float("nan")) for k in GENERALIST_VARIANTS}
+    for i in range(T):
+        train = torch.tensor([j != i and (not lodo or pools[j] != pools[i]) for j in range(T)])
+        for k in GENERALIST_VARIANTS:
+            out[k][i] = torch.nanmean(_normalised(E[train], k), 0)
+    return out
 
 
 def choices(data: dict[str, Any], meta: str,
@@ -77,6 +113,14 @@ def choices(data: dict[str, Any], meta: str,
     short = sq._mask(d_sym, exclude)
     for k in KS:
         scores[f"two_stage[d_sym, K={k}]"] = sq.two_stage(short, logme, k)
+    gen = sq._mask(trained["generalist"], exclude)
+    for k in (2, 3):
+        scores[f"two_stage[d_sym, K={k}, +1 generalist]"] = sq.two_stage_generalist(short, gen, logme, k)
+    scores["shortlist_oracle[d_sym, K=3, +1 generalist] (own errors)"] = sq.two_stage_generalist(
+        short, gen, -data["errors"], 3)
+    for kind, g in generalist_variants(data, exclude, lodo).items():
+        scores[f"two_stage[d_sym, K=3, +1 generalist by {kind}]"] = sq.two_stage_generalist(
+            short, sq._mask(g, exclude), logme, 3)
     if "knn" in data["transfer"]:
         scores["two_stage[d_sym, K=3, knn]"] = sq.two_stage(short, data["transfer"]["knn"], 3)
     for k in (3, 4):
@@ -89,7 +133,8 @@ def _passes(name: str, candidates: int) -> int:
     if name.endswith("_all"):
         return candidates
     m = re.search(r"K=(\d+)", name)
-    return min(int(m.group(1)), candidates) if m else 0
+    g = re.search(r"\+(\d+) generalist", name)
+    return min(int(m.group(1)) + (int(g.group(1)) if g else 0), candidates) if m else 0
 
 
 def _rel(chosen: torch.Tensor, best: torch.Tensor) -> float:
@@ -190,7 +235,9 @@ def _plot(res: dict[str, Any], out: Path) -> None:
         ks = [k for k in KS if f"two_stage[d_sym, K={k}]" in m]
         ax.plot([m[f"two_stage[d_sym, K={k}]"]["forward_passes_per_query"] for k in ks],
                 [100 * m[f"two_stage[d_sym, K={k}]"]["mean"] for k in ks], "o-", label="d_sym shortlist, then LogME")
-        for name, marker, label in (("d_sym", "^", "d_sym"), ("model2vec[bias=layer]", "X", "MODEL2VEC layer"),
+        for name, marker, label in ((GEN, "s", "d_sym top 3 + 1 generalist, then LogME"),
+                                    ("two_stage[d_sym, K=2, +1 generalist]", "v", "d_sym top 2 + 1 generalist"),
+                                    ("d_sym", "^", "d_sym"), ("model2vec[bias=layer]", "X", "MODEL2VEC layer"),
                                     ("static_prior", "D", "static prior"), ("logme_all", "*", "LogME, all"),
                                     ("knn_all", "p", "kNN, all (B, C)")):
             if name in m:

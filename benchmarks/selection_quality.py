@@ -45,6 +45,7 @@ import torch
 
 from t2v_hub.embedding import Task2VecEmbedding
 from t2v_hub.selection.distances import cdist, cdist_asym
+from t2v_hub.selection.generalist import generalist_scores, shortlist_with_generalists
 from t2v_hub.selection.layer_weights import probe_layer_ids
 from t2v_hub.selection.metrics import chance_baseline, evaluate_selection
 from t2v_hub.selection.model2vec import SelectorConfig
@@ -194,6 +195,23 @@ def two_stage(stage1: torch.Tensor, stage2: torch.Tensor, k: int) -> torch.Tenso
     return out
 
 
+def two_stage_generalist(stage1: torch.Tensor, generalist: torch.Tensor, stage2: torch.Tensor, k: int,
+                         g: int = 1) -> torch.Tensor:
+    """Like :func:`two_stage`, with the shortlist of ``recommend --generalists g``: stage 1's top ``k``
+    plus the ``g`` best generalists (lowest ``generalist``, per test task) not among them."""
+    out = torch.full_like(stage1, float("nan"))
+    for i in range(stage1.shape[0]):
+        s = torch.nan_to_num(stage1[i], nan=float("inf"))
+        order = [j for j in torch.argsort(s, stable=True).tolist() if math.isfinite(float(s[j]))]
+        prior = torch.nan_to_num(generalist[i], nan=float("inf"))
+        by_prior = [j for j in torch.argsort(prior, stable=True).tolist() if math.isfinite(float(prior[j]))]
+        short = shortlist_with_generalists(order, by_prior, k, g)
+        by2 = sorted(short, key=lambda j: -float(stage2[i, j]))
+        for r, j in enumerate(by2 + [j for j in order if j not in short]):
+            out[i, j] = float(r)
+    return out
+
+
 def shortlist_oracle(stage1: torch.Tensor, errors: torch.Tensor, k: int) -> torch.Tensor:
     """The best any stage 2 could do on a stage-1 shortlist of k: the shortlist ordered by true error."""
     return two_stage(stage1, -errors, k)
@@ -206,7 +224,8 @@ def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: 
     masked = E.clone()
     masked[exclude] = float("nan")
     T = E.shape[0]
-    out = {"static_prior": torch.full(E.shape, float("nan"))}
+    # generalist: each expert's mean relative error increase on the training tasks (recommend --generalists).
+    out = {"static_prior": torch.full(E.shape, float("nan")), "generalist": torch.full(E.shape, float("nan"))}
     variants = {"model2vec": "both", "model2vec[bias=filter]": "filter", "model2vec[bias=scalar]": "scalar",
                 "model2vec[bias=none]": "none", "model2vec[bias=layer]": "layer"} if model2vec else {}
     if only is not None:
@@ -217,6 +236,7 @@ def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: 
         train = torch.tensor([j != i and (not lodo or pools[j] != pools[i]) for j in range(T)])
         tr = masked[train]
         out["static_prior"][i] = torch.nanmean(tr, 0).nan_to_num(nan=float("inf"))
+        out["generalist"][i] = generalist_scores(tr)
         for name, bias in variants.items():
             sel = train_model2vec(X[train], F, tr, t0, SelectorConfig(alpha=ALPHA, bias=bias), layers=data["layers"])
             out[name][i] = sel.scores(X[i], sel.expert_ids, F)[0]
@@ -316,6 +336,10 @@ def run(pack: Path = PACK, model2vec: bool = True, only: tuple[str, ...] | None 
             for k in KS:
                 scores[f"two_stage[{name}, K={k}]"] = (two_stage(_mask(base, ex), logme[keep], k), min(k, n_exp),
                                                        sec_probe + min(k, n_exp) * sec_fwd)
+        for k in (2, 3):  # recommend's default shortlist (K = 3, one generalist), and one at K = 3's cost
+            scores[f"two_stage[d_sym, K={k}, +1 generalist]"] = (
+                two_stage_generalist(_mask(d_sym[keep], ex), _mask(lrn["generalist"], ex), logme[keep], k),
+                min(k + 1, n_exp), sec_probe + min(k + 1, n_exp) * sec_fwd)
         for metric, tab in data["transfer"].items():
             if metric != "logme":
                 scores[f"two_stage[d_sym, K=3, {metric}]"] = (two_stage(_mask(d_sym[keep], ex), tab[keep], 3), 3,
@@ -336,7 +360,8 @@ def run(pack: Path = PACK, model2vec: bool = True, only: tuple[str, ...] | None 
             table[name] = {**{k: r[k] for k in ("relative_error_increase", "top1", "weighted_tau")},
                            "forward_passes_per_query": passes, "images_per_query": round(passes * images),
                            "seconds_per_query": round(sec, 2)}
-        pairs = [("two_stage[d_sym, K=3]", "logme_all"), ("model2vec", "static_prior"),
+        pairs = [("two_stage[d_sym, K=3]", "logme_all"), ("two_stage[d_sym, K=3, +1 generalist]", "logme_all"),
+                 ("two_stage[d_sym, K=3, +1 generalist]", "two_stage[d_sym, K=4]"), ("model2vec", "static_prior"),
                  ("model2vec[bias=filter]", "d_asym"), ("model2vec[bias=layer]", "d_asym"),
                  ("model2vec[bias=layer]", "static_prior"), ("d_asym", "d_sym"), ("complexity_cv", "d_sym")]
         ci = {f"{a} - {b}": bootstrap(chosen[a], chosen[b], best) for a, b in pairs if a in chosen and b in chosen}

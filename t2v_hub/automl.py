@@ -40,6 +40,7 @@ def rank_backbones(
     rerank: str = "none",
     shortlist: int = DEFAULT_SHORTLIST,
     max_model_mb: float | None = None,
+    generalists: int | None = None,
     **embed_kwargs: Any,
 ) -> list[Recommendation]:
     """Rank the hub's experts (or only ``candidates``, repo ids) as backbones for ``dataset``.
@@ -49,11 +50,12 @@ def rank_backbones(
     ``hf-hub:<repo_id>`` (or ``local-dir:<path>`` for a local hub repo that holds
     timm weights), ready for ``timm.create_model(name, pretrained=True)``. ``rerank``
     (``logme``, ``hscore``, ``knn``) scores the first ``shortlist`` experts' own features
-    on the dataset and reorders them (two stages; see ``t2v-hub recommend --rerank``).
+    on the dataset and reorders them (two stages; see ``t2v-hub recommend --rerank``), with a
+    selector's ``generalists`` added to that shortlist.
     """
     result = recommend(dataset, hub=hub, index=index, candidates=candidates, top_k=top_k, probe=probe,
                        method=method, alpha=alpha, selector=selector, trivial=trivial, filter=filter, rerank=rerank,
-                       shortlist=shortlist, max_model_mb=max_model_mb, **embed_kwargs)
+                       shortlist=shortlist, max_model_mb=max_model_mb, generalists=generalists, **embed_kwargs)
     if notes is not None:
         notes.extend(result.notes)
     return result.recommendations

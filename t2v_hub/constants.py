@@ -46,6 +46,10 @@ VARIATIONAL_ASYM_ALPHA = 0.5
 # LogME" gave +12.0% relative error (vs LogME on all 12 experts +8.3%, d_sym alone +17.5%) with 3
 # of 12 forward passes.
 DEFAULT_SHORTLIST = 3
+# Stage 2's shortlist also takes this many "generalists" (lowest mean relative error on a selector's
+# training tasks) when a selector records them: top 3 + 1 was within 2 points of LogME on every expert
+# on all four meta-tasks of the zoo, with a third of its passes (BENCHMARKS.md, "Two stages").
+DEFAULT_GENERALISTS = 1
 
 # MODEL2VEC (supplement 4.3)
 M2V_ALPHA_SOFT = 20.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 sq = pytest.importorskip("benchmarks.selection_quality")
 from benchmarks.selection_novel import _candidates  # noqa: E402
@@ -33,3 +34,33 @@ def test_the_other_meta_tasks_exclude_only_the_task_itself(zoo, meta, rows) -> N
     assert int(keep.sum()) == rows
     for i, t in enumerate(zoo["tasks"]):
         assert [bool(x) for x in exclude[i]] == [e == t for e in zoo["experts"]]
+
+
+def test_two_stage_generalist_is_the_shortlist_recommend_scores() -> None:
+    """The benchmark's rows of `recommend --generalists 1`: stage 1's top K plus the best generalist
+    not among them, that shortlist ordered by stage 2, the rest in stage-1 order."""
+    nan = float("nan")
+    stage1 = torch.tensor([[0.1, 0.2, 0.3, 0.4, nan]])  # expert 4 is not a candidate
+    generalist = torch.tensor([[5.0, 0.5, 9.0, 1.0, 0.0]])  # best: 4 (not a candidate), 1 (shortlisted), then 3
+    stage2 = torch.tensor([[0.0, 1.0, 5.0, 3.0, 9.0]])  # higher = better
+    ranks = sq.two_stage_generalist(stage1, generalist, stage2, 2)[0]
+    assert ranks[:4].tolist() == [2.0, 1.0, 3.0, 0.0] and ranks[4].isnan()
+    # Without the slot it is the plain two-stage row.
+    assert sq.two_stage(stage1, stage2, 2)[0][:4].tolist() == [1.0, 0.0, 2.0, 3.0]
+
+
+def test_generalist_rows_train_without_the_test_task() -> None:
+    """The learned generalist of row i ignores row i's errors (and, under lodo, its pool's)."""
+    if not sq.PACK.is_file():
+        pytest.skip("the committed zoo pack is not here")
+    data = sq.load(sq.PACK)
+    keep, exclude, lodo = _candidates(data, "lodo")
+    before = sq.learned(data, exclude, lodo=lodo, model2vec=False)["generalist"]
+    changed = {**data, "errors": data["errors"].clone()}
+    changed["errors"][0] = changed["errors"][0].flip(0)  # scramble task 0's own row
+    after = sq.learned(changed, exclude, lodo=lodo, model2vec=False)["generalist"]
+    assert torch.equal(before[0], after[0])
+    same_pool = [i for i, p in enumerate(data["pools"]) if p == data["pools"][0]]
+    other = [i for i in range(len(data["tasks"])) if i not in same_pool]
+    assert all(torch.equal(before[i], after[i]) for i in same_pool)
+    assert not all(torch.equal(before[i], after[i]) for i in other)

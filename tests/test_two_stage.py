@@ -33,10 +33,8 @@ def _images(folder: Path, classes: int = 3, per_class: int = 8) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def make_zoo(root: Path) -> dict[str, Any]:
     """Three experts with real test-probe embeddings; two hold timm weights (config.json + model.safetensors)."""
-    root = tmp_path_factory.mktemp("two_stage")
     hub = LocalHub(root / "hub")
     g = torch.Generator().manual_seed(1)
     for k, arch in enumerate(["test_resnet", "test_vit", None]):
@@ -50,6 +48,11 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 model = timm.create_model(arch, num_classes=5)
             timm.models.save_for_hf(model, str(hub.root / repo), safe_serialization=True)
     return {"hub": hub, "data": _images(root / "data"), "root": root}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return make_zoo(tmp_path_factory.mktemp("two_stage"))
 
 
 def test_rerank_orders_the_shortlist_by_the_experts_own_features(zoo: dict[str, Any], monkeypatch) -> None:

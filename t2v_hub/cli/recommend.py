@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..constants import ASYM_ALPHA, DEFAULT_SHORTLIST, VARIATIONAL_ASYM_ALPHA
+from ..constants import ASYM_ALPHA, DEFAULT_GENERALISTS, DEFAULT_SHORTLIST, VARIATIONAL_ASYM_ALPHA
 from ._common import (
     add_data_args,
     add_format_arg,
@@ -24,6 +24,7 @@ from ._common import (
     given_flags,
     head_from_args,
     hint,
+    int_in,
     positive_int,
     pretrained_flag,
     print_json,
@@ -57,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(one forward pass per shortlisted expert; default: none, TASK2VEC only)")
     r.add_argument("--shortlist", type=positive_int, default=None, metavar="K",
                    help=f"experts of the TASK2VEC ranking that stage 2 scores, with --rerank (default {DEFAULT_SHORTLIST})")
+    r.add_argument("--generalists", type=int_in(0, 2**31 - 1), default=None, metavar="G",
+                   help=f"with --selector: stage 2 also scores the G experts of lowest mean relative error on the "
+                        f"selector's training tasks that TASK2VEC did not shortlist (default {DEFAULT_GENERALISTS} when "
+                        "the selector records them; 0 = none). They find the experts that transfer from other "
+                        "domains, which TASK2VEC ranks last on tasks about style rather than content (BENCHMARKS.md)")
     r.add_argument("--max-model-mb", type=float_in(0.0, 1e9, lo_open=True), default=None,
                    help="stage 2 skips experts with more MB of weights (they keep their TASK2VEC place)")
     add_format_arg(g, what="the ranking")
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from ._common import data_options
 
     if args.rerank == "none":
-        extra = given_flags(args, ("shortlist", "max_model_mb"))
+        extra = given_flags(args, ("shortlist", "generalists", "max_model_mb"))
         if extra:
             raise RecommendError(f"{extra[0]} sets stage 2: add --rerank logme (or hscore, knn), or drop {extra[0]}")
     if args.shortlist is None:
@@ -124,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         mc_samples=args.mc_samples or 1, batch_size=args.batch_size, head=head_from_args(args), pretrained=pretrained_flag(args),
         checkpoint=args.checkpoint,
         device=args.device, cache=not args.no_cache, quiet=args.quiet, rerank=args.rerank,
-        shortlist=args.shortlist, max_model_mb=args.max_model_mb, on_rerank=on_rerank, **options,
+        shortlist=args.shortlist, max_model_mb=args.max_model_mb, on_rerank=on_rerank, generalists=args.generalists,
+        **options,
     )
     _report_skipped(result.skipped, "skipped (missing or unusable embedding)")
     _report_skipped(result.incompatible, "left out (embedded with another probe/method)")
@@ -148,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
              + (f"; {args.rerank}: higher = better" if args.rerank != "none" else "") + "); --explain shows the parts")
     if args.rerank != "none" and not args.quiet:
         c = result.cost
+        gen = f" + {c['generalists']} generalist(s)" if c.get("generalists") else ""
         hint(f"stage 1: 1 probe pass ({c.get('probe_seconds', 0):.1f}s); stage 2: {c['models_scored']} of "
-             f"{args.shortlist} shortlisted expert(s) scored, {c['forward_passes']} images, "
+             f"{args.shortlist}{gen} shortlisted expert(s) scored, {c['forward_passes']} images, "
              f"{c['rerank_seconds']:.1f}s")
     return 0
 
@@ -159,7 +167,7 @@ def _print_table(recs: list[Any], with_prob: bool, explain: bool, fmt: str, rera
     if explain:
         head += ["d_task", "d_trivial", "bias"]
     if rerank != "none":
-        head += [rerank, "stage-1 rank", "ordered by"]
+        head += [rerank, "stage-1 rank", "ordered by", "shortlisted as"]
     head += ["trained on", "card"]
     rows = []
     for r in recs:
@@ -171,7 +179,7 @@ def _print_table(recs: list[Any], with_prob: bool, explain: bool, fmt: str, rera
                     f"{r.explain['bias']:+.4f}"]
         if rerank != "none":
             row += [f"{r.transfer_score:.4f}" if r.transfer_score is not None else "-", str(r.stage1_rank),
-                    r.ordered_by]
+                    r.ordered_by, r.shortlisted_by or "-"]
         row += [r.task or "-", _shown(r.url) if fmt == "table" else r.url]
         rows.append(row)
     emit(fmt, head, rows)

@@ -60,6 +60,7 @@ from .scoring import (
     resolve_alpha,
     resolve_trivial,
     top_rows,
+    top_rows_with,
 )
 
 _PRIOR_KEYS = {"prior_scale", "layers", "d_sym_to_own_prior"}
@@ -257,6 +258,7 @@ def rank_index(
     top_k: int = 5,
     name_for: Callable[[str], str] | None = None,
     notes: list[str] | None = None,
+    include: Sequence[str] = (),
 ) -> list[Recommendation]:
     """Like :func:`t2v_hub.selection.scoring.rank_experts`, over an index: the same scores and order."""
     notes = notes if notes is not None else []
@@ -301,11 +303,12 @@ def rank_index(
             scores[rows] = sym_to_target(m, target.vector) - a * sym_to_target(m, t0) + off
         offset[rows], seen[rows] = off, True
         prob = torch.softmax(-selector.gamma * scores.double(), 0)
-    top = top_rows(scores, top_k)
+    wanted = set(include)
+    top, ranks = top_rows_with(scores, top_k, [i for i, r in enumerate(index.ids) if r in wanted] if wanted else ())
     rows = torch.tensor(top, dtype=torch.long)
     return build_recommendations(
         top, scores, d_task[rows], d_triv[rows], a, offset, seen if selector is not None else None, prob,
-        index.ids, index.tasks, index.urls, name_for,
+        index.ids, index.tasks, index.urls, name_for, ranks,
     )
 
 

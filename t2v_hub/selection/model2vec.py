@@ -117,6 +117,10 @@ class Model2Vec:
     info: dict[str, Any] = field(default_factory=dict)
     # bias="layer": the learned weight of every filter's layer in the cosine (dim,), shared by all experts.
     filter_weights: torch.Tensor | None = None
+    # Each expert's mean relative error increase over its training tasks (E,), lower = better, NaN where
+    # too few tasks back it: the generalist slot of a two-stage shortlist (generalist.py). None in
+    # selectors written before it existed.
+    generalist: torch.Tensor | None = None
 
     @property
     def gamma(self) -> float:
@@ -125,6 +129,14 @@ class Model2Vec:
     @property
     def alpha(self) -> float:
         return self.config.alpha
+
+    def generalist_ids(self) -> list[str]:
+        """The experts with a generalist score, best first (empty for a selector without one)."""
+        if self.generalist is None:
+            return []
+        from .generalist import generalist_order
+
+        return [self.expert_ids[j] for j in generalist_order(self.generalist)]
 
     # -- applying ---------------------------------------------------------------------------
     def check_compatible(self, embedding: Task2VecEmbedding) -> None:
@@ -209,6 +221,8 @@ class Model2Vec:
             tensors["log_scale"] = self.log_scale.contiguous()
         if self.filter_weights is not None:
             tensors["filter_weights"] = self.filter_weights.contiguous()
+        if self.generalist is not None:
+            tensors["generalist"] = self.generalist.to(torch.float32).contiguous()
         meta = {
             "format": SELECTOR_FORMAT,
             "format_version": "1",
@@ -256,10 +270,12 @@ class Model2Vec:
                 expert_digests=list(json.loads(meta.get("expert_digests", "[]"))),
                 info=dict(json.loads(meta.get("info", "{}"))),
                 filter_weights=tensors.get("filter_weights"),
+                generalist=tensors.get("generalist"),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise SelectorError(f"{source}: malformed selector file ({exc})") from exc
-        if out.offset.numel() != len(ids) or (out.log_scale is not None and out.log_scale.shape[0] != len(ids)):
+        if (out.offset.numel() != len(ids) or (out.log_scale is not None and out.log_scale.shape[0] != len(ids))
+                or (out.generalist is not None and out.generalist.numel() != len(ids))):
             raise SelectorError(f"{source}: tensor sizes do not match its {len(ids)} expert ids")
         fw = out.filter_weights
         if fw is not None and (fw.numel() != out.trivial.numel() or not bool((fw > 0).all())):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..config import check_count, is_finite_real, space_of
-from ..constants import DEFAULT_FISHER_METHOD
+from ..constants import DEFAULT_FISHER_METHOD, DEFAULT_GENERALISTS
 from ..embedding import Task2VecEmbedding
 from ..errors import RecommendError
 from .model2vec import Model2Vec, load_selector
@@ -122,6 +122,7 @@ def recommend(
     shortlist: int = DEFAULT_SHORTLIST,
     max_model_mb: float | None = None,
     on_rerank: Callable[[Recommendation, int, int], None] | None = None,
+    generalists: int | None = None,
     **embed_kwargs: Any,
 ) -> RecommendResult:
     """Rank the hub's experts (or only ``candidates``, repo ids) for ``dataset``, best first.
@@ -138,7 +139,10 @@ def recommend(
     Two stages: with ``rerank`` a transferability metric (``logme``, ``hscore``, ``knn``),
     the first ``shortlist`` experts of the TASK2VEC ranking are scored on the dataset
     with their own weights and reordered by the score (:mod:`.rerank`); ``"none"``
-    ranks by TASK2VEC alone.
+    ranks by TASK2VEC alone. ``generalists`` more experts join that shortlist: those
+    with the lowest mean relative error on the selector's training tasks that stage 1
+    did not already shortlist (:mod:`.generalist`); by default one when ``rerank`` is
+    on and the selector records them, else none.
     """
     from ..hub import get_hub
 
@@ -159,21 +163,23 @@ def recommend(
     if rerank != "none" and isinstance(dataset, Task2VecEmbedding):
         raise RecommendError("rerank needs the dataset's images, not an embedding file; pass the dataset "
                              "or rerank='none'")
-    stage2 = _Stage2(dataset, rerank, shortlist, max_model_mb, on_rerank, embed_kwargs, top_k)
-    top_k = stage2.stage1_top_k
     hub_obj = get_hub(hub) if isinstance(hub, str) else hub
     sel = load_selector(selector, hub_obj) if selector is not None and not isinstance(selector, Model2Vec) else selector
+    notes: list[str] = []
+    n_gen = resolve_generalists(generalists, rerank, sel, notes)
+    stage2 = _Stage2(dataset, rerank, shortlist, max_model_mb, on_rerank, embed_kwargs, top_k,
+                     sel.generalist_ids() if n_gen and sel is not None else [], n_gen)
+    top_k = stage2.stage1_top_k
     name_for = lambda r: timm_name(r, hub_obj)  # noqa: E731
     if index is not None:
         return stage2(_recommend_from_index(dataset, index, candidates, top_k, probe, method, alpha, sel, trivial,
-                                            name_for, on_embed, embed_kwargs))
+                                            name_for, on_embed, embed_kwargs, stage2.by_prior, notes))
     from ..hub import list_experts
 
     source = getattr(hub_obj, "description", "the hub")
     experts, skipped = list_experts(hub_obj, filter=filter, progress=not embed_kwargs.get("quiet", True))
     for repo_id, reason in skipped:
         logger.info("skipped %s: %s", repo_id, reason)
-    notes: list[str] = []
     if candidates is not None:
         experts = _only_candidates(experts, candidates, source, notes)
     if not experts:
@@ -185,9 +191,28 @@ def recommend(
     seconds = time.perf_counter() - t0
     compatible, incompatible = partition_experts(target, experts)
     recs = rank_experts(target, experts, alpha=alpha, selector=sel, trivial=trivial, top_k=top_k,
-                        name_for=name_for, notes=notes)
+                        name_for=name_for, notes=notes, include=stage2.by_prior)
     return stage2(RecommendResult(recs, target, source, len(compatible), skipped,
                                   incompatible if compatible else [], notes, {"probe_seconds": round(seconds, 3)}))
+
+
+def resolve_generalists(generalists: int | None, rerank: str, sel: Model2Vec | None, notes: list[str]) -> int:
+    """How many generalist slots stage 2's shortlist gets (see :mod:`.generalist`)."""
+    has_prior = sel is not None and sel.generalist is not None
+    if generalists is None:
+        if rerank != "none" and sel is not None and not has_prior:
+            notes.append("the selector records no generalist scores (written before they existed), so the shortlist "
+                         "has no generalist slot; retrain it with `t2v-hub selector train` to add one")
+        return DEFAULT_GENERALISTS if rerank != "none" and has_prior else 0
+    n = check_count("generalists", generalists, 0, error=RecommendError)
+    if n and rerank == "none":
+        raise RecommendError(f"generalists={n} adds experts to stage 2's shortlist: pass rerank='logme' "
+                             "(or 'hscore', 'knn'), or generalists=0")
+    if n and not has_prior:
+        raise RecommendError(f"generalists={n} needs a selector trained on an error matrix (it names the experts "
+                             "that do well on average): pass selector=, retrain an older one with `t2v-hub "
+                             "selector train`, or pass generalists=0")
+    return n
 
 
 class _Stage2:
@@ -195,9 +220,11 @@ class _Stage2:
 
     def __init__(self, dataset: Any, metric: str, shortlist: int, max_model_mb: float | None,
                  on_rerank: Callable[[Recommendation, int, int], None] | None, embed_kwargs: dict[str, Any],
-                 top_k: int) -> None:
+                 top_k: int, by_prior: list[str], generalists: int) -> None:
         self.dataset, self.metric, self.shortlist, self.max_model_mb = dataset, metric, shortlist, max_model_mb
         self.on_rerank, self.top_k = on_rerank, top_k
+        # Stage 1 also returns every expert the selector can name as a generalist, wherever it ranks them.
+        self.by_prior, self.generalists = by_prior, generalists
         # The data options are what embed() does not take itself (split, label_column, ...).
         import inspect
 
@@ -220,12 +247,16 @@ class _Stage2:
         from .rerank import rerank
 
         task = as_task(self.dataset, max_samples=self.max_samples, seed=self.seed, data_options=self.data_options)
-        recs, cost = rerank(result.recommendations, task, self.metric, self.shortlist, result.notes,
-                            max_model_mb=self.max_model_mb, batch_size=self.batch_size, device=self.device,
-                            progress=self.on_rerank)
+        recs = result.recommendations
+        by_id = {r.repo_id: r for r in recs}
+        pool = [by_id[r] for r in self.by_prior if r in by_id]
+        recs, cost = rerank(recs, task, self.metric, self.shortlist, result.notes, generalists=pool,
+                            slots=self.generalists, max_model_mb=self.max_model_mb, batch_size=self.batch_size,
+                            device=self.device, progress=self.on_rerank)
         result.recommendations = recs[: self.top_k]
         result.cost.update(forward_passes=cost.forward_passes, models_scored=cost.models_scored,
-                           rerank_seconds=cost.seconds, rerank=self.metric, shortlist=self.shortlist)
+                           rerank_seconds=cost.seconds, rerank=self.metric, shortlist=self.shortlist,
+                           generalists=sum(r.shortlisted_by == "generalist" for r in recs))
         return result
 
 
@@ -233,7 +264,8 @@ def _recommend_from_index(
     dataset: Any, index: Any, candidates: Iterable[str] | None, top_k: int, probe: str | None,
     method: str | None, alpha: float | None, sel: Model2Vec | None,
     trivial: Task2VecEmbedding | torch.Tensor | None, name_for: Callable[[str], str],
-    on_embed: Callable[[EmbedPlan], None] | None, embed_kwargs: dict[str, Any],
+    on_embed: Callable[[EmbedPlan], None] | None, embed_kwargs: dict[str, Any], include: Sequence[str],
+    notes: list[str],
 ) -> RecommendResult:
     from .index import ExpertIndex, load_index, rank_index
 
@@ -243,7 +275,6 @@ def _recommend_from_index(
         raise RecommendError(f"the index holds {plan.probe} ({plan.method}) embeddings, not {probe or plan.probe} "
                              f"({method or plan.method}); drop probe/method or build an index for the ones you want")
     target = _target(dataset, plan, on_embed, embed_kwargs)
-    notes: list[str] = []
     if sel is None and trivial is None and has_learned_prior(target) and idx.prior_scale is None:
         # Built before indexes stored priors, or some expert records none: one t0 column for all.
         notes.append("the index holds no per-expert learned priors, so variational experts are ranked with the "
@@ -251,7 +282,7 @@ def _recommend_from_index(
     try:
         if candidates is None:
             recs = rank_index(target, idx, alpha=alpha, selector=sel, trivial=trivial, top_k=top_k,
-                              name_for=name_for, notes=notes)
+                              name_for=name_for, notes=notes, include=include)
             return RecommendResult(recs, target, str(idx.root), idx.size, notes=notes)
         wanted = set(candidates)
         missing = sorted(wanted - set(idx.ids))
@@ -264,12 +295,13 @@ def _recommend_from_index(
         if not ranked:
             raise RecommendError(f"none of the {len(wanted)} candidates is in the index {idx.root}")
         total = sum(r.probability for r in ranked) if sel is not None else None
+        keep = set(include)
         recs = [replace(r, rank=i, probability=(r.probability / total) if total else r.probability)
-                for i, r in enumerate(ranked[:top_k], start=1)]
+                for i, r in enumerate(ranked, start=1) if i <= top_k or r.repo_id in keep]
         return RecommendResult(recs, target, str(idx.root), len(ranked), notes=notes)
     finally:
         if not isinstance(index, ExpertIndex):
             idx.close()
 
 
-__all__ = ["RecommendResult", "choose_probe", "embed_target", "recommend"]
+__all__ = ["RecommendResult", "choose_probe", "embed_target", "recommend", "resolve_generalists"]

@@ -57,6 +57,9 @@ class Recommendation:
     ordered_by: str = "task2vec"  # "task2vec" (stage 1) or the rerank metric ("logme", ...)
     stage1_rank: int | None = None
     transfer_score: float | None = None  # higher = better; None when not reranked
+    # Why stage 2 scored it: "task2vec" (stage 1's top K), "generalist" (a selector's best average
+    # expert, added to the shortlist; see generalist.py); None when it was not shortlisted.
+    shortlisted_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +139,18 @@ def top_rows(scores: torch.Tensor, top_k: int) -> list[int]:
     return sorted(torch.topk(scores, k, largest=False).indices.tolist(), key=lambda j: (float(scores[j]), j))
 
 
+def top_rows_with(scores: torch.Tensor, top_k: int, include: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+    """:func:`top_rows` plus the rows ``include`` (the shortlist's generalists, wherever stage 1 put them),
+    best first, and each row's rank among all of ``scores`` (1-based)."""
+    top = top_rows(scores, top_k)
+    ranks = list(range(1, len(top) + 1))
+    extra = sorted(set(include) - set(top), key=lambda j: (float(scores[j]), j))
+    for j in extra:
+        s = scores[j]
+        ranks.append(1 + int((scores < s).sum()) + int((scores[:j] == s).sum()))
+    return top + extra, ranks
+
+
 def rank_experts(
     target: Task2VecEmbedding,
     experts: Sequence[ExpertLike],
@@ -147,8 +162,9 @@ def rank_experts(
     name_for: Callable[[str], str] | None = None,
     notes: list[str] | None = None,
     dtype: torch.dtype = torch.float32,
+    include: Sequence[str] = (),
 ) -> list[Recommendation]:
-    """The ``top_k`` best experts for ``target``, best first.
+    """The ``top_k`` best experts for ``target``, best first, then those of ``include`` (repo ids) below them.
 
     Incompatible experts are left out (see :func:`partition_experts` to report them);
     if none is compatible the error names the probes the experts do have. ``alpha``
@@ -192,7 +208,8 @@ def rank_experts(
         index = ExpertMatrix(M, t0, dtype=dtype)
         biased_sym = index.d_sym(target.vector)
         scores = biased_sym - a * index.to_trivial + offset
-    top = top_rows(scores, top_k)
+    pos = {r: j for j, r in enumerate(ids)}
+    top, ranks = top_rows_with(scores, top_k, [pos[r] for r in include if r in pos])
     rows = torch.tensor(top, dtype=torch.long)
     # Unbiased distances for the chosen rows only (with a selector they differ from M's).
     d_task = sym_to_target(F[rows], target.vector) if selector is not None else biased_sym[rows]
@@ -200,7 +217,7 @@ def rank_experts(
     prob = torch.softmax(-selector.gamma * scores.double(), 0) if selector is not None else None
     return build_recommendations(
         top, scores, d_task, d_triv, a, offset, seen if selector is not None else None, prob,
-        [ex.repo_id for ex in ok], [ex.task for ex in ok], [ex.url for ex in ok], name_for,
+        [ex.repo_id for ex in ok], [ex.task for ex in ok], [ex.url for ex in ok], name_for, ranks,
     )
 
 
@@ -233,15 +250,18 @@ def build_recommendations(
     tasks: Sequence[str],
     urls: Sequence[str],
     name_for: Callable[[str], str] | None = None,
+    ranks: Sequence[int] | None = None,
 ) -> list[Recommendation]:
     """Recommendations for rows ``top`` (best first); ``d_task``/``d_triv`` are for those rows only.
+    ``ranks``: each row's rank (default 1, 2, ...).
 
     ``seen`` is None without a selector (no bias); otherwise whether each row's expert
     was seen in training. Shared by :func:`rank_experts` and the expert index.
     """
     name = name_for or (lambda r: f"hf-hub:{r}")
     out = []
-    for rank, (j, dt, dz) in enumerate(zip(top, d_task.tolist(), d_triv.tolist(), strict=True), start=1):
+    ranks = list(ranks) if ranks is not None else list(range(1, len(top) + 1))
+    for rank, j, dt, dz in zip(ranks, top, d_task.tolist(), d_triv.tolist(), strict=True):
         dist = dt - alpha * dz
         explain = {
             "d_sym_to_task": dt,
@@ -283,4 +303,5 @@ __all__ = [
     "resolve_trivial",
     "timm_name",
     "top_rows",
+    "top_rows_with",
 ]

@@ -20,6 +20,7 @@ import torch
 from .. import constants as C
 from ..embedding import Task2VecEmbedding
 from ..errors import SelectorError
+from .generalist import generalist_scores
 from .layer_weights import check_layers, fit_layer_weights
 from .model2vec import Model2Vec, SelectorConfig, _as_matrix, vector_digest
 
@@ -144,7 +145,9 @@ def train_model2vec(
                             "remove them from the error matrix or fill in their errors")
     labels = soft_labels(errors, cfg.alpha_soft)
     if cfg.bias == "layer":
-        return _train_layers(X, F, t0, labels, known, check_layers(layers, F.shape[1]), cfg, ids, compat, task_ids)
+        sel = _train_layers(X, F, t0, labels, known, check_layers(layers, F.shape[1]), cfg, ids, compat, task_ids)
+        sel.generalist = generalist_scores(errors)
+        return sel
     use_scale, use_offset = cfg.bias in ("both", "filter"), cfg.bias in ("both", "scalar")
     log_scale = torch.zeros_like(F, requires_grad=use_scale)
     offset = torch.zeros(E, requires_grad=use_offset)
@@ -182,6 +185,7 @@ def train_model2vec(
         compat=dict(compat or {}),
         expert_digests=[vector_digest(v) for v in F],
         info=info,
+        generalist=generalist_scores(errors),
     )
 
 
