@@ -119,7 +119,7 @@ def test_numpy_input_sizes_are_whole_numbers() -> None:
 @pytest.mark.parametrize(("flag", "value", "expected"), [
     ("--license", "notalicense", "--license notalicense is not a Hub license identifier"),
     ("--license", "Apache-2.0", "did you mean apache-2.0"),
-    ("--license", "", "is not a Hub license identifier"),
+    ("--license", "", "argument --license: got an empty value"),
     ("--base-model", "not a model!!", "is not a Hub model id"),
 ])
 def test_attach_refuses_card_fields_the_hub_would_refuse(local_hub, make_embedding, tmp_path, capsys, flag, value,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,3 +53,44 @@ def test_cli_user_is_told_the_flag(tmp_path, capsys) -> None:
 ])
 def test_translation(message: str, command: str, expected: str) -> None:
     assert expected in to_cli(message, _sub(command))
+
+
+ZOO = str(Path(__file__).resolve().parent.parent / "examples" / "zoo")
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["recommend", "--dataset", "x.safetensors", "--hub", ""], "--hub"),
+    (["recommend", "--dataset", "x.safetensors", "--hub", "  "], "--hub"),
+    (["recommend", "--dataset", "x.safetensors", "--hub", ZOO, "--trivial", ""], "--trivial"),
+    (["recommend", "--dataset", "x.safetensors", "--index", ""], "--index"),
+    (["recommend", "--dataset", "x.safetensors", "--hub", ZOO, "--filter", "vision", ""], "--filter"),
+    (["recommend", "--dataset", "x.safetensors", "--hub", ZOO, "--selector", ""], "--selector"),
+    (["embed", "--dataset", "d", "--probe", "test_efficientnet", "--out", ""], "--out"),
+    (["matrix", "a.safetensors", "b.safetensors", "--plot", ""], "--plot"),
+    (["distance", "", "b.safetensors"], "embeddings"),
+])
+def test_an_empty_value_is_refused_not_read_as_absent(argv: list[str], flag: str, capsys) -> None:
+    """`--hub ""` used to mean the Hugging Face Hub, `--trivial ""` the default t0, `--index ""` the
+    current folder: one unset shell variable silently changed what ran."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: argument {flag}: got an empty value") and len(err.splitlines()) == 1
+
+
+def test_an_empty_token_means_no_token(tmp_path: Path, capsys) -> None:
+    emb = tmp_path / "e.safetensors"
+    emb.write_bytes((Path(ZOO) / "t2v-zoo" / "fashion10" / "task2vec" / "tf_efficientnet_lite0.safetensors").read_bytes())
+    assert main(["recommend", "--dataset", str(emb), "--hub", ZOO, "--token", "", "--quiet", "--top-k", "1"]) == 0
+    assert "t2v-zoo/fashion10" in capsys.readouterr().out
+
+
+def test_the_library_refuses_empty_hub_and_selector_specs() -> None:
+    from t2v_hub.errors import HubError, SelectorError
+    from t2v_hub.hub import get_hub
+    from t2v_hub.selection.model2vec import load_selector
+
+    for bad in ("", "   "):
+        with pytest.raises(HubError, match="hub="):
+            get_hub(bad)
+        with pytest.raises(SelectorError, match="selector="):
+            load_selector(bad)

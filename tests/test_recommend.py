@@ -291,3 +291,22 @@ def test_cli_recommend_embeds_the_dataset(local_hub: LocalHub, tmp_path: Path, m
     out = json.loads(capsys.readouterr().out)
     assert out["target"]["probe"] == "test_efficientnet" and len(out["recommendations"]) == 3
     assert out["target"]["dataset_id"] == f"local:{root.name}"
+
+
+def test_a_task_embedding_given_as_trivial_gets_a_note(tmp_path) -> None:
+    """--trivial takes any compatible embedding (a per-task t0 is a measured variant), but a task's
+    embedding where t0 was meant is named, not silently used."""
+    import shutil
+
+    from t2v_hub.selection.recommend import recommend
+
+    zoo = Path(__file__).resolve().parent.parent / "examples" / "zoo"
+    shutil.copytree(zoo, tmp_path / "zoo")
+    emb = lambda name: Task2VecEmbedding.load(  # noqa: E731
+        tmp_path / "zoo" / "t2v-zoo" / name / "task2vec" / "tf_efficientnet_lite0.safetensors")
+    target, other = emb("fashion10"), emb("mnist10")
+    res = recommend(target, hub=str(tmp_path / "zoo"), trivial=other, top_k=1)
+    assert any("that of a task (zoo/mnist10)" in n for n in res.notes)
+    t0 = Task2VecEmbedding(other.vector, {**other.metadata, "kind": "trivial"})
+    res = recommend(target, hub=str(tmp_path / "zoo"), trivial=t0, top_k=1)
+    assert not any("that of a task" in n for n in res.notes)

@@ -81,6 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options where an empty string means something: --token "" is "no token", as HF_TOKEN="" is to huggingface_hub.
+_EMPTY_ALLOWED = {"token"}
+
+
+def _empty_value(args: argparse.Namespace) -> tuple[str, bool] | None:
+    """The first option (or positional) given as an empty or blank string, as the user wrote it, and
+    whether it may be left out.
+
+    Without this an empty value reads as "not given" (``--trivial ""``: the default t0), as
+    the current folder (``--index ""``: "'.' is not an index") or as the Hugging Face Hub
+    (``--hub ""``): a silent change of meaning, where one unset shell variable is the cause.
+    """
+    parser = getattr(args, "_parser", None)
+    for action in getattr(parser, "_actions", []):
+        if action.dest in _EMPTY_ALLOWED or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values) and value != action.default:
+            if action.option_strings:
+                return action.option_strings[-1], not action.required
+            return str(action.metavar or action.dest), False
+    return None
+
+
 def _one_line_warning(parser: argparse.ArgumentParser | None) -> Callable[..., None]:
     """``warnings.showwarning`` for a command: one line, the library's parameters as ``parser``'s flags."""
 
@@ -101,6 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
+        return 2
+    empty = _empty_value(args)
+    if empty:
+        name, optional = empty
+        drop = f", or drop {name}" if optional else ""
+        print(f"error: argument {name}: got an empty value (an unset shell variable?); pass a value{drop} "
+              f"(see {args._parser.prog} --help)", file=sys.stderr)
         return 2
     saved_env = {k: os.environ.get(k) for k in ("HF_HUB_DISABLE_PROGRESS_BARS", "T2V_HUB_QUIET", "HF_HUB_VERBOSITY",
                                                 "DATASETS_VERBOSITY")}

@@ -92,6 +92,8 @@ def get_hub(spec: str | None = None, *, endpoint: str | None = None, token: str 
     from .hf import HfHub
     from .local import LocalHub
 
+    if spec is not None and (not isinstance(spec, str) or not spec.strip()):
+        raise HubError(f"hub={spec!r}: expected 'hf', an http(s):// URL or a local folder")
     spec = spec or "hf"
     if spec == "hf":
         return HfHub(endpoint=endpoint, token=token)

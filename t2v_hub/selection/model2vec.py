@@ -306,7 +306,7 @@ def load_selector(spec: str | os.PathLike[str] | Model2Vec, hub: Any = None) -> 
     """A selector from a file path, or from a hub repo holding ``selector.safetensors``."""
     if isinstance(spec, Model2Vec):
         return spec
-    if not isinstance(spec, (str, os.PathLike)):
+    if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
         raise SelectorError(f"selector={spec!r}: expected a selector file, a hub repo id or a Model2Vec")
     p = Path(spec)
     if p.is_file():

@@ -117,6 +117,11 @@ def resolve_trivial(
         trivial = trivial_for(target)
     if isinstance(trivial, Task2VecEmbedding):
         target.check_compatible(trivial)
+        meta = trivial.metadata
+        if meta.get("kind") != "trivial" and meta.get("dataset_id") != "<trivial>":
+            # Allowed (a per-task t0 is a measured variant, BENCHMARKS.md), but rarely what was meant.
+            notes.append(f"the trivial embedding given is that of a task ({meta.get('dataset_id') or 'unnamed'}), not one from "
+                         "`t2v-hub trivial`: d_asym's second term measures the distance to that task")
         return trivial.vector
     t0 = torch.as_tensor(trivial, dtype=torch.float32).reshape(-1)
     if t0.numel() != target.dim:
