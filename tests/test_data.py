@@ -546,3 +546,22 @@ def test_list_of_int_or_str_columns_are_multilabel_without_label_column() -> Non
         ds = Dataset.from_dict({"image": [img_bytes() for _ in range(4)], "tags": values}, features=feats)
         td = load_task(ds)
         assert td.label_kind == "multi" and td.labels.shape[0] == 4 and td.labels.dim() == 2
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("latin.csv", b"image,label\ncaf\xe9.png,1\n", "is not UTF-8 text"),
+    ("noise.csv", bytes(range(128, 256)), "is not UTF-8 text"),
+    ("header.csv", b"image,label\n", "holds no rows"),
+    ("empty.csv", b"", "holds no rows"),
+    ("cut.json", b'{"image": ["a.png", ', "not valid JSON"),
+    ("bad.jsonl", b'{"image": "a.png", "label": 1}\n{oops\n', "not valid JSON"),
+    ("noise.parquet", b"PAR1" + bytes(200), "check that the file is complete"),
+])
+def test_a_damaged_data_file_says_what_is_wrong(tmp_path, name: str, content: bytes, expected: str) -> None:
+    """datasets reports all of these as "DatasetGenerationError: An error occurred while generating the
+    dataset"; the message names the file's actual problem and the fix."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=expected) as exc:
+        load_task(str(path))
+    assert "An error occurred while generating" not in str(exc.value) and str(path) in str(exc.value)

@@ -228,3 +228,19 @@ def _write_inputs_errors(path: Path, errors: torch.Tensor) -> None:
         w.writerow(["task", *[f"org/m{j}" for j in range(errors.shape[1])]])
         for i, row in enumerate(errors.tolist()):
             w.writerow([f"task-{i}", *[f"{v:.6f}" for v in row]])
+
+
+def test_error_matrix_that_is_not_text_is_one_line(tmp_path: Path, capsys) -> None:
+    from t2v_hub.selection.error_matrix import load_error_matrix
+
+    junk = tmp_path / "errors.csv"
+    junk.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(SelectorError, match="is not a UTF-8 CSV file"):
+        load_error_matrix(junk)
+    assert main(["selector", "train", "--errors", str(junk), "--tasks", str(tmp_path), "--out",
+                 str(tmp_path / "s.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "not a UTF-8 CSV file" in err and "unexpected" not in err
+    bom = tmp_path / "bom.csv"  # as spreadsheets save it
+    bom.write_text("task,e1,e2\nt1,0.1,0.2\n", encoding="utf-8-sig")
+    assert load_error_matrix(bom).expert_ids == ["e1", "e2"]

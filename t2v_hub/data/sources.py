@@ -136,7 +136,23 @@ def _stat_fingerprint(root: str, files: list[str], extra: str = "") -> str:
 
 
 def _load_error(what: str, e: Exception) -> DataError:
-    return DataError(f"cannot load {what}: {type(e).__name__}: {e}")
+    """One line naming what is wrong with a data source and the way out, not only datasets' wrapper.
+
+    ``datasets`` reports a bad file as "DatasetGenerationError: An error occurred while generating
+    the dataset"; the reason (not UTF-8, a JSON syntax error in row n) is its cause.
+    """
+    cause: BaseException = e
+    while type(cause).__name__ == "DatasetGenerationError" and (cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    text = " ".join(str(cause).split())
+    if isinstance(cause, UnicodeDecodeError):
+        return DataError(f"cannot load {what}: it is not UTF-8 text ({text}); save it as UTF-8, or as parquet")
+    if "JSON parse error" in text:
+        return DataError(f"cannot load {what}: not valid JSON ({text}); fix the file (JSON Lines: one object per line)")
+    if "corresponds to no data" in text or type(cause).__name__ == "EmptyDataError" or "size is 0 bytes" in text:
+        return DataError(f"cannot load {what}: it holds no rows (empty, or a header only); add rows or pass another file")
+    fix = "; check that the file is complete and in the format its name says" if os.path.isfile(what) else ""
+    return DataError(f"cannot load {what}: {type(cause).__name__}: {text}{fix}")
 
 
 def _from_file(path: str, split: str | None, streaming: bool) -> Resolved:

@@ -70,8 +70,12 @@ def load_error_matrix(path: str | os.PathLike[str]) -> ErrorMatrix:
         except (ValueError, UnicodeDecodeError) as exc:
             raise SelectorError(f"{p} is not valid JSON ({type(exc).__name__}); fix or regenerate the file") from exc
         return _checked(_from_json(data, str(p)), str(p))
-    with p.open(newline="") as fh:
-        rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark is no id
+            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise SelectorError(f"{p} is not a UTF-8 CSV file ({type(exc).__name__}); pass the error matrix as CSV "
+                            "(a header of expert ids, one row per task) or JSON") from exc
     if len(rows) < 2 or len(rows[0]) < 2:
         raise SelectorError(f"{p}: expected a header of expert ids and one row per task (task id first)")
     experts = [c.strip() for c in rows[0][1:]]
