@@ -64,9 +64,20 @@ class Task2VecEmbedding:
     metadata: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        v = torch.as_tensor(self.vector).detach().to("cpu", torch.float32).reshape(-1).contiguous()
+        try:
+            raw = torch.as_tensor(self.vector)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise EmbeddingError(f"vector={type(self.vector).__name__}: expected a 1-D tensor of numbers ({exc})") from None
+        if raw.dim() > 1 and sum(n > 1 for n in raw.shape) > 1:  # (1, dim) from a batch is fine; (3, 4) is not one
+            raise EmbeddingError(f"vector has shape {tuple(raw.shape)}: expected one entry per probe filter, a 1-D "
+                                 "tensor (stack several embeddings with t2v_hub.embedding.stack, not in one)")
+        v = raw.detach().to("cpu", torch.float32).reshape(-1).contiguous()
         check_vector(v, "embedding vector")
         self.vector = v
+        if self.metadata is None:
+            self.metadata = {}
+        if not isinstance(self.metadata, Mapping):
+            raise EmbeddingError(f"metadata={type(self.metadata).__name__}: expected a dict of str to str")
         self.metadata = {str(k): _to_str(val) for k, val in self.metadata.items()}
         self.metadata.setdefault("format_version", FORMAT_VERSION)
         self.metadata["dim"] = str(v.numel())
@@ -229,7 +240,9 @@ def write_failed(path: str | os.PathLike[str], exc: OSError) -> OutputError:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     p = Path(path)
-    if p.exists() and not p.is_file() and not p.is_dir():
+    if p.is_dir():
+        raise OutputError(f"cannot write {str(p)!r}: it is a folder; pass a file name inside it")
+    if p.exists() and not p.is_file():
         # /dev/null or a FIFO: renaming a temporary file over it would replace the device itself.
         try:
             with p.open("wb") as fh:

@@ -95,6 +95,12 @@ def test_the_variational_options_that_exist_are_accepted(monkeypatch) -> None:
     ({"alpha": float("nan")}, r"alpha=nan"),
     ({"alpha": "0.1"}, r"alpha='0.1'"),
     ({"rerank": "logme", "shortlist": 0}, r"shortlist=0"),
+    ({"candidates": ["org/a", 5]}, r"candidates holds 5: expected repo ids as non-empty strings"),
+    ({"filter": [None]}, r"filter holds None: expected tags"),
+    ({"filter": ["vision", " "]}, r"filter holds ' '"),
+    ({"trivial": 3.5}, r"trivial=float: expected a Task2VecEmbedding, a tensor or an embedding file"),
+    ({"trivial": torch.full((4,), float("nan"))}, r"trivial holds NaN or Inf"),
+    ({"index": 5}, r"index=int: expected an index folder"),
 ])
 def test_recommend_names_the_parameter(tmp_path, kwargs, match) -> None:
     with pytest.raises(RecommendError, match=match):
@@ -147,3 +153,36 @@ def test_selector_and_metric_inputs_of_the_wrong_kind() -> None:
         t2v_hub.load_selector(5)
     with pytest.raises(SelectorError, match=r"errors \(3, 2\), scores \(2, 2\) must have the same"):
         t2v_hub.evaluate_selection(torch.rand(3, 2), torch.rand(2, 2))
+
+
+def test_recommend_reads_a_trivial_embedding_file(local_hub, make_embedding, tmp_path) -> None:
+    from t2v_hub.hub import push_embedding
+
+    local_hub.create_repo("org/e0")
+    push_embedding(local_hub, "org/e0", make_embedding(0))
+    t0 = make_embedding(9)
+    path = t0.save(tmp_path / "t0.safetensors")
+    by_file = t2v_hub.recommend(make_embedding(5), hub=local_hub, trivial=str(path)).recommendations
+    by_object = t2v_hub.recommend(make_embedding(5), hub=local_hub, trivial=t0).recommendations
+    assert [r.score for r in by_file] == [r.score for r in by_object]
+
+
+@pytest.mark.parametrize(("vector", "metadata", "match"), [
+    (torch.ones(3, 4), {}, r"vector has shape \(3, 4\): expected one entry per probe filter"),
+    ("abc", {}, r"vector=str: expected a 1-D tensor"),
+    (torch.ones(4), ["probe"], r"metadata=list: expected a dict"),
+])
+def test_embeddings_of_the_wrong_shape_or_kind_are_refused(vector, metadata, match) -> None:
+    from t2v_hub.errors import EmbeddingError
+
+    with pytest.raises(EmbeddingError, match=match):
+        t2v_hub.Task2VecEmbedding(vector, metadata)
+
+
+def test_embedding_accepts_a_batch_row_and_no_metadata(tmp_path) -> None:
+    from t2v_hub.errors import OutputError
+
+    e = t2v_hub.Task2VecEmbedding(torch.ones(1, 4), None)
+    assert e.dim == 4 and e.metadata["dim"] == "4"
+    with pytest.raises(OutputError, match="it is a folder"):
+        e.save(tmp_path)

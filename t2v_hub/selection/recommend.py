@@ -9,6 +9,7 @@ Python API cannot drift apart. Ranking itself is :mod:`.scoring` (in memory) or
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -150,10 +151,7 @@ def recommend(
     shortlist = check_count("shortlist", shortlist, 1, error=RecommendError)
     if alpha is not None and not (is_finite_real(alpha) and 0.0 <= alpha <= 1.0):
         raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
-    if isinstance(filter, str):  # one tag, as huggingface_hub's list_models(filter=) takes it
-        filter = [filter]
-    if isinstance(candidates, str):  # one repo id, not its characters
-        candidates = [candidates]
+    filter, candidates, trivial = _checked_inputs(filter, candidates, trivial, index)
     from .features import check_max_model_mb
 
     check_max_model_mb(max_model_mb)
@@ -194,6 +192,48 @@ def recommend(
                         name_for=name_for, notes=notes, include=stage2.by_prior)
     return stage2(RecommendResult(recs, target, source, len(compatible), skipped,
                                   incompatible if compatible else [], notes, {"probe_seconds": round(seconds, 3)}))
+
+
+def _checked_inputs(filter: Any, candidates: Any, trivial: Any, index: Any
+                    ) -> tuple[list[str] | None, list[str] | None, Task2VecEmbedding | torch.Tensor | None]:
+    """recommend's filter, candidates and trivial in their one form, and index checked; RecommendError naming
+    the parameter otherwise."""
+    if isinstance(filter, str):  # one tag, as huggingface_hub's list_models(filter=) takes it
+        filter = [filter]
+    if isinstance(candidates, str):  # one repo id, not its characters
+        candidates = [candidates]
+    if index is not None and not isinstance(index, (str, os.PathLike)):
+        from .index import ExpertIndex
+
+        if not isinstance(index, ExpertIndex):
+            raise RecommendError(f"index={type(index).__name__}: expected an index folder (from `t2v-hub index`) "
+                                 "or a loaded ExpertIndex")
+    return _strings("filter", filter, "tags"), _strings("candidates", candidates, "repo ids"), _trivial_arg(trivial)
+
+
+def _strings(name: str, values: Iterable[Any] | None, what: str) -> list[str] | None:
+    """``values`` as a list of non-empty strings, or a RecommendError naming ``name``."""
+    if values is None:
+        return None
+    out = list(values)
+    bad = [v for v in out if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise RecommendError(f"{name} holds {bad[0]!r}: expected {what} as non-empty strings")
+    return out
+
+
+def _trivial_arg(trivial: Any) -> Task2VecEmbedding | torch.Tensor | None:
+    """``trivial=``: an embedding, a tensor of finite numbers, or a path to an embedding file."""
+    if trivial is None or isinstance(trivial, Task2VecEmbedding):
+        return trivial
+    if isinstance(trivial, (str, os.PathLike)):
+        return Task2VecEmbedding.load(trivial)
+    if not isinstance(trivial, torch.Tensor):
+        raise RecommendError(f"trivial={type(trivial).__name__}: expected a Task2VecEmbedding, a tensor or an "
+                             "embedding file (from `t2v-hub trivial`)")
+    if not bool(torch.isfinite(trivial).all()):
+        raise RecommendError("trivial holds NaN or Inf: pass a finite trivial embedding (`t2v-hub trivial`)")
+    return trivial
 
 
 def resolve_generalists(generalists: int | None, rerank: str, sel: Model2Vec | None, notes: list[str]) -> int:
