@@ -162,6 +162,31 @@ def check_count(name: str, value: Any, lo: int, *, error: type[T2VError] = T2VEr
     return int(value)
 
 
+def check_flag(name: str, value: Any, *, error: type[T2VError] = T2VError, optional: bool = False) -> bool | None:
+    """``value`` if it is True or False (None too with ``optional``), else ``error`` naming ``name=``.
+
+    ``include_norm="no"`` is truthy: taken as it is, it would silently mean the opposite.
+    """
+    if optional and value is None:
+        return None
+    if type(value).__name__ == "bool_":  # numpy's
+        value = bool(value)
+    if not isinstance(value, bool):
+        raise error(f"{name}={value!r}: expected True or False" + (" (or None)" if optional else ""))
+    return value
+
+
+def check_real(name: str, value: Any, lo: float, hi: float = math.inf, *, lo_open: bool = False,
+               error: type[T2VError] = T2VError) -> float:
+    """``value`` as a float if it is a finite real in [lo, hi] ((lo, hi] with ``lo_open``), else ``error``."""
+    ok = is_finite_real(value) and (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        span = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]" if math.isfinite(hi) else \
+            (f"above {lo:g}" if lo_open else f"at least {lo:g}")
+        raise error(f"{name}={value!r}: expected a finite number {span}")
+    return float(value)
+
+
 def check_optional_count(name: str, value: Any, lo: int, *, error: type[T2VError] = T2VError) -> int | None:
     """:func:`check_count`, with None allowed (and returned)."""
     if value is None:

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import constants as C
 from .cache import cache_subdir
-from .config import EmbedConfig, FisherConfig, HeadConfig, check_count, check_optional_count
+from .config import EmbedConfig, FisherConfig, HeadConfig, check_count, check_flag, check_optional_count
 from .data.dense import DENSE_KINDS
 from .data.rows import ImageRows
 from .data.tensors import TensorTask, as_task
@@ -39,7 +39,7 @@ from .dense import check_method, dense_fisher
 from .devices import pick_device
 from .distributed import dist_info, gather_rows, reduce_result, shard_indices
 from .embedding import Task2VecEmbedding
-from .errors import DataError, FisherError
+from .errors import DataError, FisherError, T2VError
 from .fisher.result import FisherResult
 from .head import fit_head
 from .probes import Probe, create_probe
@@ -262,6 +262,15 @@ def _check_args(method: str, max_samples: Any, seed: Any, mc_samples: Any,
             check_count("batch_size", batch_size, 1, error=FisherError))
 
 
+def _check_kinds(head: Any, include_norm: Any, cache: Any, quiet: Any, pretrained: Any) -> None:
+    """Switches are bools (``include_norm="no"`` is truthy) and ``head`` a HeadConfig, named if not."""
+    if head is not None and not isinstance(head, HeadConfig):
+        raise T2VError(f"head={type(head).__name__}: expected a t2v_hub.config.HeadConfig or None")
+    for name, value in (("include_norm", include_norm), ("cache", cache), ("quiet", quiet)):
+        check_flag(name, value)
+    check_flag("pretrained", pretrained, optional=True)
+
+
 def embed(
     dataset: Any,
     probe: str | nn.Module | Probe = C.DEFAULT_PROBE,
@@ -296,6 +305,7 @@ def embed(
     """
     max_samples, seed, mc_samples, batch_size = _check_args(method, max_samples, seed, mc_samples, batch_size)
     _check_fisher_options(method, fisher_options)
+    _check_kinds(head, include_norm, cache, quiet, pretrained)
     t0 = time.perf_counter()
     config = EmbedConfig(
         probe=probe if isinstance(probe, str) else getattr(getattr(probe, "config", None), "name", type(probe).__name__),

@@ -186,3 +186,64 @@ def test_embedding_accepts_a_batch_row_and_no_metadata(tmp_path) -> None:
     assert e.dim == 4 and e.metadata["dim"] == "4"
     with pytest.raises(OutputError, match="it is a folder"):
         e.save(tmp_path)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"include_norm": "no"}, r"include_norm='no': expected True or False"),  # truthy: it meant the opposite
+    ({"cache": "yes"}, r"cache='yes': expected True or False"),
+    ({"quiet": 1}, r"quiet=1: expected True or False"),
+    ({"pretrained": "false"}, r"pretrained='false': expected True or False \(or None\)"),
+    ({"head": 5}, r"head=int: expected a t2v_hub.config.HeadConfig or None"),
+])
+def test_embed_switches_must_be_bools(kwargs, match) -> None:
+    from t2v_hub.errors import T2VError
+
+    with pytest.raises(T2VError, match=match):
+        t2v_hub.embed(TensorTask(X, Y), "test_efficientnet", **{"input_size": 32, **kwargs})
+
+
+@pytest.mark.parametrize(("models", "match"), [(5, r"models=5: expected model names"),
+                                               (["test_resnet", 3], r"models holds 3"),
+                                               ([""], r"models holds ''")])
+def test_score_models_names_bad_model_lists(models, match) -> None:
+    from t2v_hub.selection.transferability import TransferabilityError
+
+    with pytest.raises(TransferabilityError, match=match):
+        t2v_hub.score_models(TensorTask(X, Y), models)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"alpha": 2.0}, r"alpha=2.0: expected a finite number in \[0, 1\]"),
+    ({"alpha": float("nan")}, r"alpha=nan"),
+    ({"lr": float("inf")}, r"lr=inf: expected a finite number above 0"),
+    ({"epochs": 1.5}, r"epochs=1.5: expected a whole number"),
+    ({"weight_decay": -1.0}, r"weight_decay=-1.0: expected a finite number at least 0"),
+])
+def test_selector_config_names_bad_settings(kwargs, match) -> None:
+    from t2v_hub.errors import SelectorError
+
+    with pytest.raises(SelectorError, match=match):
+        t2v_hub.SelectorConfig(**kwargs)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"errors": -torch.ones(2, 3)}, r"errors must be finite and >= 0"),
+    ({"errors": torch.full((2, 3), float("inf"))}, r"errors must be finite and >= 0"),
+    ({"tasks": -torch.rand(2, 4)}, r"tasks holds negative, NaN or Inf entries"),
+    ({"experts": "abc"}, r"experts=str: expected a tensor of numbers"),
+    ({"expert_ids": ["a"]}, r"expert_ids: expected 3 distinct ids"),
+    ({"expert_ids": ["a", "a", "b"]}, r"expert_ids: expected 3 distinct ids .*2 distinct"),
+])
+def test_train_model2vec_names_unusable_inputs(change, match) -> None:
+    from t2v_hub.errors import SelectorError
+
+    args = {"tasks": torch.rand(2, 4), "experts": torch.rand(3, 4), "errors": torch.rand(2, 3),
+            "trivial": torch.rand(4), "config": t2v_hub.SelectorConfig(bias="none", epochs=2), **change}
+    with pytest.raises(SelectorError, match=match):
+        t2v_hub.train_model2vec(**args)
+
+
+def test_train_model2vec_takes_nested_lists_as_tensors() -> None:
+    sel = t2v_hub.train_model2vec([[0.5] * 4] * 2, torch.rand(3, 4), [[0.1, 0.2, 0.3]] * 2, [0.1] * 4,
+                                  t2v_hub.SelectorConfig(bias="none", epochs=2))
+    assert len(sel.expert_ids) == 3 and sel.generalist is not None

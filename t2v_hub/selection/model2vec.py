@@ -56,6 +56,7 @@ from typing import Any
 import torch
 
 from .. import constants as C
+from ..config import check_count, check_real
 from ..embedding import COMPAT_FIELDS, Task2VecEmbedding, atomic_write_bytes
 from ..errors import SelectorError
 
@@ -85,10 +86,14 @@ class SelectorConfig:
     def __post_init__(self) -> None:
         if self.bias not in BIAS_KINDS:
             raise SelectorError(f"bias must be one of {', '.join(BIAS_KINDS)}, got {self.bias!r}")
-        if self.epochs < 0 or self.batch_size < 0 or self.lr <= 0 or self.alpha_soft <= 0:
-            raise SelectorError("epochs and batch_size must be >= 0, lr and alpha_soft > 0")
-        if self.layer_epochs < 0 or self.layer_decay < 0:
-            raise SelectorError("layer_epochs and layer_decay must be >= 0")
+        # Each named: alpha=2, lr=inf or epochs=1.5 would train (or crash) far from where it was set.
+        check_real("alpha", self.alpha, 0.0, 1.0, error=SelectorError)
+        for name in ("lr", "alpha_soft"):
+            check_real(name, getattr(self, name), 0.0, lo_open=True, error=SelectorError)
+        for name in ("weight_decay", "layer_decay"):
+            check_real(name, getattr(self, name), 0.0, error=SelectorError)
+        for name in ("epochs", "batch_size", "seed", "layer_epochs"):
+            check_count(name, getattr(self, name), 0, error=SelectorError)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SelectorConfig:

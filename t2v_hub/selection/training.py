@@ -128,8 +128,7 @@ def train_model2vec(
     ``layers`` (dim,): each filter's layer id, needed by ``bias="layer"`` only
     (:func:`t2v_hub.selection.layer_weights.layer_ids`)."""
     cfg = config or SelectorConfig()
-    X, F = tasks.to(torch.float32), experts.to(torch.float32)
-    t0 = torch.as_tensor(trivial, dtype=torch.float32).reshape(-1)
+    X, F, errors, t0 = _as_inputs(tasks, experts, errors, trivial)
     T, E = errors.shape
     if X.shape[0] != T or F.shape[0] != E or X.shape[1] != F.shape[1] or t0.numel() != F.shape[1]:
         raise SelectorError(
@@ -137,6 +136,9 @@ def train_model2vec(
             f"trivial {t0.numel()}"
         )
     ids = list(expert_ids) if expert_ids is not None else [str(j) for j in range(E)]
+    if len(ids) != E or len(set(ids)) != E:
+        raise SelectorError(f"expert_ids: expected {E} distinct ids (one per expert), got {len(ids)} "
+                            f"({len(set(ids))} distinct)")
     known = torch.isfinite(errors)
     empty = (~known.any(1)).nonzero().flatten().tolist()
     if empty:
@@ -187,6 +189,28 @@ def train_model2vec(
         info=info,
         generalist=generalist_scores(errors),
     )
+
+
+def _as_inputs(tasks: Any, experts: Any, errors: Any, trivial: Any
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 tensors of train_model2vec's inputs, or a SelectorError naming the one that is not usable."""
+    out = []
+    for name, value, dims in (("tasks", tasks, 2), ("experts", experts, 2), ("errors", errors, 2),
+                              ("trivial", trivial, 1)):
+        try:
+            t = torch.as_tensor(value.vector if isinstance(value, Task2VecEmbedding) else value, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SelectorError(f"{name}={type(value).__name__}: expected a tensor of numbers ({exc})") from None
+        t = t.reshape(-1) if dims == 1 else t
+        if t.dim() != dims:
+            raise SelectorError(f"{name} has shape {tuple(t.shape)}: expected {dims} dimension(s)")
+        if name != "errors" and not bool((torch.isfinite(t) & (t >= 0)).all()):
+            raise SelectorError(f"{name} holds negative, NaN or Inf entries: a Fisher embedding is finite and >= 0")
+        out.append(t)
+    e = out[2]
+    if bool((torch.isinf(e) | (e < 0)).any()):  # any scale works (a regression's RMSE too); negative is no error
+        raise SelectorError("errors must be finite and >= 0, NaN where unknown (test errors: fractions in [0, 1])")
+    return out[0], out[1], out[2], out[3]
 
 
 def _train_layers(
