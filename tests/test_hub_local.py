@@ -504,3 +504,26 @@ def test_hostile_listing_is_skipped(local_hub: LocalHub) -> None:
 
     experts, skipped = list_experts(Lying(local_hub.root))
     assert experts == [] and "invalid repo id" in skipped[0][1]
+
+
+def test_a_repo_whose_card_cannot_be_read_is_named_when_a_listing_filters_by_tag(tmp_path) -> None:
+    """Like the Hub, a broken card has no tags, so a tag-filtered listing leaves the repo out; unlike
+    the Hub's silence, the listing says which repo vanished and why."""
+    import warnings
+
+    from t2v_hub.hub import LocalHub
+
+    hub = LocalHub(tmp_path / "hub")
+    for name, card in (("org/ok", "---\ntags:\n- task2vec\n---\n"), ("org/yaml", "---\ntags: [task2vec\n---\n"),
+                       ("org/bytes", None)):
+        hub.create_repo(name)
+        path = hub.root / name / "README.md"
+        path.write_text(card) if card is not None else path.write_bytes(b"\xff\xfe\x00garbage")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        listed = [m.repo_id for m in hub.list_models(filter=["task2vec"])]
+        unfiltered = [m.repo_id for m in hub.list_models()]
+    assert listed == ["org/ok"] and sorted(unfiltered) == ["org/bytes", "org/ok", "org/yaml"]
+    said = [str(w.message) for w in caught]
+    assert sum("org/yaml left out of the listing: its model card cannot be read" in m for m in said) == 1
+    assert sum("org/bytes left out of the listing" in m and "not UTF-8" in m for m in said) == 1

@@ -256,8 +256,11 @@ class LocalHub(Hub):
                     files = tuple(rel for rel, _ in found)
                     try:
                         meta = _card_metadata(_read_readme(d))
-                    except CardError:
+                    except CardError as exc:
                         meta = None  # like the Hub: a broken card has no metadata, hence no tags
+                        if wanted:  # ... but say so: an expert that vanished from a listing has a reason
+                            warnings.warn(f"{repo_id} left out of the listing: its model card cannot be read, so it "
+                                          f"has no tags ({' '.join(str(exc).split())})", RuntimeWarning, stacklevel=2)
             except HubError as exc:
                 # One unsafe repo (forged journal, symlinked metadata) must not hide the others.
                 warnings.warn(f"{repo_id} left out of the listing: {exc}", RuntimeWarning, stacklevel=2)
