@@ -187,6 +187,12 @@ def test_cli_train_and_eval(tmp_path: Path, capsys) -> None:
     assert "1 missing/NaN error cell(s) skipped" in cap.err
     sel = Model2Vec.load(out)
     assert sel.compat["probe"] == "test_efficientnet" and sel.config.epochs == 20 and sel.expert_ids[0] == "org/m0"
+    # The summary names what `recommend --rerank` would add to its shortlist: the selector's best generalists.
+    from t2v_hub.selection.generalist import generalist_scores
+
+    want = generalist_scores(em.errors)
+    assert [g["expert"] for g in summary["generalists"]] == [em.expert_ids[j] for j in want.argsort()[:3].tolist()]
+    assert summary["generalists"][0]["mean_relative_error_increase"] == pytest.approx(float(want.min()), abs=1e-4)
     assert main(["selector", "eval", *common, "--static", "org/m1", "--format", "json"]) == 0
     res = json.loads(capsys.readouterr().out)["results"]
     assert {"chance (expected)", "d_sym", "d_asym (alpha=0.15)", "always org/m1", "MODEL2VEC (leave-one-out)",

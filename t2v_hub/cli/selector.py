@@ -201,9 +201,14 @@ def _train(args: argparse.Namespace) -> int:
     summary = {"out": args.out, "experts": len(em.expert_ids), "tasks": len(em.task_ids),
                "skipped_cells": sel.info["skipped_cells"], "tasks_per_expert": sel.info["tasks_per_expert"],
                "gamma": sel.gamma, "final_loss": sel.info["final_loss"],
-               "probe": sel.compat.get("probe"), "config": asdict(sel.config)}
+               "probe": sel.compat.get("probe"), "config": asdict(sel.config),
+               # What `recommend --rerank` adds to its shortlist with this selector (--generalists).
+               "generalists": [{"expert": e, "mean_relative_error_increase": round(float(sel.generalist[j]), 4)}
+                               for e, j in ((e, sel.expert_ids.index(e)) for e in sel.generalist_ids()[:3])]}
+    best = ", ".join(f"{g['expert']} ({g['mean_relative_error_increase']:+.0%})" for g in summary["generalists"])
     emit_summary(args.format, summary, f"selector for {summary['experts']} experts trained on {summary['tasks']} "
-                                       f"tasks (gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}) -> {args.out}")
+                                       f"tasks (gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}) -> {args.out}"
+                                       + (f"; best generalists: {best}" if best else ""))
     return 0
 
 

@@ -6,8 +6,9 @@ timm writes them, ``config.json`` + ``model.safetensors``; a LocalHub repo with 
 files loads as ``local-dir:``), each computes features of the user's images once,
 and the shortlist is ordered by the score. With a selector that records them, the
 shortlist also holds its best "generalists" (``generalist.py``) from wherever stage 1
-put them. The rest keep their stage-1 order below it. An expert whose weights are missing, unloadable or too large keeps its stage-1
-place, and a note names it: nothing crashes.
+put them. The rest keep their stage-1 order below it. An expert whose weights are
+missing, unloadable or too large keeps its stage-1 place (a generalist is passed over
+for the next), and a note names it: nothing crashes.
 """
 
 from __future__ import annotations
