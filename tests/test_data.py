@@ -565,3 +565,18 @@ def test_a_damaged_data_file_says_what_is_wrong(tmp_path, name: str, content: by
     with pytest.raises(DataError, match=expected) as exc:
         load_task(str(path))
     assert "An error occurred while generating" not in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_folders_that_are_no_class_tree_say_how_to_lay_them_out(tmp_path) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i in range(3):
+        PILImage.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(loose / f"{i}.png")
+    with pytest.raises(DataError, match=r"are not in class folders, so they have no labels; put each class's images"):
+        load_task(str(loose))
+    text = tmp_path / "text"
+    for c in ("a", "b"):
+        (text / c).mkdir(parents=True)
+        (text / c / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"holds text files, not images"):
+        load_task(str(text))

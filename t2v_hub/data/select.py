@@ -63,8 +63,8 @@ def _select_table(
     if n == 0:
         raise _empty(r)
     sample = ds.with_format("arrow")[:1].to_pylist()[0]
-    img = C.find_image_column(ds.features, image_column, sample, label_column)
-    spec = C.find_label_column(ds.features, label_column, img, sample)
+    img = _image_column(r, ds.features, image_column, sample, label_column)
+    spec = _label_column(r, ds.features, label_column, img, sample)
     if spec.kind == "dense":  # masks are read with the images, not here (they are as large)
         keys = _keys(n, max_samples, seed)
         return Selected(_ArrowRefs(ds, img), keys, spec, [], torch.zeros(len(keys), dtype=torch.int64),
@@ -85,6 +85,29 @@ def _select_table(
     keys = _keys(n, max_samples, seed)
     labels = C.encode(spec, [values[k] for k in keys], names)
     return Selected(_ArrowRefs(ds, img), keys, spec, names, labels, r.fingerprint or ds._fingerprint)
+
+
+def _image_column(r: Resolved, features: Any, image_column: str | None, sample: Any, label_column: str | None) -> str:
+    try:
+        return C.find_image_column(features, image_column, sample, label_column)
+    except DataError as exc:
+        if image_column is None and os.path.isdir(r.dataset_id) and list(features) == ["text"]:
+            # datasets reads a folder of text files as a text dataset: there are no images to find.
+            raise DataError(f"{r.dataset_id} holds text files, not images (datasets read them as a 'text' column); "
+                            "pass a folder of image files, one subfolder per class") from exc
+        raise
+
+
+def _label_column(r: Resolved, features: Any, label_column: str | None, img: str, sample: Any) -> Any:
+    try:
+        return C.find_label_column(features, label_column, img, sample)
+    except DataError as exc:
+        if label_column is None and os.path.isdir(r.dataset_id) and list(features) == [img]:
+            # An image folder without class subfolders: datasets gives it no label column.
+            raise DataError(f"the images in {r.dataset_id} are not in class folders, so they have no labels; put each "
+                            "class's images in its own subfolder (data/cat/*.png, data/dog/*.png), or pass a CSV "
+                            "with an image and a label column") from exc
+        raise
 
 
 def _keys(n: int, max_samples: int | None, seed: int) -> np.ndarray:
@@ -138,8 +161,8 @@ def _select_stream(
     if image_column is None and not any(isinstance(f, Image) for f in features.values()):
         # Path columns are recognised by their values: peek at one row.
         sample = next(iter(ids.take(1)), {})
-    img = C.find_image_column(features, image_column, sample, label_column)
-    spec = C.find_label_column(features, label_column, img, sample)
+    img = _image_column(r, features, image_column, sample, label_column)
+    spec = _label_column(r, features, label_column, img, sample)
     ids = ids.select_columns([img, spec.column])
     for column in (img, spec.column):
         if isinstance(features[column], Image):
