@@ -266,3 +266,18 @@ def test_ten_megabyte_readme_through_the_server(hub_server: HubServer, hf_hub: H
     push_embedding(hf_hub, REPO, make_embedding(0))
     after = parse_card(hub_server.hub.read_card(REPO).text or "")
     assert after.body.startswith(body) and after.metadata["license"] == "mit"
+
+
+def test_an_endpoint_where_nothing_listens_fails_at_once_naming_it(hf_isolated: Path) -> None:
+    """A refused connection is definitive: no 25-35 s of huggingface_hub's retries and ours before it is
+    reported (the message is the reachability check's, not the retry loop's "failed after N attempts")."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    hub = HfHub(endpoint=f"http://127.0.0.1:{port}", retries=3)
+    for call in (lambda: hub.list_models(), lambda: hub.read_card("org/m"), lambda: hub.download("org/m", "a.bin")):
+        with pytest.raises(HubError, match=rf"cannot reach http://127.0.0.1:{port} \(ConnectionRefusedError"):
+            call()
+

@@ -156,13 +156,31 @@ class HfHub(Hub):
         return f"HfHub(endpoint={self.endpoint!r})"  # never the token
 
     # -- error handling ---------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[], T], *, retry: bool) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, retry: bool, precheck: bool = True) -> T:
+        if precheck:
+            self._check_reachable(what)
         outer = getattr(_state, "deadline", None)
         _state.deadline = outer if outer is not None else time.monotonic() + CALL_BUDGET_S
         try:
             return self._attempts(what, fn, retry)
         finally:
             _state.deadline = outer
+
+    def _check_reachable(self, what: str) -> None:
+        """Once per hub: fail in seconds where nothing listens at the endpoint (a wrong port, no network).
+
+        Otherwise huggingface_hub's retries and ours spend 25-35 s on a refused connection before
+        saying so. Timeouts and 5xx answers are still retried: those can pass.
+        """
+        if getattr(self, "_reachable", False) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            return
+        from ..network import unreachable
+
+        why = unreachable(self.endpoint)
+        if why is not None:
+            raise HubError(f"{what}: cannot reach {self.endpoint} ({why}); check the hub URL (--hub, HF_ENDPOINT) "
+                           "and the network, or pass a local hub folder")
+        self._reachable = True
 
     def _attempts(self, what: str, fn: Callable[[], T], retry: bool) -> T:
         attempts = self.retries + 1 if retry else 1
@@ -177,6 +195,8 @@ class HfHub(Hub):
                 err = self._translate(exc, what)
                 if not isinstance(err, _Transient):
                     raise err from exc
+                if i == 0 and str(err).startswith("connection failed"):
+                    self._check_reachable(what)  # nothing listening: no point in the retries
                 if i + 1 >= attempts:
                     tries = f"after {attempts} attempts" if attempts > 1 else "after the client's retries"
                     raise HubError(
@@ -326,11 +346,13 @@ class HfHub(Hub):
             )
 
         what = f"downloading {repo_id}/{path}"
+        # A file cached at a pinned commit needs no network: only then is the reachability check skipped.
+        pinned = bool(revision and re.fullmatch(r"[0-9a-f]{40}", revision))
         # Ask the size first (free when cached): a hostile repo must not make us fetch gigabytes.
-        plan = self._call(what, lambda: fetch(True), retry=True)
+        plan = self._call(what, lambda: fetch(True), retry=True, precheck=not pinned)
         if plan.file_size is not None and plan.file_size > max_bytes:
             raise HubError(f"{repo_id}/{path} is {plan.file_size:,} bytes, over the {max_bytes:,} limit")
-        local = Path(self._call(what, lambda: fetch(False), retry=True))
+        local = Path(self._call(what, lambda: fetch(False), retry=True, precheck=not pinned))
         if local.stat().st_size > max_bytes:
             raise HubError(f"{repo_id}/{path} is over the {max_bytes:,} byte limit")
         return local.read_bytes()
