@@ -128,6 +128,24 @@ def choices(data: dict[str, Any], meta: str,
     return scores, keep, exclude, trained
 
 
+def losses_to(data: dict[str, Any], ours: torch.Tensor, theirs: torch.Tensor, keep: torch.Tensor,
+              exclude: torch.Tensor) -> list[dict[str, Any]]:
+    """The tasks where ``ours`` chooses a worse expert than ``theirs`` (own errors): what, and what it costs
+    in points of that task's relative error increase; ``in_shortlist``: whether their pick ranked in our top 4
+    (shortlist of 3 + 1 generalist), i.e. whether stage 2 or the shortlist missed it."""
+    E = data["errors"]
+    out = []
+    for i in keep.nonzero().flatten().tolist():
+        a = int(sq._mask(ours[i : i + 1], exclude[i : i + 1]).nan_to_num(nan=float("inf")).argmin())
+        b = int(sq._mask(theirs[i : i + 1], exclude[i : i + 1]).nan_to_num(nan=float("inf")).argmin())
+        if float(E[i, a]) > float(E[i, b]) + 1e-9:
+            best = float(torch.where(exclude[i], torch.full_like(E[i], float("inf")), E[i]).min())
+            out.append({"task": data["tasks"][i], "ours": data["experts"][a], "theirs": data["experts"][b],
+                        "points": round(100 * (float(E[i, a]) - float(E[i, b])) / best, 1),
+                        "in_shortlist": float(ours[i, b]) < 4})
+    return out
+
+
 def _passes(name: str, candidates: int) -> int:
     """Expert forward passes over the task's images one query costs (TASK2VEC's probe pass not counted)."""
     if name.endswith("_all"):
@@ -157,12 +175,14 @@ def run(packs: tuple[Path, ...] = sq.REPLICATES, n_boot: int = 2000) -> dict[str
         top1: dict[str, dict[str, list[float]]] = {"own": {}, "mean": {}}
         picked: dict[str, dict[str, list[torch.Tensor]]] = {"own": {}, "mean": {}}
         bests: dict[str, list[torch.Tensor]] = {"own": [], "mean": []}
+        lost: dict[str, list[dict[str, Any]]] = {}
         n_cand = 0
         for rep, data in datas.items():
             scores, keep, exclude, trained = choices(data, meta, shared.get(rep) if meta == "mixed" else None)
             if meta == "loo":
                 shared[rep] = trained
             n_cand = int((~exclude[keep]).sum(1).float().mean().round())
+            lost.setdefault(rep, losses_to(data, scores[GEN], scores["logme_all"], keep, exclude))
             for truth, G in (("own", data["errors"]), ("mean", mean_errors)):
                 Gk, ex = G[keep], exclude[keep]
                 best = torch.where(ex, torch.full_like(Gk, float("inf")), Gk).min(1).values
@@ -173,7 +193,8 @@ def run(packs: tuple[Path, ...] = sq.REPLICATES, n_boot: int = 2000) -> dict[str
                     top1[truth].setdefault(name, []).append(float((ch <= best + 1e-9).float().mean()))
                     picked[truth].setdefault(name, []).append(ch)
         T = int(bests["own"][0].numel())
-        res: dict[str, Any] = {"num_tasks": T, "candidates_per_task": n_cand, "ground_truths": {}}
+        res: dict[str, Any] = {"num_tasks": T, "candidates_per_task": n_cand, "ground_truths": {},
+                               f"tasks where {GEN} is worse than logme_all (own errors)": lost}
         for truth in ("own", "mean"):
             methods = {name: {**v, "mean": sum(v.values()) / len(v),
                               "top1_mean": sum(top1[truth][name]) / len(top1[truth][name]),
@@ -215,6 +236,15 @@ def write(res: dict[str, Any], stem: str = "selection_novel") -> None:
                 lines.append(f"| {k} | {100 * v['difference']:+.1f} pts | [{100 * v['ci95'][0]:+.1f}, "
                              f"{100 * v['ci95'][1]:+.1f}] |")
             lines.append("")
+        key = f"tasks where {GEN} is worse than logme_all (own errors)"
+        lines += [f"Tasks where the default (d_sym top 3 + 1 generalist, then LogME) chooses worse than LogME on "
+                  f"all candidates ({meta}, own errors; points of the task's relative error increase; whether "
+                  "LogME-all's pick was in the shortlist):", ""]
+        for rep, items in r.get(key, {}).items():
+            shown = "; ".join(f"{x['task']}: {x['ours']} instead of {x['theirs']}, {x['points']:+.1f} pts"
+                              f"{'' if x['in_shortlist'] else ', not shortlisted'}" for x in items) or "none"
+            lines.append(f"- {rep}: {shown}")
+        lines.append("")
     (sq.RESULTS / f"{stem}.md").write_text("\n".join(lines))
     _plot(res, sq.RESULTS / f"{stem}_frontier.png")
 

@@ -64,3 +64,19 @@ def test_generalist_rows_train_without_the_test_task() -> None:
     other = [i for i in range(len(data["tasks"])) if i not in same_pool]
     assert all(torch.equal(before[i], after[i]) for i in same_pool)
     assert not all(torch.equal(before[i], after[i]) for i in other)
+
+
+def test_losses_to_names_the_tasks_where_one_method_chooses_worse() -> None:
+    from benchmarks.selection_novel import losses_to
+
+    data = {"tasks": ["t0", "t1"], "experts": ["a", "b", "c"],
+            "errors": torch.tensor([[0.1, 0.2, 0.4], [0.3, 0.2, 0.1]])}
+    ours = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 4.0]])  # ranks: t0 picks b, t1 picks a
+    theirs = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])  # t0 picks a (better), t1 picks c (better)
+    keep = torch.tensor([True, True])
+    exclude = torch.zeros(2, 3, dtype=torch.bool)
+    out = losses_to(data, ours, theirs, keep, exclude)
+    assert [(x["task"], x["ours"], x["theirs"], x["in_shortlist"]) for x in out] == \
+        [("t0", "b", "a", True), ("t1", "a", "c", False)]
+    assert out[0]["points"] == pytest.approx(100.0) and out[1]["points"] == pytest.approx(200.0)
+    assert losses_to(data, theirs, theirs, keep, exclude) == []
