@@ -146,9 +146,9 @@ def test_generalists_bad_inputs_and_old_selectors(zoo: dict[str, Any], monkeypat
     data, hub = str(zoo["data"]), zoo["hub"]
     with pytest.raises(RecommendError, match="generalists=1 adds experts to stage 2's shortlist"):
         t2v_hub.recommend(data, hub=hub, selector=sel, generalists=1)
-    with pytest.raises(RecommendError, match="needs a selector trained on an error matrix"):
-        t2v_hub.recommend(data, hub=hub, rerank="logme", generalists=1)
-    with pytest.raises(RecommendError, match="needs a selector"):
+    with pytest.raises(RecommendError, match="publish no evaluation results on 2\\+ datasets; pass selector="):
+        t2v_hub.recommend(data, hub=hub, rerank="logme", generalists=1)  # no selector, no .eval_results
+    with pytest.raises(RecommendError, match="the selector records no generalist scores"):
         t2v_hub.recommend(data, hub=hub, selector=old, rerank="logme", generalists=2)
     for bad in (-1, 1.5, "1", True):
         with pytest.raises(RecommendError, match="generalists"):
@@ -169,7 +169,7 @@ def test_generalists_bad_inputs_and_old_selectors(zoo: dict[str, Any], monkeypat
     old_path = old.save(tmp_path / "old.safetensors")
     assert main([*base[:-1], str(old_path), "--rerank", "logme", "--generalists", "1"]) == 2
     err = capsys.readouterr().err
-    assert "--generalists 1 needs a selector" in err and "Traceback" not in err
+    assert "--generalists 1: the selector records no generalist scores" in err and "Traceback" not in err
     assert main([*base, "--rerank", "logme", "--shortlist", "1", "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["cost"]["generalists"] == 1
@@ -178,3 +178,32 @@ def test_generalists_bad_inputs_and_old_selectors(zoo: dict[str, Any], monkeypat
     cap = capsys.readouterr()
     assert "shortlisted as" in cap.out.splitlines()[0] and "generalist" in cap.out
     assert "of 1 + 1 generalist(s) shortlisted expert(s) scored" in cap.err
+
+
+def test_without_a_selector_generalists_come_from_the_hubs_eval_results(tmp_path, monkeypatch) -> None:
+    """The demo hub's experts publish `.eval_results` on the zoo's 36 datasets: generalists=1 reads them
+    (and only when asked: by default no expert's results are read)."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "examples" / "zoo", tmp_path / "zoo")
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path / "cache"))
+    from t2v_hub.selection.eval_results import read_eval_results
+
+    em = read_eval_results(t2v_hub.hub.get_hub(str(tmp_path / "zoo"))).matrix
+    want = [em.expert_ids[j] for j in generalist_order(generalist_scores(em.errors))]
+    data = str(root / "examples" / "data" / "fashion_tops4")
+    res = t2v_hub.recommend(data, hub=str(tmp_path / "zoo"), rerank="logme", shortlist=1, generalists=1,
+                            max_samples=40, top_k=3)
+    assert any(n.startswith("generalists from the experts' own evaluation results on 36 dataset(s): "
+                            + ", ".join(want[:3])) for n in res.notes)
+    # The demo holds weights for four experts only: the best generalists without them are passed over.
+    first = res.recommendations[0].repo_id
+    with_weights = [r for r in want if r != first and (tmp_path / "zoo" / r / "model.safetensors").is_file()]
+    tried = [r for r in want if r != first][:3]
+    got = [r.repo_id for r in res.recommendations if r.shortlisted_by == "generalist"]
+    assert got == [r for r in tried if r in with_weights][:1]
+    passed_over = tried[: tried.index(got[0])] if got else tried
+    assert passed_over and all(any(f"{r} was passed over for a generalist slot" in n for n in res.notes)
+                               for r in passed_over)

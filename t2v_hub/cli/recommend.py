@@ -59,10 +59,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--shortlist", type=positive_int, default=None, metavar="K",
                    help=f"experts of the TASK2VEC ranking that stage 2 scores, with --rerank (default {DEFAULT_SHORTLIST})")
     r.add_argument("--generalists", type=int_in(0, 2**31 - 1), default=None, metavar="G",
-                   help=f"with --selector: stage 2 also scores the G experts of lowest mean relative error on the "
-                        f"selector's training tasks that TASK2VEC did not shortlist (default {DEFAULT_GENERALISTS} when "
-                        "the selector records them; 0 = none). They find the experts that transfer from other "
-                        "domains, which TASK2VEC ranks last on tasks about style rather than content (BENCHMARKS.md)")
+                   help=f"stage 2 also scores the G experts of lowest mean relative error on the selector's "
+                        "training tasks (without --selector: on the datasets the experts' own evaluation results "
+                        "on the hub name, one read per expert) that TASK2VEC did not shortlist (default "
+                        f"{DEFAULT_GENERALISTS} with a selector that records them, else 0). They find the experts that "
+                        "transfer from other domains, which TASK2VEC ranks last on tasks about style rather than "
+                        "content (BENCHMARKS.md)")
     r.add_argument("--max-model-mb", type=float_in(0.0, 1e9, lo_open=True), default=None,
                    help="stage 2 skips experts with more MB of weights (they keep their TASK2VEC place)")
     add_format_arg(g, what="the ranking")

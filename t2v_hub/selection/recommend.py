@@ -21,7 +21,7 @@ import torch
 from ..config import check_count, is_finite_real, space_of
 from ..constants import DEFAULT_FISHER_METHOD, DEFAULT_GENERALISTS
 from ..embedding import Task2VecEmbedding
-from ..errors import RecommendError
+from ..errors import RecommendError, SelectorError
 from .model2vec import Model2Vec, load_selector
 from .prior_term import has_learned_prior
 from .rerank import DEFAULT_SHORTLIST, check_rerank
@@ -141,9 +141,10 @@ def recommend(
     the first ``shortlist`` experts of the TASK2VEC ranking are scored on the dataset
     with their own weights and reordered by the score (:mod:`.rerank`); ``"none"``
     ranks by TASK2VEC alone. ``generalists`` more experts join that shortlist: those
-    with the lowest mean relative error on the selector's training tasks that stage 1
-    did not already shortlist (:mod:`.generalist`); by default one when ``rerank`` is
-    on and the selector records them, else none.
+    with the lowest mean relative error on the selector's training tasks (without a
+    selector: on the datasets the experts' own evaluation results on the hub name) that
+    stage 1 did not already shortlist (:mod:`.generalist`); by default one when
+    ``rerank`` is on and the selector records them, else none.
     """
     from ..hub import get_hub
 
@@ -166,7 +167,7 @@ def recommend(
     notes: list[str] = []
     n_gen = resolve_generalists(generalists, rerank, sel, notes)
     stage2 = _Stage2(dataset, rerank, shortlist, max_model_mb, on_rerank, embed_kwargs, top_k,
-                     sel.generalist_ids() if n_gen and sel is not None else [], n_gen)
+                     _generalist_ids(sel, hub_obj, filter, notes) if n_gen else [], n_gen)
     top_k = stage2.stage1_top_k
     name_for = lambda r: timm_name(r, hub_obj)  # noqa: E731
     if index is not None:
@@ -248,11 +249,33 @@ def resolve_generalists(generalists: int | None, rerank: str, sel: Model2Vec | N
     if n and rerank == "none":
         raise RecommendError(f"generalists={n} adds experts to stage 2's shortlist: pass rerank='logme' "
                              "(or 'hscore', 'knn'), or generalists=0")
-    if n and not has_prior:
-        raise RecommendError(f"generalists={n} needs a selector trained on an error matrix (it names the experts "
-                             "that do well on average): pass selector=, retrain an older one with `t2v-hub "
-                             "selector train`, or pass generalists=0")
+    if n and sel is not None and not has_prior:
+        raise RecommendError(f"generalists={n}: the selector records no generalist scores (written before they "
+                             "existed); retrain it with `t2v-hub selector train`, or pass generalists=0")
     return n
+
+
+def _generalist_ids(sel: Model2Vec | None, hub: Any, filter: list[str] | None, notes: list[str]) -> list[str]:
+    """The experts by generalist score, best first: the selector's, else from the experts' own evaluation
+    results on the hub (``.eval_results`` / model-index: one read per expert, so only when asked for)."""
+    if sel is not None:
+        return sel.generalist_ids()
+    from .eval_results import read_eval_results
+    from .generalist import generalist_order, generalist_scores
+
+    try:
+        em = read_eval_results(hub, filter=filter).matrix
+        ids = [em.expert_ids[j] for j in generalist_order(generalist_scores(em.errors))]
+    except SelectorError as exc:
+        if "no evaluation results found" not in str(exc):  # conflicting or out-of-range results: say which
+            raise RecommendError(f"generalists from the experts' evaluation results: {exc}") from exc
+        ids = []
+    if not ids:
+        raise RecommendError("generalists need an error matrix: no selector was given and the hub's experts "
+                             "publish no evaluation results on 2+ datasets; pass selector= or generalists=0")
+    notes.append(f"generalists from the experts' own evaluation results on {len(em.task_ids)} dataset(s): "
+                 + ", ".join(ids[:3]))
+    return ids
 
 
 class _Stage2:
