@@ -7,7 +7,9 @@ an ``HfHub`` client pointed at it, and a factory for small embeddings.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import types
@@ -20,8 +22,12 @@ import pytest
 # Tiny models on a 2-core machine: one intra-op thread avoids OpenMP spin-waiting,
 # which costs 10x when the cores are shared. Set before torch is imported anywhere.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Keep the embedding cache of one test run away from the user's.
-os.environ.setdefault("T2V_HUB_CACHE", tempfile.mkdtemp(prefix="t2v_hub_test_cache_"))
+# Keep the embedding cache of one test run away from the user's, and remove it afterwards (a folder
+# made only when none is set: worker processes inherit the variable).
+if "T2V_HUB_CACHE" not in os.environ:
+    _TEST_CACHE = tempfile.mkdtemp(prefix="t2v_hub_test_cache_")
+    os.environ["T2V_HUB_CACHE"] = _TEST_CACHE
+    atexit.register(shutil.rmtree, _TEST_CACHE, ignore_errors=True)
 
 # `import hub_server` from test modules and from their worker processes.
 if str(Path(__file__).parent) not in sys.path:

@@ -94,3 +94,29 @@ def test_the_library_refuses_empty_hub_and_selector_specs() -> None:
             get_hub(bad)
         with pytest.raises(SelectorError, match="selector="):
             load_selector(bad)
+
+
+def test_sigterm_runs_the_cleanups_and_exits_143(capsys) -> None:
+    """`kill` / `timeout` send SIGTERM, whose default ends Python on the spot: temporary files of an
+    atomic write, a half-built index folder would stay. The CLI turns it into an exception like ^C."""
+    import argparse
+    import os
+    import signal
+    import time
+
+    from t2v_hub.cli.main import _run
+
+    cleaned = []
+
+    def command(_: argparse.Namespace) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # interrupted by the handler's exception before this ends
+            return 0
+        finally:
+            cleaned.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert _run(argparse.Namespace(_run=command, _parser=None)) == 143
+    assert cleaned == [True] and capsys.readouterr().err.strip() == "terminated"
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for the caller (tests call main() in-process)

@@ -12,6 +12,7 @@ import importlib
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -159,7 +160,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.environ[k] = v
 
 
+class _Terminated(BaseException):
+    """SIGTERM (``kill``, ``timeout``, a scheduler) raised in the main thread, so that cleanups run."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    # Python's default for SIGTERM ends the process on the spot: temporary files of an atomic write or a
+    # half-built index folder would stay. As an exception, every `finally` and cleanup runs first (like ^C).
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        return _run_command(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             # Our own warnings are hints for the user: one line on stderr, no source line.
@@ -172,6 +195,9 @@ def _run(args: argparse.Namespace) -> int:
         one_line = " ".join(str(exc).split())
         print(f"error: {to_cli(one_line, getattr(args, '_parser', None))}", file=sys.stderr)
         return exc.exit_code
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
