@@ -176,6 +176,18 @@ def check_flag(name: str, value: Any, *, error: type[T2VError] = T2VError, optio
     return value
 
 
+def check_names(name: str, values: Any, what: str, *, error: type[T2VError] = T2VError) -> list[str]:
+    """``values`` as a list of non-empty strings (repo ids, tags, model names), else ``error`` naming ``name``."""
+    try:
+        out = list(values)
+    except TypeError:
+        raise error(f"{name}={values!r}: expected {what} (a list of str)") from None
+    bad = [v for v in out if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise error(f"{name} holds {bad[0]!r}: expected {what} as non-empty strings")
+    return out
+
+
 def check_real(name: str, value: Any, lo: float, hi: float = math.inf, *, lo_open: bool = False,
                error: type[T2VError] = T2VError) -> float:
     """``value`` as a float if it is a finite real in [lo, hi] ((lo, hi] with ``lo_open``), else ``error``."""

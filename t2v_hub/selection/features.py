@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import check_count, check_flag
+from ..config import check_count, check_flag, check_names
 from ..devices import pick_device
 from ..errors import T2VError
 from .transferability import TransferabilityError, get_score, score_features
@@ -170,15 +170,9 @@ def score_models(
     if isinstance(models, str):  # one model, not its characters
         models = [models]
     check_max_model_mb(max_model_mb)
-    try:
-        models = list(models)
-    except TypeError:
-        raise TransferabilityError(f"models={models!r}: expected model names (a list of str)") from None
+    models = check_names("models", models, "model names (timm, hf-hub: or local-dir:)", error=TransferabilityError)
     if not models:
         raise TransferabilityError("no models to score; pass at least one model name")
-    bad = [m for m in models if not isinstance(m, str) or not m.strip()]
-    if bad:
-        raise TransferabilityError(f"models holds {bad[0]!r}: expected timm names, hf-hub: or local-dir: names as str")
     check_count("batch_size", batch_size, 1, error=TransferabilityError)
     check_flag("quiet", quiet, error=TransferabilityError)
     task = as_task(dataset, max_samples=max_samples, seed=seed, data_options=data_options)

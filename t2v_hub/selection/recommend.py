@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..config import check_count, is_finite_real, space_of
+from ..config import check_count, check_names, is_finite_real, space_of
 from ..constants import DEFAULT_FISHER_METHOD, DEFAULT_GENERALISTS
 from ..embedding import Task2VecEmbedding
 from ..errors import RecommendError, SelectorError
@@ -209,18 +209,9 @@ def _checked_inputs(filter: Any, candidates: Any, trivial: Any, index: Any
         if not isinstance(index, ExpertIndex):
             raise RecommendError(f"index={type(index).__name__}: expected an index folder (from `t2v-hub index`) "
                                  "or a loaded ExpertIndex")
-    return _strings("filter", filter, "tags"), _strings("candidates", candidates, "repo ids"), _trivial_arg(trivial)
-
-
-def _strings(name: str, values: Iterable[Any] | None, what: str) -> list[str] | None:
-    """``values`` as a list of non-empty strings, or a RecommendError naming ``name``."""
-    if values is None:
-        return None
-    out = list(values)
-    bad = [v for v in out if not isinstance(v, str) or not v.strip()]
-    if bad:
-        raise RecommendError(f"{name} holds {bad[0]!r}: expected {what} as non-empty strings")
-    return out
+    return (None if filter is None else check_names("filter", filter, "tags", error=RecommendError),
+            None if candidates is None else check_names("candidates", candidates, "repo ids", error=RecommendError),
+            _trivial_arg(trivial))
 
 
 def _trivial_arg(trivial: Any) -> Task2VecEmbedding | torch.Tensor | None:

@@ -61,7 +61,8 @@ def rerank(
     cost = RerankCost()
     t0 = time.perf_counter()
     head = list(recs[:shortlist])
-    pool = [r for r in generalists if r.repo_id not in {h.repo_id for h in head}][: slots * TRIES_PER_GENERALIST]
+    first = {h.repo_id for h in head}
+    pool = [r for r in generalists if r.repo_id not in first][: slots * TRIES_PER_GENERALIST]
     total = len(head) + min(slots, len(pool))
     scored: dict[str, float] = {}
     why: dict[str, str] = {}

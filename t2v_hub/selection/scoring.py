@@ -148,12 +148,18 @@ def top_rows_with(scores: torch.Tensor, top_k: int, include: Sequence[int] = ())
     """:func:`top_rows` plus the rows ``include`` (the shortlist's generalists, wherever stage 1 put them),
     best first, and each row's rank among all of ``scores`` (1-based)."""
     top = top_rows(scores, top_k)
-    ranks = list(range(1, len(top) + 1))
     extra = sorted(set(include) - set(top), key=lambda j: (float(scores[j]), j))
-    for j in extra:
-        s = scores[j]
-        ranks.append(1 + int((scores < s).sum()) + int((scores[:j] == s).sum()))
-    return top + extra, ranks
+    if not extra:
+        return top, list(range(1, len(top) + 1))
+    # One sort for all of them (a selector can name thousands of experts on a large index): the rank is
+    # the count of lower scores, plus equal scores listed earlier (exact ties only, counted directly).
+    ordered = torch.sort(scores).values
+    s = scores[torch.tensor(extra, dtype=torch.long)]
+    below = torch.searchsorted(ordered, s, right=False).tolist()
+    ties = (torch.searchsorted(ordered, s, right=True) - torch.searchsorted(ordered, s, right=False)).tolist()
+    ranks = [1 + b + (int((scores[:j] == scores[j]).sum()) if t > 1 else 0) for j, b, t in zip(extra, below, ties,
+                                                                                                strict=True)]
+    return top + extra, list(range(1, len(top) + 1)) + ranks
 
 
 def rank_experts(

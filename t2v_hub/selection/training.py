@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -148,8 +149,7 @@ def train_model2vec(
     labels = soft_labels(errors, cfg.alpha_soft)
     if cfg.bias == "layer":
         sel = _train_layers(X, F, t0, labels, known, check_layers(layers, F.shape[1]), cfg, ids, compat, task_ids)
-        sel.generalist = generalist_scores(errors)
-        return sel
+        return replace(sel, generalist=generalist_scores(errors))
     use_scale, use_offset = cfg.bias in ("both", "filter"), cfg.bias in ("both", "scalar")
     log_scale = torch.zeros_like(F, requires_grad=use_scale)
     offset = torch.zeros(E, requires_grad=use_offset)
