@@ -80,3 +80,34 @@ def test_losses_to_names_the_tasks_where_one_method_chooses_worse() -> None:
         [("t0", "b", "a", True), ("t1", "a", "c", False)]
     assert out[0]["points"] == pytest.approx(100.0) and out[1]["points"] == pytest.approx(200.0)
     assert losses_to(data, theirs, theirs, keep, exclude) == []
+
+
+def test_shortlist_variant_rules_do_what_they_say() -> None:
+    """benchmarks.shortlist_variants: its default row is the library's shortlist, lam = 0 is plain
+    top K, the adaptive K stays within its bounds, and a neighbour generalist over every training task
+    is the library's generalist of those tasks."""
+    sv = pytest.importorskip("benchmarks.shortlist_variants")
+    from t2v_hub.selection.generalist import generalist_order, generalist_scores
+
+    order, s = [3, 0, 2, 1, 4], torch.tensor([0.20, 0.50, 0.30, 0.10, 0.90])
+    D = torch.tensor([[0.0, 1.0, 0.01, 0.02, 1.0], [1.0, 0.0, 1.0, 1.0, 1.0], [0.01, 1.0, 0.0, 0.01, 1.0],
+                      [0.02, 1.0, 0.01, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0, 0.0]])
+    by = {"generalist": [4, 3, 1, 0, 2]}
+    assert sv.RULES["d_sym top 3 + generalist (the default)"](order, by, s, D) == [3, 0, 2, 4]
+    assert sv.mmr(3, 0.0)(order, by, s, D) == [3, 0, 2, 4]
+    # Experts 0 and 2 lie next to expert 3; a strong diversity weight reaches past them to 1 and 4.
+    assert sv.mmr(3, 1.0)(order, by, s, D)[:3] == [3, 1, 4]
+    assert sv.ratio(0.1, 2, 6)(order, by, s, D) == [3, 0, 4]  # only 3 within 10% of 0.10: kmin = 2
+    assert sv.ratio(10.0, 1, 3)(order, by, s, D) == [3, 0, 2, 4]  # all within, capped at kmax = 3
+    data = sq.load(sq.PACK) if sq.PACK.is_file() else None
+    if data is None:
+        pytest.skip("the committed zoo pack is not here")
+    keep, exclude, lodo = _candidates(data, "lodo")
+    T = len(data["tasks"])
+    nb = sv.neighbour_generalist(data, exclude, lodo, k=T)
+    E = data["errors"].clone()
+    E[exclude] = float("nan")
+    train = [j for j in range(T) if data["pools"][j] != data["pools"][0]]
+    ref = generalist_scores(E[train], min_tasks=1)
+    assert torch.allclose(nb[0], ref, equal_nan=True, atol=1e-6)
+    assert generalist_order(nb[0]) == generalist_order(ref)
