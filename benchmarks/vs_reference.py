@@ -220,11 +220,14 @@ def child_ours(inputs: Path, method: str, samples: int, seed: int, tta: bool, gr
         return orig(run, feats)
 
     T._fisher = grab
+    # "montecarlo+bf16": the same estimator under `--mixed-precision bf16` (both forward passes autocast)
+    method, _, precision = method.partition("+")
     e = T.embed(TensorTask(data["images"], data["labels"]), "resnet18", method, pretrained=False,
                 checkpoint=str(CACHE / "resnet18_init.pth"), input_size=SIZE, batch_size=BATCH, seed=seed,
-                max_samples=n, mc_samples=mc, cache=False, quiet=True)
+                max_samples=n, mc_samples=mc, cache=False, quiet=True,
+                autocast_dtype=torch.bfloat16 if precision == "bf16" else None)
     stages["total"] = time.process_time() - c0
-    out: dict[str, Any] = {"impl": "t2v-hub", "method": method, "samples": samples, "stages": stages,
+    out: dict[str, Any] = {"impl": "t2v-hub", "method": method + (f"+{precision}" if precision else ""), "samples": samples, "stages": stages,
                            "peak_rss_mb": peak, "vector": e.vector.tolist()}
     if tta:  # the Fisher pass alone (the library's estimator), on this same fitted model
         from t2v_hub.fisher import estimate
@@ -273,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tta-seeds", type=int, default=0, metavar="S",
                     help="only the time to accuracy around each side's 0.99 crossing, over S seeds (vs_reference_tta) "
                          "-> vs_reference_tta_seeds.json")
+    ap.add_argument("--bf16", action="store_true",
+                    help="end to end only: the reference, montecarlo, and montecarlo under bf16 autocast "
+                         "(on a CPU with native bf16) -> vs_reference_bf16.json")
     ap.add_argument("--tta-keep-reference", action="store_true",
                     help="with --tta-seeds: reuse the reference's runs from the committed file, rerun t2v-hub only")
     args = ap.parse_args(argv)
@@ -291,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.vs_reference_tta import tta_seeds
 
         return tta_seeds(args.tta_seeds, keep_reference=args.tta_keep_reference)
+    if args.bf16:
+        return bf16_run(args.reps)
     end_to_end: list[dict[str, Any]] = []
     tta: list[dict[str, Any]] = []
     for rep in range(args.reps):  # interleaved: ref, ours montecarlo, ours batch
@@ -307,6 +315,48 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(render(out))
     print(render(out))
     return 0
+
+
+def bf16_run(reps: int) -> int:
+    """Interleaved end-to-end runs of the reference, montecarlo and montecarlo under bf16 autocast."""
+    import statistics
+
+    variants = (("reference", "montecarlo"), ("t2v-hub", "montecarlo"), ("t2v-hub", "montecarlo+bf16"))
+    rows = []
+    for rep in range(reps):
+        for impl, method in variants:
+            r = run_child([impl, method, str(N_IMAGES), str(rep), "-"])
+            rows.append({**r, "rep": rep})
+            print(json.dumps({k: v for k, v in r.items() if k != "vector"}), flush=True)
+
+    def of(impl: str, method: str) -> list[dict[str, Any]]:
+        return [r for r in rows if r["impl"] == impl and r["method"] == method]
+
+    stages = ("startup", "features", "head", "fisher", "total")
+    table = {f"{i}/{m}": {s: round(statistics.median(r["stages"][s] for r in of(i, m)), 2) for s in stages}
+             for i, m in variants}
+    ref = table["reference/montecarlo"]
+    out = {"setting": {"model": "resnet18 (fixed random init)", "images": N_IMAGES, "size": SIZE, "batch": BATCH,
+                       "threads": THREADS, "reps": reps, "cpu_bf16": _cpu_bf16()},
+           "cpu_seconds": table,
+           "ratio_to_reference": {k: {s: round(v[s] / ref[s], 3) for s in stages} for k, v in table.items()},
+           "cos_bf16_vs_fp32_same_seed": [round(_cos(a["vector"], b["vector"]), 5) for a, b in
+                                          zip(of("t2v-hub", "montecarlo"), of("t2v-hub", "montecarlo+bf16"),
+                                              strict=True)],
+           "runs": [{k: v for k, v in r.items() if k != "vector"} for r in rows]}
+    (RESULTS / "vs_reference_bf16.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps({k: out[k] for k in ("cpu_seconds", "ratio_to_reference", "cos_bf16_vs_fp32_same_seed")},
+                     indent=1))
+    return 0
+
+
+def _cpu_bf16() -> list[str]:
+    """The CPU's native bf16 instruction sets (Linux), which decide whether bf16 autocast pays on the CPU."""
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    return sorted({f for f in flags if f in ("avx512_bf16", "amx_bf16")})
 
 
 def summarise(rows: list[dict[str, Any]], tta: list[dict[str, Any]]) -> dict[str, Any]:

@@ -41,7 +41,8 @@ def check_method(method: str) -> None:
 def _feature_maps(run: EmbedRun) -> torch.Tensor:
     model = run.probe.model
     maps = batched_outputs(lambda x: feature_map(model, x), run.images.select(run.shard),
-                           run.config.fisher.batch_size, run.device, None if run.quiet else "feature maps")
+                           run.config.fisher.batch_size, run.device, None if run.quiet else "feature maps",
+                           run.autocast_dtype)
     return gather_rows(maps, run.dist)
 
 

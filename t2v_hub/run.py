@@ -15,6 +15,7 @@ from .config import EmbedConfig
 from .data.rows import ImageRows
 from .data.tensors import TensorBatches
 from .distributed import DistInfo
+from .fisher.common import autocast_ctx
 from .fisher.result import FisherResult
 from .probes import Probe
 
@@ -22,10 +23,15 @@ LIKELIHOOD = {"single": "categorical", "multi": "bernoulli", "regression": "gaus
 
 
 def batched_outputs(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor | ImageRows, batch_size: int,
-                    device: torch.device, desc: str | None = None) -> torch.Tensor:
-    """``fn`` over ``images`` batch by batch, without gradients; fp32 results on the CPU."""
+                    device: torch.device, desc: str | None = None,
+                    autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``fn`` over ``images`` batch by batch, without gradients; fp32 results on the CPU.
+
+    ``autocast_dtype``: the Fisher pass's autocast, so the features the head is fitted on come from
+    the same forward numerics as the pass that measures it (and a forward-only pass gains the most).
+    """
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast_ctx(device, autocast_dtype):
         for x, _ in TensorBatches(images, torch.zeros(images.shape[0]), batch_size, desc):
             out.append(fn(x.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out)

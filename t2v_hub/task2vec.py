@@ -52,9 +52,10 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def _batched_features(
-    probe: Probe, images: torch.Tensor | ImageRows, batch_size: int, device: torch.device, quiet: bool = True
+    probe: Probe, images: torch.Tensor | ImageRows, batch_size: int, device: torch.device, quiet: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    return batched_outputs(probe.features, images, batch_size, device, None if quiet else "features")
+    return batched_outputs(probe.features, images, batch_size, device, None if quiet else "features", autocast_dtype)
 
 
 def cache_key(task_meta: dict[str, Any], probe: Probe, config: EmbedConfig) -> str | None:
@@ -195,8 +196,8 @@ def _label_fisher(run: EmbedRun, batch_size: int) -> tuple[FisherResult, dict[st
     """Head fit on pooled features, then the configured estimator (one label, or a vector, per image)."""
     t0, p, kind = time.perf_counter(), run.probe, run.label_kind
     # Each process embeds its shard; every process then fits the same head on all features.
-    feats = gather_rows(_batched_features(p, run.images.select(run.shard), batch_size, run.device, run.quiet),
-                        run.dist)
+    feats = gather_rows(_batched_features(p, run.images.select(run.shard), batch_size, run.device, run.quiet,
+                                          run.autocast_dtype), run.dist)
     head_stats = fit_head(p.head(), feats.to(run.device), run.labels.to(run.device), run.config.head,
                           torch.Generator().manual_seed(run.config.seed),
                           multilabel=kind == "multi", regression=kind == "regression")

@@ -247,3 +247,39 @@ def test_train_model2vec_takes_nested_lists_as_tensors() -> None:
     sel = t2v_hub.train_model2vec([[0.5] * 4] * 2, torch.rand(3, 4), [[0.1, 0.2, 0.3]] * 2, [0.1] * 4,
                                   t2v_hub.SelectorConfig(bias="none", epochs=2))
     assert len(sel.expert_ids) == 3 and sel.generalist is not None
+
+
+def test_a_loaded_task_embeds_as_its_dataset_does(tmp_path) -> None:
+    """load_task's result (inspected first, as users do) is a dataset embed accepts; loading options
+    that can no longer apply are refused with the fix."""
+    from conftest import write_imagefolder
+
+    from t2v_hub.data import load_task
+
+    folder = write_imagefolder(tmp_path, ["a", "b"], 4, (20, 24))
+    task = load_task(folder)
+    assert torch.equal(_embed(task).vector, _embed(folder).vector)
+    assert _embed(task, max_samples=100).dim > 0  # no smaller than the task: nothing to drop
+    with pytest.raises(DataError, match=r"max_samples=4 cannot shrink a task loaded with 8 samples.*load_task"):
+        _embed(task, max_samples=4)
+    with pytest.raises(DataError, match=r"split= apply when a dataset is loaded.*pass them to load_task"):
+        _embed(task, split="test")
+
+
+def test_the_features_pass_takes_the_fisher_pass_autocast() -> None:
+    """`--mixed-precision` autocasts both forward passes: the head is fitted on features of the same
+    numerics as the pass that measures it."""
+    from t2v_hub.run import batched_outputs
+
+    seen: list[torch.dtype] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.linear(x.flatten(1), torch.ones(2, x[0].numel()))
+        seen.append(y.dtype)
+        return y
+
+    out = batched_outputs(fn, X, 4, torch.device("cpu"), autocast_dtype=torch.bfloat16)
+    assert seen == [torch.bfloat16] * 2 and out.dtype == torch.float32  # results still fp32 on the CPU
+    seen.clear()
+    batched_outputs(fn, X, 4, torch.device("cpu"))
+    assert seen == [torch.float32] * 2

@@ -120,3 +120,17 @@ def test_sigterm_runs_the_cleanups_and_exits_143(capsys) -> None:
     assert _run(argparse.Namespace(_run=command, _parser=None)) == 143
     assert cleaned == [True] and capsys.readouterr().err.strip() == "terminated"
     assert signal.getsignal(signal.SIGTERM) is before  # restored for the caller (tests call main() in-process)
+
+
+def test_mixed_precision_auto_follows_the_device(monkeypatch) -> None:
+    """`auto` is bf16 where the passes run on CUDA, none elsewhere: `--device cpu` on a GPU machine
+    must not autocast the CPU (slow without native bf16, and not what "auto" promises)."""
+    import torch
+
+    from t2v_hub.cli._common import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("auto", None) is torch.bfloat16 and autocast_dtype("auto", "auto") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert autocast_dtype("auto", None) is None and autocast_dtype("bf16", "cpu") is torch.bfloat16

@@ -477,13 +477,15 @@ def test_corrupt_image_fail_and_skip(tmp_path):
     with pytest.raises(BadImageError, match="image of row 1 cannot be used: .*on_bad_image='skip'"):
         load_task(root).tensors(CFG, progress=False)
     td = load_task(root, on_bad_image="skip")
-    x, y = td.tensors(CFG, progress=False)
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 of 6 images that cannot be used \(row 1: .*1\.png"):
+        x, y = td.tensors(CFG, progress=False)
     assert x.shape[0] == 5 and y.tolist() == [0, 0, 1, 1, 1]
     assert (
         td.metadata["num_bad_images"] == 1 and td.metadata["num_samples"] == 5 and td.rows == [0, 2, 3, 4, 5]
     )
     # Decoding in a worker process gives the same tensors.
-    x1, _ = load_task(root, on_bad_image="skip").tensors(CFG, num_workers=1, progress=False)
+    with pytest.warns(RuntimeWarning, match="skipped 1 of 6"):
+        x1, _ = load_task(root, on_bad_image="skip").tensors(CFG, num_workers=1, progress=False)
     assert torch.equal(x, x1)
 
 

@@ -112,9 +112,17 @@ def test_an_undecodable_image_is_named_by_its_file(capsys, tmp_path) -> None:
     assert "BytesIO" not in err and "--on-bad-image skip" in err
     empty = data / "b" / "1.png"
     empty.write_bytes(b"")
-    code, err = _run(capsys, ["embed", "--dataset", str(data), "--probe", "test_efficientnet", "--input-size", "32",
-                              "--out", str(tmp_path / "e.safetensors"), "--quiet", "--no-cache", "--on-bad-image", "skip"])
+    skip = ["embed", "--dataset", str(data), "--probe", "test_efficientnet", "--input-size", "32",
+            "--out", str(tmp_path / "e.safetensors"), "--on-bad-image", "skip"]
+    code, err = _run(capsys, [*skip, "--quiet", "--no-cache"])
     assert code == 0
+    # Skipping is said, with the rows and why, and counted in the summary line, cached runs included.
+    assert "warning: skipped 2 of" in err and f"{broken}: not an image PIL can read" in err
+    for _ in range(2):  # the second run is a cache hit: nothing decoded, no warning, the count kept
+        capsys.readouterr()
+        code = main([*skip, "--quiet"])
+        out = capsys.readouterr()
+    assert code == 0 and "(cached)" in out.out + out.err and "(2 bad images skipped)" in out.out + out.err
 
 
 def test_selector_names_the_ids_that_do_not_match(capsys, tmp_path, make_embedding) -> None:

@@ -18,6 +18,10 @@ from t2v_hub.data.task import load_task
 from t2v_hub.data.tensors import TensorBatches
 from t2v_hub.task2vec import embed
 
+# The fixture's broken image is there on purpose (skip mode keeps the rows aligned); its warning is tested
+# in test_data.py.
+pytestmark = pytest.mark.filterwarnings("ignore:skipped 1 of 22 images:RuntimeWarning")
+
 CFG = {"input_size": (3, 16, 16), "interpolation": "bilinear", "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3),
        "crop_pct": 1.0, "crop_mode": "center"}
 

@@ -17,12 +17,18 @@ from ..constants import FISHER_METHODS, MAX_INPUT_SIZE
 from ..errors import OutputError
 
 
-def autocast_dtype(name: str) -> Any:
-    """--mixed-precision value -> torch dtype (torch imported late: `--help` stays fast)."""
+def autocast_dtype(name: str, device: str | None = None) -> Any:
+    """--mixed-precision value -> torch dtype (torch imported late: `--help` stays fast).
+
+    ``auto`` follows the device the passes run on (--device): bf16 on CUDA, full precision
+    elsewhere, so `--device cpu` on a GPU machine does not autocast the CPU to bf16.
+    """
     import torch
 
-    if name == "auto":  # bf16 where the Fisher pass runs on CUDA, full precision on the CPU
-        return torch.bfloat16 if torch.cuda.is_available() else None
+    if name == "auto":
+        from ..devices import pick_device
+
+        return torch.bfloat16 if pick_device(device, param="--device").type == "cuda" else None
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
@@ -272,7 +278,7 @@ def embed_from_args(args: argparse.Namespace, quiet: bool, stats: dict[str, Any]
         pretrained=pretrained_flag(args),
         checkpoint=getattr(args, "checkpoint", None),
         device=args.device,
-        autocast_dtype=autocast_dtype(args.mixed_precision),
+        autocast_dtype=autocast_dtype(args.mixed_precision, args.device),
         cache=not args.no_cache,
         fisher_options=fisher_options or None,
         quiet=quiet,

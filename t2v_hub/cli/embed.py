@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _skipped(n: int) -> str:
+    # A cached run decodes nothing, so the library's skip warning does not repeat: the count still shows.
+    return f" ({n} bad image{'s' if n != 1 else ''} skipped)" if n else ""
+
+
 def run(args: argparse.Namespace) -> int:
     check_writable(args.out)
     quiet = args.quiet or args.format == "json"
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         "dataset": m.get("dataset_id"),
         "split": m.get("split"),
         "num_samples": int(m.get("num_samples", 0)),
+        "num_bad_images": int(m.get("num_bad_images", 0) or 0),
         "num_classes": int(m.get("num_classes", 0)),
         "label_kind": m.get("label_kind", "single"),
         "probe": emb.probe,
@@ -56,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         "cached": bool(stats.get("cached", False)),
     }
     emit_summary(args.format, summary, (
-        f"{summary['dataset']} [{summary['split']}]: {summary['num_samples']} samples, "
+        f"{summary['dataset']} [{summary['split']}]: {summary['num_samples']} samples"
+        f"{_skipped(summary['num_bad_images'])}, "
         f"{summary['num_classes']} {_KIND_WORDS.get(summary['label_kind'], 'classes')}, "
         f"probe {emb.probe}, {emb.method}, dim {emb.dim}, "
         f"{summary['seconds']:.1f}s{' (cached)' if summary['cached'] else ''} -> {args.out}"

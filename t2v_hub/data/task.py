@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +47,7 @@ from .select import Selected, _select_stream, _select_table  # noqa: E402
 from .sources import resolve
 
 ON_BAD_IMAGE = ("fail", "skip")
+SHOWN_BAD_IMAGES = 3  # reasons named in the warning when on_bad_image="skip" drops rows
 
 
 def public_dataset_id(dataset_id: str) -> str:
@@ -193,6 +195,7 @@ class TaskData:
         # across its intra-op threads, which costs milliseconds on a busy machine.
         buf = out.numpy()
         bad: list[int] = []
+        reasons: list[str] = []
         dset = _DecodeSet(self._refs, self._keys, pre, self._base_dir, self._token)
         with tqdm(total=n, disable=not progress, desc="decoding images", unit="img") as bar:
             for batch in self._batches(dset, num_workers):
@@ -207,9 +210,16 @@ class TaskData:
                             " (pass on_bad_image='skip' to drop such rows)"
                         )
                     bad.append(pos)
+                    if len(reasons) < SHOWN_BAD_IMAGES:
+                        reasons.append(f"row {int(self._keys[pos])}: {err}")
                 bar.update(len(batch))
         if bad:
             self._kept = self._drop(bad)
+            # skip mode drops rows by request, but silently changing what the task is made of is not
+            # what a user asked for: say how many, and why (the first few), as datasets' filters do.
+            more = f"; {len(bad) - len(reasons)} more" if len(bad) > len(reasons) else ""
+            warnings.warn(f"skipped {len(bad)} of {n} images that cannot be used ({'; '.join(reasons)}{more})",
+                          RuntimeWarning, stacklevel=2)
         if self._targets is not None:
             self._decode_targets(pre, progress)
         self._cache = (pre.key, pre, out)

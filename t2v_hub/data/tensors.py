@@ -176,10 +176,24 @@ def as_task(dataset: Any, *, max_samples: int | None, seed: int, data_options: d
     elif isinstance(dataset, tuple) and len(dataset) == 2 and isinstance(dataset[0], torch.Tensor):
         task = TensorTask(dataset[0], dataset[1])
     else:
-        from .task import load_task
+        from .task import TaskData, load_task
 
+        if isinstance(dataset, TaskData):  # load_task's result, inspected before embedding it
+            return _loaded(dataset, max_samples, data_options)
         return load_task(dataset, max_samples=max_samples, seed=seed, **data_options)
     return task.subsample(max_samples, seed) if max_samples is not None else task
+
+
+def _loaded(task: Any, max_samples: int | None, data_options: dict[str, Any]) -> Any:
+    """A task ``load_task`` already selected: loading options cannot apply any more."""
+    if data_options:
+        raise DataError(f"{', '.join(f'{k}=' for k in sorted(data_options))} apply when a dataset is loaded; this "
+                        "task is loaded already: pass them to load_task, or pass the dataset itself")
+    if max_samples is not None and max_samples < task.num_samples:
+        raise DataError(f"max_samples={max_samples} cannot shrink a task loaded with {task.num_samples} samples "
+                        f"(the seeded, class-balanced selection happens in load_task): pass "
+                        f"max_samples={max_samples} to load_task, or pass the dataset itself")
+    return task
 
 
 __all__ = ["LABEL_KINDS", "TensorBatches", "TensorTask", "as_task"]
