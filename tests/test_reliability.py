@@ -255,3 +255,41 @@ def test_an_unreachable_hub_fails_fast_and_says_so(monkeypatch, capsys) -> None:
     err = capsys.readouterr().err
     assert "cannot reach http://127.0.0.1:9" in err and "not found" not in err and len(err.splitlines()) == 1
     assert time.perf_counter() - t < 10
+
+
+@pytest.mark.hub
+@pytest.mark.parametrize("path", ["/commit/", "/preupload/"])
+def test_a_rate_limited_commit_waits_the_capped_time_and_commits_once(hub_server, hf_hub, make_embedding,
+                                                                       monkeypatch, capsys, path) -> None:
+    """The caps hold for writes too: a 429 asking for an hour on the commit (or its preupload check)
+    is waited for MAX_WAIT_S, said on stderr, and the retry lands exactly one commit."""
+    import t2v_hub.hub.hf as hf
+
+    monkeypatch.setattr(hf, "MAX_WAIT_S", 1)
+    hf_hub.create_repo(REPO)
+    hub_server.fail("429", path=path, times=1, seconds=3600)
+    t = time.perf_counter()
+    res = push_embedding(hf_hub, REPO, make_embedding(0), backoff=0)
+    assert time.perf_counter() - t < 30 and res.changed
+    assert "asked to wait 3600s" in capsys.readouterr().err
+    log = hub_server.hub.root / REPO / ".t2v" / "log.jsonl"
+    assert len(list_experts(hf_hub)[0]) == 1 and len(log.read_text().splitlines()) == 1  # one commit, not two
+
+
+@pytest.mark.hub
+def test_a_commit_that_is_rate_limited_forever_ends_within_the_budget(hub_server, hf_hub, make_embedding,
+                                                                      monkeypatch) -> None:
+    """A server that answers every commit with 429 and a long Retry-After cannot hold the command past
+    one call's budget, and the repo is left as it was."""
+    import t2v_hub.hub.hf as hf
+
+    monkeypatch.setattr(hf, "MAX_WAIT_S", 1)
+    monkeypatch.setattr(hf, "CALL_BUDGET_S", 3.0)
+    hf_hub.create_repo(REPO)
+    before = hub_server.hub.read_card(REPO)
+    hub_server.fail("429", path="/commit/", times=10_000, seconds=3600)
+    t = time.perf_counter()
+    with pytest.raises(HubError, match=r"429 \(rate limited\).*repository is unchanged \(checked\)"):
+        push_embedding(hf_hub, REPO, make_embedding(0), backoff=0)
+    assert time.perf_counter() - t < 30
+    assert hub_server.hub.read_card(REPO) == before and not (hub_server.hub.root / REPO / ".t2v" / "log.jsonl").exists()
