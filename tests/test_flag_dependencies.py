@@ -162,18 +162,35 @@ def test_quiet_silences_the_lazily_imported_libraries_through_their_variables(tm
 
     import t2v_hub.cli.trivial as trivial_cmd
 
-    for k in ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY"):
+    names = ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+    for k in names:
         monkeypatch.delenv(k, raising=False)
     seen: dict[str, str | None] = {}
 
     def run(args):  # what a lazily imported huggingface_hub / datasets would read when configuring its logger
-        seen.update({k: os.environ.get(k) for k in ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY")})
+        seen.update({k: os.environ.get(k) for k in names})
         return 0
 
     monkeypatch.setattr(trivial_cmd, "run", run)
     assert main(["trivial", "--probe", "test_efficientnet", "--out", str(tmp_path / "t0.safetensors"), "--quiet"]) == 0
-    assert seen == {"HF_HUB_VERBOSITY": "error", "DATASETS_VERBOSITY": "error"}
-    assert "HF_HUB_VERBOSITY" not in os.environ and "DATASETS_VERBOSITY" not in os.environ
+    assert seen == {"HF_HUB_VERBOSITY": "error", "DATASETS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    assert not any(k in os.environ for k in names)
+
+
+def test_quiet_silences_datasets_progress_bars_and_restores_them(capsys, tmp_path) -> None:
+    """`--quiet` on a CSV dataset printed datasets' "Generating train split" bar; datasets imported
+    already (this process) is switched off for the command and back on after it."""
+    import datasets
+    from conftest import write_imagefolder
+
+    folder = write_imagefolder(tmp_path, ["a", "b"], 3, (20, 24))
+    rows = [f"{p.relative_to(folder)},{p.parent.name}" for p in sorted(folder.glob("*/*.png"))]
+    (folder / "data.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    assert datasets.is_progress_bar_enabled()
+    code, err = _run(capsys, ["embed", "--dataset", str(folder / "data.csv"), "--probe", "test_efficientnet",
+                              "--input-size", "32", "--out", str(tmp_path / "e.safetensors"), "--quiet", "--no-cache"])
+    assert code == 0 and "Generating" not in err and "examples/s" not in err, err
+    assert datasets.is_progress_bar_enabled()
 
 
 @pytest.mark.parametrize("flag", [["--method", "batch"], ["--checkpoint", "w.safetensors"], ["--input-size", "32"]])
