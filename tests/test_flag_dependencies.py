@@ -38,11 +38,27 @@ def two(tmp_path, make_embedding) -> tuple[str, str]:
     (["distance", "{a}", "{b}", "--alpha", "0.5"], "--alpha weighs the trivial-task term of d_asym: add --asymmetric"),
     (["matrix", "{a}", "{b}", "--alpha", "0.5"], "--alpha applies to d_asym: add --asymmetric, or drop --alpha"),
     (["matrix", "{a}", "{b}", "--trivial", "{a}"], "--trivial applies to d_asym: add --asymmetric, or drop --trivial"),
+    # flags that shape a plot when no plot is asked for (2026-12-04: exit 0, ignored)
+    (["matrix", "{a}", "{b}", "--color-by", "zoo_pool"], "--color-by colours the t-SNE map: add --embedding-plot"),
+    (["matrix", "{a}", "{b}", "--plot", "{a}.png", "--color-by", "x"], "--color-by colours the t-SNE map"),
+    (["matrix", "{a}", "{b}", "--title", "T"], "--title names a figure: add --plot heat.png or --embedding-plot"),
+    (["matrix", "{a}", "{b}", "--no-print"], "--no-print with no --plot or --embedding-plot leaves nothing to do"),
 ])
 def test_asymmetric_only_flags_need_asymmetric(capsys, two, argv, expected) -> None:
     a, b = two
     code, err = _run(capsys, [x.format(a=a, b=b) for x in argv])
     assert code == 2 and expected in err and err.count("\n") == 1
+    assert not list(Path(a).parent.glob("*.png"))  # refused before any work
+
+
+def test_a_matrix_hub_that_adds_nothing_is_said(capsys, two, tmp_path) -> None:
+    a, b = two
+    (tmp_path / "empty_hub").mkdir()
+    code, err = _run(capsys, ["matrix", a, b, "--hub", str(tmp_path / "empty_hub")])
+    assert code == 0 and f"note: --hub {tmp_path / 'empty_hub'} adds nothing to the matrix: no experts" in err
+    zoo = str(Path(__file__).resolve().parent.parent / "examples" / "zoo")
+    code, err = _run(capsys, ["matrix", a, b, "--hub", zoo])  # 12 experts, none in the files' (test) space
+    assert code == 0 and "12 expert(s), none in the space of" in err
 
 
 def test_distance_alpha_still_works_with_asymmetric(capsys, two, monkeypatch) -> None:
@@ -162,7 +178,7 @@ def test_quiet_silences_the_lazily_imported_libraries_through_their_variables(tm
 
     import t2v_hub.cli.trivial as trivial_cmd
 
-    names = ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+    names = ("HF_HUB_VERBOSITY", "DATASETS_VERBOSITY")
     for k in names:
         monkeypatch.delenv(k, raising=False)
     seen: dict[str, str | None] = {}
@@ -173,13 +189,13 @@ def test_quiet_silences_the_lazily_imported_libraries_through_their_variables(tm
 
     monkeypatch.setattr(trivial_cmd, "run", run)
     assert main(["trivial", "--probe", "test_efficientnet", "--out", str(tmp_path / "t0.safetensors"), "--quiet"]) == 0
-    assert seen == {"HF_HUB_VERBOSITY": "error", "DATASETS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    assert seen == {"HF_HUB_VERBOSITY": "error", "DATASETS_VERBOSITY": "error"}
     assert not any(k in os.environ for k in names)
 
 
 def test_quiet_silences_datasets_progress_bars_and_restores_them(capsys, tmp_path) -> None:
-    """`--quiet` on a CSV dataset printed datasets' "Generating train split" bar; datasets imported
-    already (this process) is switched off for the command and back on after it."""
+    """`--quiet` on a CSV dataset printed datasets' "Generating train split" bar; now they are off while
+    the data layer loads under --quiet, and on again after it (this process goes on)."""
     import datasets
     from conftest import write_imagefolder
 
@@ -198,7 +214,7 @@ def test_trivial_like_takes_its_space_from_the_embedding(capsys, two, tmp_path, 
     a, _ = two
     out = tmp_path / "t0.safetensors"
     code, err = _run(capsys, ["trivial", "--like", a, *flag, "--out", str(out)])
-    assert code == 2 and f"{flag[0]}" in err and "apply to --probe; --like takes the probe" in err
+    assert code == 2 and f"{flag[0]}" in err and "applies to --probe; --like takes the probe" in err and "drop it" in err
     assert not out.exists()
 
 
@@ -210,7 +226,7 @@ def test_dataset_flags_with_an_embedding_file_are_refused(capsys, two, tmp_path,
     assert code == 2 and "--split, --max-samples shape an embedding computed from a dataset" in err
     assert not list((local_hub.root / "org" / "m").glob("task2vec/*"))
     code, err = _run(capsys, ["recommend", "--dataset", a, "--hub", str(local_hub.root), "--input-size", "64"])
-    assert code == 2 and f"--input-size shape an embedding computed from a dataset; --dataset {a} is an embedding" in err
+    assert code == 2 and f"--input-size shapes an embedding computed from a dataset; --dataset {a} is an embedding" in err
 
 
 def test_index_and_filter_are_alternatives(capsys, tmp_path) -> None:

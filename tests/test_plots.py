@@ -99,7 +99,7 @@ def test_cli_matrix_bad_inputs(emb_dir: Path, tmp_path: Path, capsys) -> None:
     assert "at least two" in capsys.readouterr().err
     other = tmp_path / "other.safetensors"
     Task2VecEmbedding.create(torch.rand(24), **{**COMPAT, "probe": "resnet18"}).save(other)
-    assert main(["matrix", str(emb_dir), str(other), "--no-print"]) == 2
+    assert main(["matrix", str(emb_dir), str(other)]) == 2
     assert "probe" in capsys.readouterr().err
     assert main(["matrix", str(emb_dir), "--plot", str(tmp_path / "missing" / "x.png")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -222,8 +222,9 @@ def refuse_compute_flags(args: argparse.Namespace, what: str) -> None:
 
     extra = given_flags(args, DATA_DESTS + COMPUTE_DESTS)
     if extra:
-        raise T2VError(f"{', '.join(extra)} shape an embedding computed from a dataset; {what} is an embedding "
-                       "file, computed already: drop them")
+        one = len(extra) == 1
+        raise T2VError(f"{', '.join(extra)} {'shapes' if one else 'shape'} an embedding computed from a dataset; "
+                       f"{what} is an embedding file, computed already: drop {'it' if one else 'them'}")
 
 
 def data_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -136,8 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(see {args._parser.prog} --help)", file=sys.stderr)
         return 2
     saved_env = {k: os.environ.get(k) for k in ("HF_HUB_DISABLE_PROGRESS_BARS", "T2V_HUB_QUIET", "HF_HUB_VERBOSITY",
-                                                "DATASETS_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS")}
-    restore_bars = None
+                                                "DATASETS_VERBOSITY")}
     if getattr(args, "quiet", False):
         # --quiet means quiet: no retry or progress lines from the libraries underneath either,
         # nor hints from t2v-hub's own library code (t0's "computing..."); restored afterwards.
@@ -147,10 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("T2V_HUB_QUIET", "1")
         os.environ.setdefault("HF_HUB_VERBOSITY", "error")
         os.environ.setdefault("DATASETS_VERBOSITY", "error")
-        # datasets' own bars ("Generating train split") read this when datasets is imported; one
-        # imported already (a long-lived process calling main()) is switched off for the command.
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-        restore_bars = _quiet_datasets_bars()
+        # datasets' own bars ("Generating train split") follow T2V_HUB_QUIET where the data layer
+        # loads (data.sources._quiet_bars): its env switch would outlive the command in this process.
         import logging
 
         for name in ("huggingface_hub", "datasets", "timm"):
@@ -158,22 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     finally:
-        if restore_bars is not None:
-            restore_bars()
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _quiet_datasets_bars() -> Callable[[], None] | None:
-    """Switch off an already imported ``datasets``' progress bars; returns how to switch them back."""
-    ds = sys.modules.get("datasets")
-    if ds is None or not ds.is_progress_bar_enabled():
-        return None
-    ds.disable_progress_bars()
-    return ds.enable_progress_bars
 
 
 class _Terminated(BaseException):

@@ -64,6 +64,20 @@ def labels_for(paths: list[Path], metas: list[dict[str, str]]) -> list[str]:
     return [i if ids.count(i) == 1 else f"{i} [{p.stem}]" for i, p in zip(ids, paths, strict=True)]
 
 
+def _refuse_idle_flags(args: argparse.Namespace) -> None:
+    """Flags that shape a plot, with no plot asked for, are an error rather than a silent no-op."""
+    from ..errors import T2VError
+
+    plots = [f for f, v in (("--plot", args.plot), ("--embedding-plot", args.embedding_plot)) if v]
+    if "--color-by" in given_flags(args, ("color_by",)) and not args.embedding_plot:
+        raise T2VError("--color-by colours the t-SNE map: add --embedding-plot map.png, or drop --color-by")
+    if args.title is not None and not plots:
+        raise T2VError("--title names a figure: add --plot heat.png or --embedding-plot map.png, or drop --title")
+    if args.no_print and not plots:
+        raise T2VError("--no-print with no --plot or --embedding-plot leaves nothing to do: add a plot, or drop "
+                       "--no-print")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..embedding import Task2VecEmbedding, stack
     from ..errors import T2VError
@@ -72,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     extra = [] if args.asymmetric else given_flags(args, ("alpha", "trivial"))
     if extra:
         raise T2VError(f"{extra[0]} applies to d_asym: add --asymmetric, or drop {extra[0]}")
+    _refuse_idle_flags(args)
     if args.alpha is None:
         args.alpha = ASYM_ALPHA
     paths = _files(args.embeddings)
@@ -83,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         from ..hub import get_hub, list_experts
         from ..selection.recommend import choose_probe
 
-        experts, _ = list_experts(get_hub(args.hub))
+        experts, skipped = list_experts(get_hub(args.hub))
+        before = len(embs)
         if experts:
             plan = choose_probe(experts)
             chosen = [e for e in experts if e.embedding.probe == plan.probe and e.embedding.method == plan.method]
@@ -93,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
                 embs.append(e.embedding)
                 paths.append(Path(e.repo_id.replace("/", "--")))
                 e.embedding.metadata.setdefault("dataset_id", e.task or e.repo_id)
+        if len(embs) == before:  # say so: a hub that adds nothing is usually the wrong folder or space
+            why = (f"{len(experts)} expert(s), none in the space of {paths[0]}" if experts and before else
+                   f"no usable experts ({len(skipped)} skipped: see t2v-hub experts --hub {args.hub})" if skipped else
+                   "no experts")
+            hint(f"note: --hub {args.hub} adds nothing to the matrix: {why}")
     if len(embs) < 2:
         raise T2VError("matrix needs at least two embeddings (files, folders or --hub experts)")
     X = stack(embs)  # raises naming the first incompatible field

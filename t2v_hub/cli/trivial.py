@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
         given = given_flags(args, ("method", "input_size", "include_norm", "no_pretrained", "checkpoint"))
         if given:
-            raise T2VError(f"{', '.join(given)} apply to --probe; --like takes the probe, method, input size and "
-                           "weights from the embedding: drop them")
+            one = len(given) == 1
+            raise T2VError(f"{', '.join(given)} {'applies' if one else 'apply'} to --probe; --like takes the probe, "
+                           f"method, input size and weights from the embedding: drop {'it' if one else 'them'}")
         t0 = trivial_for(Task2VecEmbedding.load(args.like), num_samples=args.num_samples, quiet=args.quiet)
     else:
         from ..trivial import trivial_embedding

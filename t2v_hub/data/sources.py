@@ -8,14 +8,17 @@ of the file list, sizes and mtimes, so it changes whenever a file does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, IterableDataset, IterableDatasetDict
 
+from ..constants import quiet_env
 from ..errors import DataError, DatasetNotFoundError
 from .columns import IMAGE_EXTENSIONS
 
@@ -58,7 +61,34 @@ def _pick(dd: DatasetDict | IterableDatasetDict, requested: str | None, where: s
     return dd[name], name
 
 
+@contextlib.contextmanager
+def _quiet_bars() -> Iterator[None]:
+    """datasets' own progress bars ("Generating train split") off while loading under T2V_HUB_QUIET
+    (the CLI's --quiet), and back as they were after: a process that goes on keeps its bars."""
+    if not quiet_env() or not datasets.is_progress_bar_enabled():
+        yield
+        return
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.enable_progress_bars()
+
+
 def resolve(
+    source: Any,
+    *,
+    split: str | None,
+    config: str | None,
+    revision: str | None,
+    streaming: bool,
+    token: str | bool | None,
+) -> Resolved:
+    with _quiet_bars():
+        return _resolve(source, split=split, config=config, revision=revision, streaming=streaming, token=token)
+
+
+def _resolve(
     source: Any,
     *,
     split: str | None,
