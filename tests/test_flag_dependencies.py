@@ -300,3 +300,23 @@ def test_index_refuses_its_destination_before_reading_any_card(capsys, tmp_path,
     assert code == 2 and "exists; pass --force to replace it" in err
     code, err = _run(capsys, ["index", "--hub", str(tmp_path), "--out", str(taken), "--force"])
     assert code == 2 and "is not an expert index" in err and (taken / "cat.jpg").exists()
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--epochs", "5"], "--epochs trains the per-expert biases (--bias both, filter, scalar or none); --bias layer"),
+    (["--weight-decay", "0.1"], "--weight-decay trains the per-expert biases"),
+    (["--bias", "filter", "--layer-decay", "0.1"], "--layer-decay applies to --bias layer, not --bias filter"),
+    (["--bias", "both", "--layer-epochs", "5"], "--layer-epochs applies to --bias layer, not --bias both"),
+    (["--bias", "filter", "--seed", "3"], "--seed orders the tasks of each step, so it needs --batch-size > 0"),
+    (["--eval-metric", "error"], "--eval-metric reads --eval-results: drop it, or pass --eval-results HUB"),
+])
+@pytest.mark.parametrize("action", ["train", "eval"])
+def test_selector_training_flags_the_bias_kind_ignores_are_refused(capsys, tmp_path, action, extra, expected) -> None:
+    """Each was taken and ignored (exit 0, another selector than asked for); now one line, before any work."""
+    errors = tmp_path / "errors.csv"
+    errors.write_text("task,e1,e2\nt1,0.1,0.2\nt2,0.2,0.3\n")
+    out = tmp_path / "sel.safetensors"
+    argv = ["selector", action, "--errors", str(errors), "--tasks", str(tmp_path / "absent"), *extra]
+    code, err = _run(capsys, argv + (["--out", str(out)] if action == "train" else []))
+    assert code == 2 and expected in err and err.count("\n") == 1, err
+    assert not out.exists()

@@ -98,6 +98,34 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+# Training flags each --bias kind ignores: given anyway, they would train another selector than the
+# user believes (the layer weights have their own epochs and decay; the per-expert kinds ignore those).
+_UNUSED_BY_LAYER = ("epochs", "weight_decay", "batch_size", "seed")
+_LAYER_ONLY = ("layer_decay", "layer_epochs")
+
+
+def _refuse_ignored(args: argparse.Namespace) -> None:
+    from ..errors import T2VError
+    from ._common import given_flags
+
+    if not args.eval_results:
+        extra = given_flags(args, ("eval_metric", "eval_scale", "eval_task_id"))
+        if extra:
+            raise T2VError(f"{extra[0]} reads --eval-results: drop it, or pass --eval-results HUB instead of --errors")
+    if args.bias == "layer":
+        extra = given_flags(args, _UNUSED_BY_LAYER)
+        if extra:
+            raise T2VError(f"{extra[0]} trains the per-expert biases (--bias both, filter, scalar or none); "
+                           f"--bias layer trains with --layer-epochs, --layer-decay and --lr: drop {extra[0]}, "
+                           "or pick another --bias")
+    else:
+        extra = given_flags(args, _LAYER_ONLY)
+        if extra:
+            raise T2VError(f"{extra[0]} applies to --bias layer, not --bias {args.bias}: drop it")
+    if args.bias != "layer" and args.batch_size == 0 and "--seed" in given_flags(args, ("seed",)):
+        raise T2VError("--seed orders the tasks of each step, so it needs --batch-size > 0 (0 = all tasks at once)")
+
+
 def _config(args: argparse.Namespace) -> Any:
     from ..selection.model2vec import SelectorConfig
 
@@ -179,10 +207,9 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from ..errors import SelectorError
 
-    if args.selector_command == "train":
-        return _train(args)
-    if args.selector_command == "eval":
-        return _eval(args)
+    if args.selector_command in ("train", "eval"):
+        _refuse_ignored(args)  # before any data is read
+        return _train(args) if args.selector_command == "train" else _eval(args)
     raise SelectorError("choose an action: `t2v-hub selector train ...` or `t2v-hub selector eval ...`")
 
 
