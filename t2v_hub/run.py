@@ -6,7 +6,7 @@ Pipeline floor, beside :mod:`t2v_hub.task2vec` (which makes one) and :mod:`t2v_h
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,6 +18,7 @@ from .distributed import DistInfo
 from .fisher.common import autocast_ctx
 from .fisher.result import FisherResult
 from .probes import Probe
+from .probes.memory_format import prefer_channels_last
 
 LIKELIHOOD = {"single": "categorical", "multi": "bernoulli", "regression": "gaussian"}
 
@@ -51,6 +52,11 @@ class EmbedRun:
     device: torch.device
     autocast_dtype: torch.dtype | None
     quiet: bool
+    memory_format: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The probe's layout for the passes: channels-last on the CPU where the model allows it.
+        self.memory_format = prefer_channels_last(self.probe.model, self.images[:1].to(self.device))
 
     def batches(self, labels: torch.Tensor, desc: str) -> TensorBatches:
         return TensorBatches(self.images.select(self.shard), labels[self.shard], self.config.fisher.batch_size,

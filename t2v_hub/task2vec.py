@@ -243,6 +243,7 @@ def _artifact(run: EmbedRun, task: Any, result: FisherResult, head_stats: dict[s
         label_kind=run.label_kind,
         seed=cfg.seed,
         max_samples=cfg.max_samples,
+        memory_format=run.memory_format,  # an execution detail like the device: values change by rounding only
         **cfg.to_metadata(),
         **{k: v for k, v in meta.items() if k not in {"num_classes", "num_samples", "seed", "label_kind"}},
         **{k: v for k, v in record.items() if k != "dense_outputs"},

@@ -24,6 +24,7 @@ from t2v_hub.errors import DataError, FisherError
 from t2v_hub.head import fit_dense_head
 from t2v_hub.probes import create_probe
 from t2v_hub.probes.decoder import DenseModel, PixelDecoder, feature_map, make_decoder, upsample_sizes
+from t2v_hub.probes.memory_format import prefer_channels_last
 
 CFG = {"input_size": (3, 32, 32), "crop_pct": 0.875, "interpolation": "bicubic"}
 FAST = HeadConfig(epochs=1, dense_draws_per_epoch=16, batch_size=8)
@@ -142,6 +143,9 @@ def test_embedding_equals_a_naive_per_sample_loop_through_the_decoder(column: st
     probe = create_probe(PROBE, 2, input_size=32, pretrained=False)
     task = load_task(ds, label_column=column, image_column="image")
     x = task.image_rows(probe.data_config, progress=False).materialize()
+    # The pipeline's CPU layout too: the decoder is fitted by SGD, which carries the features'
+    # last-bit rounding into a different fit (1% apart in the embedding for masks).
+    assert prefer_channels_last(probe.model, x[:1]) == emb.metadata["memory_format"]
     with torch.no_grad():
         feats = feature_map(probe.model, x)
     out = 1 if regression else 2

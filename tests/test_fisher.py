@@ -627,6 +627,57 @@ def test_depthwise_auto_path_equals_the_unfolded_contraction(stride: int, dilati
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize(("side", "kernel", "stride", "dilation", "padding", "same"), [
+    (1, 5, 1, 1, 2, False),  # lite0's last stages at 32 px: a 1x1 map padded to 5x5
+    (3, 3, 1, 1, 0, False),  # no padding
+    (5, 5, 2, 1, 0, False),  # strided
+    (5, 3, 1, 2, 0, False),  # dilated
+    (2, 5, 2, 1, 0, True),   # TF-"same" padding outside the conv (timm's Conv2dSame), asymmetric
+])
+def test_depthwise_one_position_path_equals_the_unfolded_contraction(side, kernel, stride, dilation, padding,
+                                                                     same) -> None:
+    """Depthwise layers with a single output position take the shifted-product form
+    (conv.DEPTHWISE_SHIFT_MAX_POSITIONS); the unfolded contraction is the independent reference."""
+    from t2v_hub.fisher.conv import DEPTHWISE_SHIFT_MAX_POSITIONS, conv_spec, conv_sq_sum
+
+    conv = (Conv2dSame(7, 7, kernel, stride=stride, groups=7) if same else
+            nn.Conv2d(7, 7, kernel, stride=stride, dilation=dilation, padding=padding, groups=7)).double()
+    g = gen(13)
+    a = torch.randn(6, 7, side, side, generator=g, dtype=torch.float64)
+    out_shape = conv(a).shape
+    assert out_shape[2:].numel() <= DEPTHWISE_SHIFT_MAX_POSITIONS  # the case under test
+    grad = torch.randn(out_shape, generator=g, dtype=torch.float64)
+    spec = conv_spec(conv, "w")
+    fast = conv_sq_sum(spec, a, grad, "auto", dtype=torch.float64)
+    slow = conv_sq_sum(spec, a, grad, "unfold", dtype=torch.float64, pairwise_max=0)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+    assert float(fast.abs().sum()) > 0
+
+
+class OnePositionDepthwise(nn.Module):
+    """A depthwise layer whose output is a single position, between dense ones (lite0 at 32 px)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2)  # 3x3 -> 1x1
+        self.dw = nn.Conv2d(8, 8, 5, padding=2, groups=8)  # 1x1 -> 1x1
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.dw(torch.tanh(self.stem(x)))).flatten(1))
+
+
+def test_one_position_depthwise_matches_the_naive_loop() -> None:
+    torch.manual_seed(0)
+    model = OnePositionDepthwise().eval()
+    g = gen(17)
+    data = [(torch.randn(4, 3, 3, 3, generator=g), torch.randint(3, (4,), generator=g)) for _ in range(2)]
+    names = ["stem.weight", "dw.weight"]
+    res = estimate(model, data, "montecarlo", params=names, mc_samples=2, generator=gen())
+    ref = naive_fisher(model, data, {"mc": drawn_labels(model, data, 2)}, names)["mc"]
+    assert_matches(res, ref, norm_tol=1e-5, elem_rtol=1e-4)
+
+
 class GramNet(nn.Module):
     """Convolutions with few output positions and many channels, where ``filter_means`` takes the
     Gram path: TF-'same' padding outside the conv, a stride, a dilation and a Conv1d."""

@@ -47,6 +47,10 @@ CONV_BACKENDS = ("auto", "grouped", "unfold")
 # CPU crossover measured per layer on resnet18 at 64 px (batch 32, one thread): grouped wins
 # at L = 256 and 1024 output positions (9 vs 17 ms), unfold at L = 64 and 16 (14 vs 31 ms).
 AUTO_GROUPED_MIN_POSITIONS = 128
+# Depthwise layers with at most this many output positions take the shifted-product form
+# (:func:`_depthwise_shift_sq_sum`): at L = 1 it is 5-10x faster than the grouped weight
+# gradient; at L = 4 the two are even and beyond that grouped wins (lite0 at 32/64/224 px, 2 threads).
+DEPTHWISE_SHIFT_MAX_POSITIONS = 1
 
 _WEIGHT_GRAD: dict[int, Callable[..., torch.Tensor]] = {
     1: torch.nn.grad.conv1d_weight,
@@ -223,6 +227,8 @@ def conv_sq_sum(
     itemsize = torch.finfo(dtype).bits // 8
     out = torch.zeros(spec.weight_shape, dtype=dtype, device=a.device)
     if backend == "auto" and _is_depthwise(spec):
+        if length <= DEPTHWISE_SHIFT_MAX_POSITIONS:
+            return _depthwise_shift_sq_sum(spec, a, g)
         # k*k weights per filter: the generic paths run one tiny 1 x L by L x k*k product per
         # channel and sample; the grouped weight gradient was 4-15x faster at every lite0 size.
         backend, pairwise_max = "grouped", -1
@@ -250,6 +256,28 @@ def conv_sq_sum(
     for s in range(0, b, step):
         out += _grouped(spec, a[s : s + step], g[s : s + step]).square_().sum(dim=0)
     return out
+
+
+def _depthwise_shift_sq_sum(spec: ConvSpec, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``sum_i G_i**2`` of a depthwise conv, one kernel offset at a time, for very small outputs.
+
+    ``G_i[c, p, q] = sum_yx a_i[c, y*s + p*d, x*s + q*d] * g_i[c, y, x]`` on the padded input: k*k
+    elementwise products of (B, C, L) tensors. With one output position (the last stages of lite0
+    at 32 px) that is 5-10x faster than the grouped weight gradient, whose B*C groups of one
+    position each are all overhead; with more positions the grouped one wins (BENCHMARKS.md).
+    ``a`` is already padded outside the conv (``pre_pad``) and in ``g``'s dtype.
+    """
+    ph, pw = spec.padding
+    if ph or pw:
+        a = F.pad(a, (pw, pw, ph, ph))
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel, spec.stride, spec.dilation
+    ho, wo = g.shape[2:]
+    out = torch.empty(spec.weight_shape[0], kh * kw, dtype=g.dtype, device=g.device)
+    for p in range(kh):
+        for q in range(kw):
+            win = a[:, :, p * dh : p * dh + sh * (ho - 1) + 1 : sh, q * dw : q * dw + sw * (wo - 1) + 1 : sw]
+            out[:, p * kw + q] = (win * g).sum(dim=(2, 3)).square_().sum(dim=0)
+    return out.reshape(spec.weight_shape)
 
 
 def filter_sums_cheaper(spec: ConvSpec, length: int) -> bool:
