@@ -1,8 +1,9 @@
 """The memory layout a probe runs in: channels-last (NHWC) on the CPU, where the model allows it.
 
-oneDNN's CPU convolutions are much faster on NHWC tensors than on NCHW: the features pass of
-``tf_efficientnet_lite0`` at 32 px (the demo probe) runs 3-4x faster, resnet18 at 64 px 1.2x
-(BENCHMARKS.md, "channels-last"). The layout changes no value beyond float rounding (the same
+oneDNN's CPU convolutions are much faster on NHWC tensors than on NCHW for depthwise layers:
+with ``tf_efficientnet_lite0`` at 32 px (the demo probe) the features pass runs 3.6x faster and
+the Fisher pass 1.4x; at 64 px 1.17x / 1.06x; resnet18 at 64 px gains nothing (0.99x end to end;
+``python -m benchmarks.memory_format``). The layout changes no value beyond float rounding (the same
 sums in another order), and the per-sample Fisher taps read any layout. Converting the 4-D
 weights is enough: a convolution with a channels-last weight returns a channels-last output,
 so the whole forward follows without touching the input batches.

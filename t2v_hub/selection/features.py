@@ -106,12 +106,14 @@ def model_features(model: nn.Module, task: Any, *, batch_size: int = 32, device:
     import timm
 
     from ..probes.adapters import get_probe_adapter
+    from ..probes.memory_format import prefer_channels_last
 
     adapter = get_probe_adapter(model)  # the probes' own definition of "what the head sees"
     data_config = dict(timm.data.resolve_model_data_config(model))
     images, labels = task.tensors(data_config, progress=progress)
     dev = pick_device(device)
     model = model.to(dev)
+    prefer_channels_last(model, images[:1].to(dev))  # as the probe's passes: NHWC on the CPU where it runs
     out = []
     with torch.no_grad():
         for i in range(0, images.shape[0], batch_size):
