@@ -75,20 +75,8 @@ def _quiet_bars() -> Iterator[None]:
         datasets.enable_progress_bars()
 
 
+@_quiet_bars()  # a generator context manager is also a decorator: entered afresh on every call
 def resolve(
-    source: Any,
-    *,
-    split: str | None,
-    config: str | None,
-    revision: str | None,
-    streaming: bool,
-    token: str | bool | None,
-) -> Resolved:
-    with _quiet_bars():
-        return _resolve(source, split=split, config=config, revision=revision, streaming=streaming, token=token)
-
-
-def _resolve(
     source: Any,
     *,
     split: str | None,
