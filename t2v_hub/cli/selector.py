@@ -35,6 +35,7 @@ from ._common import (
     emit,
     emit_summary,
     float_in,
+    given_flags,
     hint,
     nonneg_int,
     print_json,
@@ -106,7 +107,6 @@ _LAYER_ONLY = ("layer_decay", "layer_epochs")
 
 def _refuse_ignored(args: argparse.Namespace) -> None:
     from ..errors import T2VError
-    from ._common import given_flags
 
     if not args.eval_results:
         extra = given_flags(args, ("eval_metric", "eval_scale", "eval_task_id"))
@@ -122,7 +122,7 @@ def _refuse_ignored(args: argparse.Namespace) -> None:
         extra = given_flags(args, _LAYER_ONLY)
         if extra:
             raise T2VError(f"{extra[0]} applies to --bias layer, not --bias {args.bias}: drop it")
-    if args.bias != "layer" and args.batch_size == 0 and "--seed" in given_flags(args, ("seed",)):
+    if args.bias != "layer" and args.batch_size == 0 and given_flags(args, ("seed",)):
         raise T2VError("--seed orders the tasks of each step, so it needs --batch-size > 0 (0 = all tasks at once)")
 
 

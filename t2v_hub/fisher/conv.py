@@ -224,11 +224,11 @@ def conv_sq_sum(
     wnumel = 1
     for s in spec.weight_shape:
         wnumel *= s
+    if backend == "auto" and _is_depthwise(spec) and length <= DEPTHWISE_SHIFT_MAX_POSITIONS:
+        return _depthwise_shift_sq_sum(spec, a, g)
     itemsize = torch.finfo(dtype).bits // 8
     out = torch.zeros(spec.weight_shape, dtype=dtype, device=a.device)
     if backend == "auto" and _is_depthwise(spec):
-        if length <= DEPTHWISE_SHIFT_MAX_POSITIONS:
-            return _depthwise_shift_sq_sum(spec, a, g)
         # k*k weights per filter: the generic paths run one tiny 1 x L by L x k*k product per
         # channel and sample; the grouped weight gradient was 4-15x faster at every lite0 size.
         backend, pairwise_max = "grouped", -1
