@@ -42,6 +42,13 @@ CASES += [["score", DS, "d", "--models", "test_resnet", "--metric", "bogus"],
 CASES += [["attach", "--model", "a/b"], ["attach", "--model", "../x", "--embedding", "e.safetensors"],
           ["attach", "--model", "a/b", "--embedding", "missing.safetensors", "--hub", "."]]
 CASES += [["plugins", "list", "--format", "yaml"], ["nosuchcommand"], ["experts", "--format", "html"]]
+# A NUL byte fits no path, id, name or token: one error naming the argument, not "embedded null byte".
+NUL = "a\x00b"
+CASES += [["index", "--hub", "h", "--out", NUL], ["embed", DS, NUL, "--out", "o.safetensors"],
+          ["embed", DS, "d", "--out", NUL], ["recommend", DS, "d", "--hub", NUL], ["recommend", DS, "d", "--token", NUL],
+          ["attach", "--model", NUL, "--embedding", "e.safetensors"], ["matrix", "a.safetensors", NUL],
+          ["selector", "train", "--tasks", NUL, "--errors", "e.csv"], ["experts", "--filter", NUL],
+          ["trivial", "--probe", "test_efficientnet", "--out", NUL]]
 CASES += [["embed", DS, ".", "--out", "o.safetensors", "--config", "fr"],  # a local folder has no configs
           ["embed", DS, ".", "--out", "o.safetensors", "--revision", "main"]]
 

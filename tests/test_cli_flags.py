@@ -84,6 +84,26 @@ def test_an_empty_token_means_no_token(tmp_path: Path, capsys) -> None:
     assert "t2v-zoo/fashion10" in capsys.readouterr().out
 
 
+EMB = str(Path(ZOO) / "t2v-zoo" / "fashion10" / "task2vec" / "tf_efficientnet_lite0.safetensors")
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    # Valid up to the NUL: `index --out` used to end in "unexpected ValueError: embedded null byte",
+    # and `experts --filter` listed nothing with exit code 0.
+    (["index", "--hub", ZOO, "--out", "idx\x00"], "--out"),
+    (["experts", "--hub", ZOO, "--filter", "vision\x00"], "--filter"),
+    (["recommend", "--dataset", EMB, "--hub", ZOO, "--token", "hf_\x00"], "--token"),
+    (["distance", EMB, "b\x00.safetensors"], "embeddings"),
+])
+def test_a_nul_byte_is_refused_naming_the_argument(argv: list[str], flag: str, tmp_path: Path, monkeypatch,
+                                                  capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: argument {flag}: contains a NUL byte") and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_library_refuses_empty_hub_and_selector_specs() -> None:
     from t2v_hub.errors import HubError, SelectorError
     from t2v_hub.hub import get_hub

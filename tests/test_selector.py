@@ -250,3 +250,35 @@ def test_error_matrix_that_is_not_text_is_one_line(tmp_path: Path, capsys) -> No
     bom = tmp_path / "bom.csv"  # as spreadsheets save it
     bom.write_text("task,e1,e2\nt1,0.1,0.2\n", encoding="utf-8-sig")
     assert load_error_matrix(bom).expert_ids == ["e1", "e2"]
+
+
+@pytest.mark.parametrize("flags", [["--bias", "filter", "--epochs", "0"], ["--bias", "layer", "--layer-epochs", "0"]])
+def test_zero_epochs_is_refused_before_anything_is_written(flags: list[str], tmp_path: Path, capsys) -> None:
+    """Zero epochs trained nothing, wrote the selector, then crashed formatting a loss never computed."""
+    X, F, t0, errors, _, _ = synthetic(T=6, E=3, d=16, seed=5)
+    _write_inputs(tmp_path, X, F, t0, errors)
+    out = tmp_path / "sel.safetensors"
+    assert main(["selector", "train", "--errors", str(tmp_path / "errors.csv"), "--tasks", str(tmp_path / "tasks"),
+                 "--experts", str(tmp_path / "experts"), "--trivial", str(tmp_path / "t0.safetensors"), *flags,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: argument {flags[2]}: must be at least 1, got 0 (see t2v-hub selector train --help)"
+    assert not out.exists()
+    for name in ("epochs", "layer_epochs"):
+        with pytest.raises(SelectorError, match=f"{name}=0: expected a whole number of at least 1"):
+            SelectorConfig(**{name: 0})
+
+
+def test_quiet_silences_hints_and_progress_not_results(tmp_path: Path, capsys) -> None:
+    """Every other command that talks on stderr took --quiet; `selector` refused it as unknown."""
+    X, F, t0, errors, _, _ = synthetic(T=6, E=3, d=16, seed=6)
+    errors[1, 2] = float("nan")
+    _write_inputs(tmp_path, X, F, t0, errors)
+    common = ["--errors", str(tmp_path / "errors.csv"), "--tasks", str(tmp_path / "tasks"), "--experts",
+              str(tmp_path / "experts"), "--trivial", str(tmp_path / "t0.safetensors"), "--bias", "filter", "--epochs", "5"]
+    assert main(["selector", "eval", *common]) == 0
+    loud = capsys.readouterr()
+    assert "missing/NaN error cell(s) skipped" in loud.err and "leave-one-out MODEL2VEC" in loud.err
+    assert main(["selector", "eval", *common, "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == loud.out

@@ -86,24 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
 _EMPTY_ALLOWED = {"token"}
 
 
-def _empty_value(args: argparse.Namespace) -> tuple[str, bool] | None:
-    """The first option (or positional) given as an empty or blank string, as the user wrote it, and
-    whether it may be left out.
+def _unusable_value(args: argparse.Namespace) -> tuple[str, bool, str] | None:
+    """The first option (or positional) whose string value no command can use, as the user wrote
+    it, whether it may be left out, and what is wrong with it.
 
-    Without this an empty value reads as "not given" (``--trivial ""``: the default t0), as
-    the current folder (``--index ""``: "'.' is not an index") or as the Hugging Face Hub
+    An empty or blank value would otherwise read as "not given" (``--trivial ""``: the default
+    t0), as the current folder (``--index ""``: "'.' is not an index") or as the Hugging Face Hub
     (``--hub ""``): a silent change of meaning, where one unset shell variable is the cause.
+    A NUL byte can be in no path, id, name or token: without this check it ends as
+    "ValueError: embedded null byte" from whichever call meets it first.
     """
     parser = getattr(args, "_parser", None)
     for action in getattr(parser, "_actions", []):
-        if action.dest in _EMPTY_ALLOWED or not hasattr(args, action.dest):
+        if not hasattr(args, action.dest):
             continue
         value = getattr(args, action.dest)
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and not v.strip() for v in values) and value != action.default:
-            if action.option_strings:
-                return action.option_strings[-1], not action.required
-            return str(action.metavar or action.dest), False
+        values = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+        if any("\x00" in v for v in values):
+            problem = "contains a NUL byte, which no path, id or name can hold; pass the value without it"
+        elif action.dest not in _EMPTY_ALLOWED and any(not v.strip() for v in values) and value != action.default:
+            problem = "got an empty value (an unset shell variable?); pass a value"
+        else:
+            continue
+        if action.option_strings:
+            return action.option_strings[-1], not action.required, problem
+        return str(action.metavar or action.dest), False, problem
     return None
 
 
@@ -128,12 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
-    empty = _empty_value(args)
-    if empty:
-        name, optional = empty
+    unusable = _unusable_value(args)
+    if unusable:
+        name, optional, problem = unusable
         drop = f", or drop {name}" if optional else ""
-        print(f"error: argument {name}: got an empty value (an unset shell variable?); pass a value{drop} "
-              f"(see {args._parser.prog} --help)", file=sys.stderr)
+        print(f"error: argument {name}: {problem}{drop} (see {args._parser.prog} --help)", file=sys.stderr)
         return 2
     saved_env = {k: os.environ.get(k) for k in ("HF_HUB_DISABLE_PROGRESS_BARS", "T2V_HUB_QUIET", "HF_HUB_VERBOSITY",
                                                 "DATASETS_VERBOSITY")}

@@ -38,6 +38,7 @@ from ._common import (
     given_flags,
     hint,
     nonneg_int,
+    positive_int,
     print_json,
     probe_name,
     seed_int,
@@ -65,7 +66,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alpha-soft", type=float_in(0.0, 1e6, lo_open=True), default=M2V_ALPHA_SOFT, help="soft-label sharpness")
     g.add_argument("--lr", type=float_in(0.0, 10.0, lo_open=True), default=M2V_LR, help="Adam learning rate of the biases")
     g.add_argument("--weight-decay", type=float_in(0.0, 10.0), default=M2V_WEIGHT_DECAY, help="weight decay of the biases")
-    g.add_argument("--epochs", type=nonneg_int, default=M2V_EPOCHS, help="training epochs (supplement: 81)")
+    g.add_argument("--epochs", type=positive_int, default=M2V_EPOCHS, help="training epochs (supplement: 81)")
     g.add_argument("--batch-size", type=nonneg_int, default=0, help="tasks per step (0 = all)")
     g.add_argument("--bias", choices=M2V_BIAS_KINDS, default=M2V_BIAS,
                    help="per-filter log-scale (the supplement's bias), per-expert offset, both, none, or one weight "
@@ -73,9 +74,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "the offset overfits to known domains")
     g.add_argument("--layer-decay", type=float_in(0.0, 10.0), default=M2V_LAYER_DECAY,
                    help="--bias layer: L2 pull of the log-weights towards d_sym (default %(default)s)")
-    g.add_argument("--layer-epochs", type=nonneg_int, default=M2V_LAYER_EPOCHS,
+    g.add_argument("--layer-epochs", type=positive_int, default=M2V_LAYER_EPOCHS,
                    help="--bias layer: full-batch steps (default %(default)s)")
     g.add_argument("--seed", type=seed_int, default=0, help="order of the tasks with --batch-size > 0")
+    p.add_argument("--quiet", action="store_true", help="no progress or hints on stderr (warnings stay)")
+
+
+def _hint(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        hint(msg)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -160,7 +167,7 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
         for repo, why in report.skipped:
             hint(f"skipped evaluation results of {repo}: {why}")
         em = report.matrix
-        hint(f"read {len(em.task_ids)} dataset(s) x {len(em.expert_ids)} expert(s) from {args.eval_results} "
+        _hint(args, f"read {len(em.task_ids)} dataset(s) x {len(em.expert_ids)} expert(s) from {args.eval_results} "
              f"({', '.join(f'{n} cells from {k}' for k, n in report.sources.items() if n)})")
     tasks_src = load_embedding_source(args.tasks, args.probe)
     if args.experts is None and args.eval_results and args.eval_results != args.tasks:
@@ -171,9 +178,9 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     lost_t = [t for t in em.task_ids if t not in tasks_src]
     lost_e = [e for e in em.expert_ids if e not in experts_src]
     if lost_t:
-        hint(f"{len(lost_t)} task(s) without an embedding left out: {', '.join(lost_t[:5])}")
+        _hint(args, f"{len(lost_t)} task(s) without an embedding left out: {', '.join(lost_t[:5])}")
     if lost_e:
-        hint(f"{len(lost_e)} expert(s) without an embedding left out: {', '.join(lost_e[:5])}")
+        _hint(args, f"{len(lost_e)} expert(s) without an embedding left out: {', '.join(lost_e[:5])}")
     if not task_ids or not expert_ids:
         what, src = ("task", args.tasks) if not task_ids else ("expert", args.experts or args.tasks)
         wanted = em.task_ids if not task_ids else em.expert_ids
@@ -183,7 +190,7 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
                             f"the {what} ids must match (a task's id is its embedding's dataset_id)")
     em = em.subset(task_ids, expert_ids)
     if em.missing:
-        hint(f"{em.missing} missing/NaN error cell(s) skipped")
+        _hint(args, f"{em.missing} missing/NaN error cell(s) skipped")
     embs = [tasks_src[t] for t in task_ids] + [experts_src[e] for e in expert_ids]
     try:
         stack(embs)
@@ -270,8 +277,8 @@ def _eval(args: argparse.Namespace) -> int:
             raise SelectorError(f"--static {args.static!r} is not an expert of the error matrix")
         results[f"always {args.static}"] = evaluate_selection(
             em.errors, static_scores(em.errors, em.expert_ids.index(args.static)), exclude)
-    hint(f"leave-one-out MODEL2VEC over {len(em.task_ids)} tasks...")
-    scores = loo_model2vec(X, F, train_errors, t0, _config(args), progress=True, layers=_layers(args, d["first"]))
+    _hint(args, f"leave-one-out MODEL2VEC over {len(em.task_ids)} tasks...")
+    scores = loo_model2vec(X, F, train_errors, t0, _config(args), progress=not args.quiet, layers=_layers(args, d["first"]))
     results["MODEL2VEC (leave-one-out)"] = evaluate_selection(em.errors, scores, exclude)
     if args.format == "json":
         print_json({"tasks": len(em.task_ids), "experts": len(em.expert_ids), "results": results,

@@ -92,8 +92,9 @@ class SelectorConfig:
             check_real(name, getattr(self, name), 0.0, lo_open=True, error=SelectorError)
         for name in ("weight_decay", "layer_decay"):
             check_real(name, getattr(self, name), 0.0, error=SelectorError)
-        for name in ("epochs", "batch_size", "seed", "layer_epochs"):
-            check_count(name, getattr(self, name), 0, error=SelectorError)
+        # Zero epochs trains nothing: the selector would record a loss it never computed.
+        for name, lo in (("epochs", 1), ("batch_size", 0), ("seed", 0), ("layer_epochs", 1)):
+            check_count(name, getattr(self, name), lo, error=SelectorError)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SelectorConfig:
