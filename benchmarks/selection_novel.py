@@ -40,9 +40,11 @@ from t2v_hub.selection.distances import cdist
 KS = (1, 2, 3, 4, 5, 12)  # 12: every candidate, i.e. LogME on all of them
 LABELS = {p.name: label for p, label in zip(sq.REPLICATES, "ABC", strict=True)}
 GEN = "two_stage[d_sym, K=3, +1 generalist]"  # recommend's default with a selector
+PRIOR_CV = "model2vec[bias=layer, prior=cv]"  # the selector's default since the prior offset
 PAIRS = (("two_stage[d_sym, K=3]", "logme_all"), (GEN, "logme_all"), (GEN, "two_stage[d_sym, K=4]"),
          (GEN, "two_stage[d_sym, K=3]"), ("two_stage[d_sym, K=3]", "static_prior"),
-         ("model2vec[bias=layer]", "static_prior"), ("model2vec[bias=layer]", "d_sym"))
+         ("model2vec[bias=layer]", "static_prior"), ("model2vec[bias=layer]", "d_sym"),
+         (PRIOR_CV, "static_prior"), (PRIOR_CV, "d_sym"), (PRIOR_CV, "model2vec[bias=layer]"))
 
 
 def _candidates(data: dict[str, Any], meta: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -105,9 +107,10 @@ def choices(data: dict[str, Any], meta: str,
     d_sym = cdist(data["F"], data["X"]).T
     logme = data["logme"]
     if trained is None:
-        trained = sq.learned(data, exclude, lodo=lodo, model2vec=True, only=("layer",))
+        trained = sq.learned(data, exclude, lodo=lodo, model2vec=True, only=("layer", "prior"))
     scores = {"static_prior": trained["static_prior"], "d_sym": d_sym,
-              "model2vec[bias=layer]": trained["model2vec[bias=layer]"], "logme_all": -logme}
+              "model2vec[bias=layer]": trained["model2vec[bias=layer]"], PRIOR_CV: trained[PRIOR_CV],
+              "logme_all": -logme}
     if "knn" in data["transfer"]:
         scores["knn_all"] = -data["transfer"]["knn"]
     short = sq._mask(d_sym, exclude)

@@ -226,10 +226,13 @@ def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: 
     T = E.shape[0]
     # generalist: each expert's mean relative error increase on the training tasks (recommend --generalists).
     out = {"static_prior": torch.full(E.shape, float("nan")), "generalist": torch.full(E.shape, float("nan"))}
-    variants = {"model2vec": "both", "model2vec[bias=filter]": "filter", "model2vec[bias=scalar]": "scalar",
-                "model2vec[bias=none]": "none", "model2vec[bias=layer]": "layer"} if model2vec else {}
+    # (bias, prior): the rows measured before the prior offset existed keep prior="none".
+    variants = {"model2vec": ("both", "none"), "model2vec[bias=filter]": ("filter", "none"),
+                "model2vec[bias=scalar]": ("scalar", "none"), "model2vec[bias=none]": ("none", "none"),
+                "model2vec[bias=layer]": ("layer", "none"),
+                "model2vec[bias=layer, prior=cv]": ("layer", "cv")} if model2vec else {}
     if only is not None:
-        variants = {k: v for k, v in variants.items() if v in only}
+        variants = {k: v for k, v in variants.items() if v[0] in only and (v[1] == "none" or "prior" in only)}
     for name in variants:
         out[name] = torch.full(E.shape, float("nan"))
     for i in range(T):
@@ -237,8 +240,9 @@ def learned(data: dict[str, Any], exclude: torch.Tensor, lodo: bool, model2vec: 
         tr = masked[train]
         out["static_prior"][i] = torch.nanmean(tr, 0).nan_to_num(nan=float("inf"))
         out["generalist"][i] = generalist_scores(tr)
-        for name, bias in variants.items():
-            sel = train_model2vec(X[train], F, tr, t0, SelectorConfig(alpha=ALPHA, bias=bias), layers=data["layers"])
+        for name, (bias, prior) in variants.items():
+            sel = train_model2vec(X[train], F, tr, t0, SelectorConfig(alpha=ALPHA, bias=bias, prior=prior),
+                                  layers=data["layers"])
             out[name][i] = sel.scores(X[i], sel.expert_ids, F)[0]
     return out
 

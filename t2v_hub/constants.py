@@ -61,6 +61,11 @@ M2V_LAYER_EPOCHS = 200
 M2V_LAYER_DECAY = 1e-3
 M2V_BIAS_KINDS = ("both", "filter", "scalar", "none", "layer")
 M2V_BIAS = "layer"  # see SelectorConfig.bias
+# The static prior's weight in the selector's offset, cross-validated over clusters of the training tasks
+# (selection/prior_offset.py); "none" is MODEL2VEC without it (the supplement's, and selectors saved before).
+M2V_PRIOR = "cv"
+M2V_PRIOR_FOLDS = 4
+M2V_PRIOR_KINDS = ("cv", "none")
 
 # Hub
 TASK2VEC_TAG = "task2vec"

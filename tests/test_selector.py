@@ -66,7 +66,7 @@ def test_model2vec_beats_d_asym_and_recovers_the_biases() -> None:
     X, F, t0, errors, bias, D = synthetic()
     base = evaluate_selection(errors, D)
     # A per-expert scalar effect is what this synthetic zoo has: the offset ("both") must find it.
-    both = SelectorConfig(bias="both")
+    both = SelectorConfig(bias="both", prior="none")  # the supplement's selector: its own offsets only
     loo = loo_model2vec(X, F, errors, t0, both)
     m2v = evaluate_selection(errors, loo)
     assert torch.isfinite(loo).all()
@@ -282,3 +282,21 @@ def test_quiet_silences_hints_and_progress_not_results(tmp_path: Path, capsys) -
     assert main(["selector", "eval", *common, "--quiet"]) == 0
     quiet = capsys.readouterr()
     assert quiet.err == "" and quiet.out == loud.out
+
+
+def test_cli_prior_flags(tmp_path: Path, capsys) -> None:
+    X, F, t0, errors, _, _ = synthetic(T=9, E=3, d=16, seed=8)
+    _write_inputs(tmp_path, X, F, t0, errors)
+    common = ["--errors", str(tmp_path / "errors.csv"), "--tasks", str(tmp_path / "tasks"), "--experts",
+              str(tmp_path / "experts"), "--trivial", str(tmp_path / "t0.safetensors"), "--bias", "filter",
+              "--epochs", "5"]
+    out = tmp_path / "sel.safetensors"
+    assert main(["selector", "train", *common, "--prior-folds", "3", "--out", str(out), "--format", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    sel = Model2Vec.load(out)
+    assert summary["prior_weight"] == sel.info["prior_weight"] and sel.config.prior == "cv"
+    assert sel.config.prior_folds == 3 and sel.info["prior_cv"]["folds"] == 3
+    assert main(["selector", "train", *common, "--prior", "none", "--out", str(out), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prior_weight"] is None
+    assert main(["selector", "train", *common, "--prior", "none", "--prior-folds", "3", "--out", str(out)]) == 2
+    assert "--prior-folds applies to --prior cv" in capsys.readouterr().err

@@ -28,6 +28,9 @@ from ..constants import (
     M2V_LAYER_DECAY,
     M2V_LAYER_EPOCHS,
     M2V_LR,
+    M2V_PRIOR,
+    M2V_PRIOR_FOLDS,
+    M2V_PRIOR_KINDS,
     M2V_WEIGHT_DECAY,
 )
 from ._common import (
@@ -37,6 +40,7 @@ from ._common import (
     float_in,
     given_flags,
     hint,
+    int_in,
     nonneg_int,
     positive_int,
     print_json,
@@ -77,6 +81,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layer-epochs", type=positive_int, default=M2V_LAYER_EPOCHS,
                    help="--bias layer: full-batch steps (default %(default)s)")
     g.add_argument("--seed", type=seed_int, default=0, help="order of the tasks with --batch-size > 0")
+    g.add_argument("--prior", choices=M2V_PRIOR_KINDS, default=M2V_PRIOR,
+                   help="cv: add the static prior (each expert's mean relative error increase) to the offsets, "
+                        "weighted by how well it chooses on held-out clusters of the training tasks "
+                        "(--prior-folds more trainings); none: the supplement's selector (default %(default)s)")
+    g.add_argument("--prior-folds", type=int_in(2, 64), default=M2V_PRIOR_FOLDS,
+                   help="--prior cv: clusters of the training tasks held out in turn (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress or hints on stderr (warnings stay)")
 
 
@@ -129,6 +139,8 @@ def _refuse_ignored(args: argparse.Namespace) -> None:
         extra = given_flags(args, _LAYER_ONLY)
         if extra:
             raise T2VError(f"{extra[0]} applies to --bias layer, not --bias {args.bias}: drop it")
+    if args.prior == "none" and given_flags(args, ("prior_folds",)):
+        raise T2VError("--prior-folds applies to --prior cv, not --prior none: drop it")
     if args.bias != "layer" and args.batch_size == 0 and given_flags(args, ("seed",)):
         raise T2VError("--seed orders the tasks of each step, so it needs --batch-size > 0 (0 = all tasks at once)")
 
@@ -138,7 +150,8 @@ def _config(args: argparse.Namespace) -> Any:
 
     return SelectorConfig(alpha=args.alpha, alpha_soft=args.alpha_soft, lr=args.lr, weight_decay=args.weight_decay,
                           epochs=args.epochs, batch_size=args.batch_size, bias=args.bias, seed=args.seed,
-                          layer_decay=args.layer_decay, layer_epochs=args.layer_epochs)
+                          layer_decay=args.layer_decay, layer_epochs=args.layer_epochs, prior=args.prior,
+                          prior_folds=args.prior_folds)
 
 
 def _layers(args: argparse.Namespace, first: Any) -> Any:
@@ -234,14 +247,16 @@ def _train(args: argparse.Namespace) -> int:
     sel.save(args.out)
     summary = {"out": args.out, "experts": len(em.expert_ids), "tasks": len(em.task_ids),
                "skipped_cells": sel.info["skipped_cells"], "tasks_per_expert": sel.info["tasks_per_expert"],
-               "gamma": sel.gamma, "final_loss": sel.info["final_loss"],
+               "gamma": sel.gamma, "final_loss": sel.info["final_loss"], "prior_weight": sel.info.get("prior_weight"),
                "probe": sel.compat.get("probe"), "config": asdict(sel.config),
                # What `recommend --rerank` adds to its shortlist with this selector (--generalists).
                "generalists": [{"expert": e, "mean_relative_error_increase": round(float(sel.generalist[j]), 4)}
                                for e, j in ((e, sel.expert_ids.index(e)) for e in sel.generalist_ids()[:3])]}
     best = ", ".join(f"{g['expert']} ({g['mean_relative_error_increase']:+.0%})" for g in summary["generalists"])
     emit_summary(args.format, summary, f"selector for {summary['experts']} experts trained on {summary['tasks']} "
-                                       f"tasks (gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}) -> {args.out}"
+                                       f"tasks (gamma={sel.gamma:.4g}, loss={summary['final_loss']:.4g}"
+                                       + (f", prior weight {summary['prior_weight']:g}" if summary["prior_weight"] is not None else "")
+                                       + f") -> {args.out}"
                                        + (f"; best generalists: {best}" if best else ""))
     return 0
 

@@ -82,10 +82,16 @@ class SelectorConfig:
     seed: int = 0  # order of tasks when batch_size > 0
     layer_epochs: int = C.M2V_LAYER_EPOCHS  # bias="layer" only (see layer_weights.py)
     layer_decay: float = C.M2V_LAYER_DECAY
+    # "cv": add beta * (generalist score) to each expert's offset, beta chosen on held-out clusters of the
+    # training tasks (selection/prior_offset.py); "none": the supplement's selector.
+    prior: str = C.M2V_PRIOR
+    prior_folds: int = C.M2V_PRIOR_FOLDS
 
     def __post_init__(self) -> None:
         if self.bias not in BIAS_KINDS:
             raise SelectorError(f"bias must be one of {', '.join(BIAS_KINDS)}, got {self.bias!r}")
+        if self.prior not in C.M2V_PRIOR_KINDS:
+            raise SelectorError(f"prior must be one of {', '.join(C.M2V_PRIOR_KINDS)}, got {self.prior!r}")
         # Each named: alpha=2, lr=inf or epochs=1.5 would train (or crash) far from where it was set.
         check_real("alpha", self.alpha, 0.0, 1.0, error=SelectorError)
         for name in ("lr", "alpha_soft"):
@@ -93,13 +99,14 @@ class SelectorConfig:
         for name in ("weight_decay", "layer_decay"):
             check_real(name, getattr(self, name), 0.0, error=SelectorError)
         # Zero epochs trains nothing: the selector would record a loss it never computed.
-        for name, lo in (("epochs", 1), ("batch_size", 0), ("seed", 0), ("layer_epochs", 1)):
+        for name, lo in (("epochs", 1), ("batch_size", 0), ("seed", 0), ("layer_epochs", 1), ("prior_folds", 2)):
             check_count(name, getattr(self, name), lo, error=SelectorError)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SelectorConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        # A selector saved before the prior existed has none in its offsets: say so, not today's default.
+        return cls(**{"prior": "none", **{k: v for k, v in data.items() if k in known}})
 
 # -- the trained selector ---------------------------------------------------------------------
 
@@ -174,7 +181,8 @@ class Model2Vec:
             )
         notes: list[str] = []
         unseen = [e for e, r in zip(expert_ids, rows, strict=True) if r < 0]
-        if unseen and self.filter_weights is None:  # a layer selector has no per-expert bias to miss
+        # A layer selector has no per-expert bias to miss, unless its offsets carry the static prior.
+        if unseen and (self.filter_weights is None or bool(self.offset.ne(0).any())):
             notes.append(
                 f"{len(unseen)} expert(s) unseen in training ranked with no learned bias (b_j = 0): "
                 + ", ".join(unseen[:5]) + (" ..." if len(unseen) > 5 else "")

@@ -24,6 +24,7 @@ from ..errors import SelectorError
 from .generalist import generalist_scores
 from .layer_weights import check_layers, fit_layer_weights
 from .model2vec import Model2Vec, SelectorConfig, _as_matrix, vector_digest
+from .prior_offset import centred, cv_prior_weight
 
 _TRAIN_CHUNK_ELEMENTS = 1 << 22
 # Below this many elements per step, training runs single-threaded: with tensors this
@@ -127,8 +128,31 @@ def train_model2vec(
     and expert embeddings (E, dim). Deterministic for fixed inputs and ``config.seed``.
 
     ``layers`` (dim,): each filter's layer id, needed by ``bias="layer"`` only
-    (:func:`t2v_hub.selection.layer_weights.layer_ids`)."""
+    (:func:`t2v_hub.selection.layer_weights.layer_ids`). With ``config.prior="cv"`` the selector is
+    trained ``config.prior_folds`` more times, on all but one cluster of the tasks each, to weigh the
+    static prior in its offsets (:mod:`.prior_offset`; the weight is ``info["prior_weight"]``)."""
     cfg = config or SelectorConfig()
+    sel = _train(tasks, experts, errors, trivial, cfg, expert_ids=expert_ids, compat=compat, task_ids=task_ids,
+                 layers=layers)
+    if cfg.prior == "none":
+        return sel
+    X, F, E, t0 = _as_inputs(tasks, experts, errors, trivial)
+
+    def score_rows(train: list[int], held: list[int]) -> torch.Tensor:
+        inner = _train(X[train], F, E[train], t0, cfg, expert_ids=sel.expert_ids, layers=layers)
+        return inner.scores(X[held], inner.expert_ids, F)
+
+    beta, record = cv_prior_weight(X, E, score_rows, folds=cfg.prior_folds)
+    return replace(sel, offset=sel.offset + beta * centred(sel.generalist),
+                   info={**sel.info, "prior_weight": beta, "prior_cv": record})
+
+
+def _train(
+    tasks: torch.Tensor, experts: torch.Tensor, errors: torch.Tensor, trivial: torch.Tensor, cfg: SelectorConfig,
+    *, expert_ids: Sequence[str] | None, layers: torch.Tensor | None, compat: dict[str, str] | None = None,
+    task_ids: Sequence[str] | None = None,
+) -> Model2Vec:
+    """MODEL2VEC without the prior offset: the supplement's training, or the layer weights."""
     X, F, errors, t0 = _as_inputs(tasks, experts, errors, trivial)
     T, E = errors.shape
     if X.shape[0] != T or F.shape[0] != E or X.shape[1] != F.shape[1] or t0.numel() != F.shape[1]:
