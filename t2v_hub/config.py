@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -197,6 +198,12 @@ def check_real(name: str, value: Any, lo: float, hi: float = math.inf, *, lo_ope
             (f"above {lo:g}" if lo_open else f"at least {lo:g}")
         raise error(f"{name}={value!r}: expected a finite number {span}")
     return float(value)
+
+
+def check_path(name: str, value: Any, *, what: str = "a file", error: type[T2VError] = T2VError) -> None:
+    """``value`` is None, a ``str`` or an ``os.PathLike``, else ``error`` naming ``name=`` (not os.stat's TypeError)."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise error(f"{name}={value!r}: expected the path of {what}, or None")
 
 
 def check_optional_count(name: str, value: Any, lo: int, *, error: type[T2VError] = T2VError) -> int | None:

@@ -31,7 +31,15 @@ from torch import nn
 
 from . import constants as C
 from .cache import cache_subdir
-from .config import EmbedConfig, FisherConfig, HeadConfig, check_count, check_flag, check_optional_count
+from .config import (
+    EmbedConfig,
+    FisherConfig,
+    HeadConfig,
+    check_count,
+    check_flag,
+    check_optional_count,
+    check_path,
+)
 from .data.dense import DENSE_KINDS
 from .data.rows import ImageRows
 from .data.tensors import TensorTask, as_task
@@ -40,6 +48,7 @@ from .devices import pick_device
 from .distributed import dist_info, gather_rows, reduce_result, shard_indices
 from .embedding import Task2VecEmbedding
 from .errors import DataError, FisherError, T2VError
+from .fisher.common import parse_dtype
 from .fisher.result import FisherResult
 from .head import fit_head
 from .probes import Probe, create_probe
@@ -264,13 +273,21 @@ def _check_args(method: str, max_samples: Any, seed: Any, mc_samples: Any,
             check_count("batch_size", batch_size, 1, error=FisherError))
 
 
-def _check_kinds(head: Any, include_norm: Any, cache: Any, quiet: Any, pretrained: Any) -> None:
-    """Switches are bools (``include_norm="no"`` is truthy) and ``head`` a HeadConfig, named if not."""
+def _check_kinds(head: Any, include_norm: Any, cache: Any, quiet: Any, pretrained: Any, checkpoint: Any = None,
+                 stats: Any = None, autocast_dtype: Any = None) -> torch.dtype | None:
+    """Switches are bools (``include_norm="no"`` is truthy), ``head`` a HeadConfig, ``checkpoint`` a path
+    and ``stats`` a dict, each named if not (else a TypeError from ``os.stat`` or ``.update``, late).
+    Returns ``autocast_dtype`` as a dtype, parsed as fisher.estimate parses it ("bf16" too): before the
+    features pass autocasts with it."""
     if head is not None and not isinstance(head, HeadConfig):
         raise T2VError(f"head={type(head).__name__}: expected a t2v_hub.config.HeadConfig or None")
+    check_path("checkpoint", checkpoint, what="a .safetensors/.pth file")
+    if stats is not None and not isinstance(stats, dict):
+        raise T2VError(f"stats={type(stats).__name__}: expected a dict to fill in, or None")
     for name, value in (("include_norm", include_norm), ("cache", cache), ("quiet", quiet)):
         check_flag(name, value)
     check_flag("pretrained", pretrained, optional=True)
+    return parse_dtype(autocast_dtype)
 
 
 def embed(
@@ -307,7 +324,7 @@ def embed(
     """
     max_samples, seed, mc_samples, batch_size = _check_args(method, max_samples, seed, mc_samples, batch_size)
     _check_fisher_options(method, fisher_options)
-    _check_kinds(head, include_norm, cache, quiet, pretrained)
+    autocast_dtype = _check_kinds(head, include_norm, cache, quiet, pretrained, checkpoint, stats, autocast_dtype)
     t0 = time.perf_counter()
     config = EmbedConfig(
         probe=probe if isinstance(probe, str) else getattr(getattr(probe, "config", None), "name", type(probe).__name__),

@@ -18,10 +18,10 @@ import torch
 
 from . import constants as C
 from .cache import cache_subdir
-from .config import HeadConfig, space_of
+from .config import HeadConfig, check_count, check_flag, check_path, space_of
 from .data.tensors import TensorTask
 from .embedding import Task2VecEmbedding
-from .errors import EmbeddingError
+from .errors import EmbeddingError, FisherError
 from .probes import create_probe
 
 
@@ -72,6 +72,14 @@ def trivial_embedding(
     """
     from .task2vec import embed
 
+    # Before the probe is built: a wrong kind ends here naming the parameter, not in torch or os.stat.
+    if method not in C.FISHER_METHODS:
+        raise FisherError(f"unknown method {method!r}; choose one of {', '.join(C.FISHER_METHODS)}")
+    for name, value in (("include_norm", include_norm), ("cache", cache), ("quiet", quiet)):
+        check_flag(name, value)
+    check_flag("pretrained", pretrained, optional=True)
+    check_path("checkpoint", checkpoint, what="a .safetensors/.pth file")
+    seed = check_count("seed", seed, 0)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise EmbeddingError(f"num_samples={num_samples!r}: t0 needs at least 2 samples (one per class of its "
                              "random labels); pass num_samples=64, the default")

@@ -283,3 +283,52 @@ def test_the_features_pass_takes_the_fisher_pass_autocast() -> None:
     seen.clear()
     batched_outputs(fn, X, 4, torch.device("cpu"))
     assert seen == [torch.float32] * 2
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"checkpoint": 2.5}, r"checkpoint=2.5: expected the path of a .safetensors/.pth file"),
+    ({"checkpoint": ["w.pth"]}, r"checkpoint=\['w.pth'\]: expected the path"),
+    ({"stats": [1]}, "stats=list: expected a dict to fill in"),
+    ({"autocast_dtype": "fp8"}, r"autocast_dtype must be one of .*got 'fp8'"),
+    ({"autocast_dtype": torch.float32}, "autocast_dtype must be bfloat16 or float16"),
+])
+def test_embed_names_arguments_of_the_wrong_kind(kw, match) -> None:
+    """These ended in a TypeError from os.stat, dict.update or torch.autocast, some after the probe was built."""
+    from t2v_hub.errors import T2VError
+
+    with pytest.raises(T2VError, match=match):
+        _embed(TensorTask(X, Y), **kw)
+
+
+def test_embed_takes_the_autocast_names_fisher_estimate_takes() -> None:
+    stats: dict = {}
+    e = _embed(TensorTask(X, Y), autocast_dtype="bf16", stats=stats)
+    assert bool(torch.isfinite(e.vector).all()) and stats["num_samples"] == 8
+
+
+ZOO_EMB = "examples/zoo/t2v-zoo/mnist10/task2vec/tf_efficientnet_lite0.safetensors"
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    # Each of these ended in a TypeError or RuntimeError from deep inside, or was accepted.
+    (lambda: t2v_hub.recommend(t2v_hub.Task2VecEmbedding.load(ZOO_EMB), hub="examples/zoo", probe=5),
+     "probe=5: expected a timm model name"),
+    (lambda: t2v_hub.recommend(t2v_hub.Task2VecEmbedding.load(ZOO_EMB), hub="examples/zoo", method=["batch"]),
+     r"method=\['batch'\]: expected a Fisher method name"),
+    (lambda: t2v_hub.score_models(TensorTask(X, Y), ["test_resnet"], metric=["logme"]), r"unknown metric \['logme'\]"),
+    (lambda: t2v_hub.score_models(TensorTask(X, Y), ["test_resnet"], max_samples=2.5), "max_samples=2.5"),
+    (lambda: t2v_hub.score_models(TensorTask(X, Y), ["test_resnet"], seed="abc"), "seed='abc'"),
+    (lambda: t2v_hub.trivial_embedding("test_efficientnet", input_size=32, num_samples=8, seed=2.5), "seed=2.5"),
+    (lambda: t2v_hub.trivial_embedding("test_efficientnet", input_size=32, checkpoint=2.5), "checkpoint=2.5"),
+    (lambda: t2v_hub.trivial_embedding("test_efficientnet", input_size=32, cache="no"), "cache='no'"),
+    (lambda: t2v_hub.trivial_embedding("test_efficientnet", "fisher", input_size=32), "unknown method 'fisher'"),
+])
+def test_the_other_entry_points_name_arguments_of_the_wrong_kind(call, match, monkeypatch, tmp_path) -> None:
+    from pathlib import Path
+
+    from t2v_hub.errors import T2VError
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path))
+    with pytest.raises(T2VError, match=match):
+        call()

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import check_count, check_flag, check_names
+from ..config import check_count, check_flag, check_names, check_optional_count
 from ..devices import pick_device
 from ..errors import T2VError
 from .transferability import TransferabilityError, get_score, score_features
@@ -177,6 +177,10 @@ def score_models(
         raise TransferabilityError("no models to score; pass at least one model name")
     check_count("batch_size", batch_size, 1, error=TransferabilityError)
     check_flag("quiet", quiet, error=TransferabilityError)
+    check_flag("pretrained", pretrained, optional=True, error=TransferabilityError)
+    # As embed checks them: a float or a string would fail in a slice or a comparison, or go unnoticed.
+    max_samples = check_optional_count("max_samples", max_samples, 1, error=TransferabilityError)
+    seed = check_count("seed", seed, 0, error=TransferabilityError)
     task = as_task(dataset, max_samples=max_samples, seed=seed, data_options=data_options)
     rows = []
     for i, name in enumerate(dict.fromkeys(models)):

@@ -152,7 +152,7 @@ def recommend(
     shortlist = check_count("shortlist", shortlist, 1, error=RecommendError)
     if alpha is not None and not (is_finite_real(alpha) and 0.0 <= alpha <= 1.0):
         raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
-    filter, candidates, trivial = _checked_inputs(filter, candidates, trivial, index)
+    filter, candidates, trivial = _checked_inputs(filter, candidates, trivial, index, probe, method)
     from .features import check_max_model_mb
 
     check_max_model_mb(max_model_mb)
@@ -195,10 +195,13 @@ def recommend(
                                   incompatible if compatible else [], notes, {"probe_seconds": round(seconds, 3)}))
 
 
-def _checked_inputs(filter: Any, candidates: Any, trivial: Any, index: Any
+def _checked_inputs(filter: Any, candidates: Any, trivial: Any, index: Any, probe: Any = None, method: Any = None
                     ) -> tuple[list[str] | None, list[str] | None, Task2VecEmbedding | torch.Tensor | None]:
-    """recommend's filter, candidates and trivial in their one form, and index checked; RecommendError naming
-    the parameter otherwise."""
+    """recommend's filter, candidates and trivial in their one form, and index, probe and method checked;
+    RecommendError naming the parameter otherwise."""
+    for name, value, what in (("probe", probe, "a timm model name"), ("method", method, "a Fisher method name")):
+        if value is not None and not isinstance(value, str):
+            raise RecommendError(f"{name}={value!r}: expected {what}, or None for what most experts were embedded with")
     if isinstance(filter, str):  # one tag, as huggingface_hub's list_models(filter=) takes it
         filter = [filter]
     if isinstance(candidates, str):  # one repo id, not its characters

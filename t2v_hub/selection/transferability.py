@@ -224,7 +224,7 @@ SCORES: dict[str, Score] = {
 
 
 def get_score(metric: str) -> Score:
-    if metric not in SCORES:
+    if not isinstance(metric, str) or metric not in SCORES:  # a list is unhashable: name it, not dict's TypeError
         raise TransferabilityError(f"unknown metric {metric!r}; choose one of {', '.join(SCORES)}")
     return SCORES[metric]
 
