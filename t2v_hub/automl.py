@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .embedding import Task2VecEmbedding
+from .errors import RecommendError
 from .selection.model2vec import Model2Vec
 from .selection.recommend import recommend
 from .selection.rerank import DEFAULT_SHORTLIST
@@ -53,6 +54,8 @@ def rank_backbones(
     on the dataset and reorders them (two stages; see ``t2v-hub recommend --rerank``), with a
     selector's ``generalists`` added to that shortlist.
     """
+    if notes is not None and not isinstance(notes, list):  # appended to after the ranking: check first
+        raise RecommendError(f"notes={type(notes).__name__}: expected a list to append the notes to, or None")
     result = recommend(dataset, hub=hub, index=index, candidates=candidates, top_k=top_k, probe=probe,
                        method=method, alpha=alpha, selector=selector, trivial=trivial, filter=filter, rerank=rerank,
                        shortlist=shortlist, max_model_mb=max_model_mb, generalists=generalists, **embed_kwargs)

@@ -332,3 +332,30 @@ def test_the_other_entry_points_name_arguments_of_the_wrong_kind(call, match, mo
     monkeypatch.setenv("T2V_HUB_CACHE", str(tmp_path))
     with pytest.raises(T2VError, match=match):
         call()
+
+
+_XS, _FS, _ES, _T0 = torch.rand(6, 10) + 0.1, torch.rand(3, 10) + 0.1, torch.rand(6, 3), torch.rand(10) + 0.1
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: t2v_hub.create_probe("test_efficientnet", 2, checkpoint_path=2.5), "checkpoint_path=2.5: expected the path"),
+    (lambda: t2v_hub.create_probe("test_efficientnet", 2, include_norm="no"), "include_norm='no'"),
+    (lambda: t2v_hub.create_probe("test_efficientnet", 2, device=[1]), r"device=\[1\] is not a torch device"),
+    (lambda: t2v_hub.train_model2vec(_XS, _FS, _ES, _T0, "layer"), "config='layer': expected a t2v_hub.SelectorConfig"),
+    (lambda: t2v_hub.train_model2vec(_XS, _FS, _ES, _T0, expert_ids=3), "expert_ids=3: expected a list of id strings"),
+    (lambda: t2v_hub.train_model2vec(_XS, _FS, _ES, _T0, task_ids="abcdef"), "task_ids='abcdef'"),
+    (lambda: t2v_hub.train_model2vec(_XS, _FS, _ES, _T0, compat=[1]), r"compat=\[1\]: expected a dict"),
+    (lambda: t2v_hub.loo_model2vec(_XS, _FS, _ES, _T0, progress="yes"), "progress='yes'"),
+    (lambda: t2v_hub.rank_backbones(t2v_hub.Task2VecEmbedding.load(ZOO_EMB), hub="examples/zoo", notes="log"),
+     "notes=str: expected a list"),
+])
+def test_probes_selectors_and_automl_name_arguments_of_the_wrong_kind(call, match, monkeypatch) -> None:
+    """AttributeErrors ('str' object has no attribute 'alpha_soft' / 'extend'), os.stat's and torch's TypeErrors,
+    or a truthy string taken as a switch."""
+    from pathlib import Path
+
+    from t2v_hub.errors import T2VError
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    with pytest.raises(T2VError, match=match):
+        call()

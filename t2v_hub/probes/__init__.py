@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from .. import constants as C
+from ..config import check_flag, check_path
+from ..devices import pick_device
 from ..errors import ProbeError, WeightsError
 from .adapters import (
     GenericAdapter,
@@ -300,6 +302,9 @@ def create_probe(
     if num_classes < 2:
         raise ProbeError(f"a probe needs at least 2 classes, got {num_classes}; the task must have 2+ labels")
     size = _input_size(input_size)  # before building anything: a typo should not cost a model load
+    check_flag("include_norm", include_norm, error=ProbeError)  # "no" is truthy
+    check_path("checkpoint_path", checkpoint_path, what="a .safetensors/.pth file", error=ProbeError)
+    dev = pick_device(device) if device is not None else None  # None: stay where timm built it
     if isinstance(name, nn.Module):
         model = copy.deepcopy(name)  # never mutate the caller's model
         probe_name = getattr(getattr(model, "pretrained_cfg", {}), "get", lambda *_: None)("architecture") or type(
@@ -331,6 +336,6 @@ def create_probe(
         model_kwargs=dict(model_kwargs),
     )
     probe = Probe(model, config, num_classes, data_config)
-    if device is not None:
-        probe.to(device)
+    if dev is not None:
+        probe.to(dev)
     return probe

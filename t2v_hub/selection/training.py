@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .. import constants as C
+from ..config import check_flag
 from ..embedding import Task2VecEmbedding
 from ..errors import SelectorError
 from .generalist import generalist_scores
@@ -131,7 +132,13 @@ def train_model2vec(
     (:func:`t2v_hub.selection.layer_weights.layer_ids`). With ``config.prior="cv"`` the selector is
     trained ``config.prior_folds`` more times, on all but one cluster of the tasks each, to weigh the
     static prior in its offsets (:mod:`.prior_offset`; the weight is ``info["prior_weight"]``)."""
-    cfg = config or SelectorConfig()
+    cfg = _check_config(config)
+    for name, value in (("expert_ids", expert_ids), ("task_ids", task_ids)):
+        if value is not None and (isinstance(value, str) or not isinstance(value, Sequence)
+                                  or not all(isinstance(v, str) for v in value)):
+            raise SelectorError(f"{name}={value!r}: expected a list of id strings, or None")
+    if compat is not None and not isinstance(compat, dict):
+        raise SelectorError(f"compat={compat!r}: expected a dict (probe, weights_sha256, ...), or None")
     sel = _train(tasks, experts, errors, trivial, cfg, expert_ids=expert_ids, compat=compat, task_ids=task_ids,
                  layers=layers)
     if cfg.prior == "none":
@@ -145,6 +152,14 @@ def train_model2vec(
     beta, record = cv_prior_weight(X, E, score_rows, folds=cfg.prior_folds)
     return replace(sel, offset=sel.offset + beta * centred(sel.generalist),
                    info={**sel.info, "prior_weight": beta, "prior_cv": record})
+
+
+def _check_config(config: Any) -> SelectorConfig:
+    if config is None:
+        return SelectorConfig()
+    if not isinstance(config, SelectorConfig):
+        raise SelectorError(f"config={config!r}: expected a t2v_hub.SelectorConfig, or None for the defaults")
+    return config
 
 
 def _train(
@@ -308,6 +323,8 @@ def loo_model2vec(
     """Leave-one-out MODEL2VEC scores (T, E), lower = better: row i comes from a
     selector trained on every other task's errors (row i's errors are never seen).
     ``progress`` shows a bar on stderr (one selector per task: minutes on a big zoo)."""
+    config = _check_config(config)
+    check_flag("progress", progress, error=SelectorError)
     X, F = _as_matrix(task_embs), _as_matrix(expert_embs)
     t0 = trivial.vector if isinstance(trivial, Task2VecEmbedding) else torch.as_tensor(trivial, dtype=torch.float32)
     T = X.shape[0]
