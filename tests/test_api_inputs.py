@@ -359,3 +359,57 @@ def test_probes_selectors_and_automl_name_arguments_of_the_wrong_kind(call, matc
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
     with pytest.raises(T2VError, match=match):
         call()
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"dry_run": 0}, "dry_run=0"),  # falsy: it would have committed
+    ({"create_pr": "no"}, "create_pr='no'"),
+    ({"nearest": "abc"}, "nearest='abc': expected .repo_id, distance. pairs"),
+    ({"nearest": [("org/a", float("nan"))]}, "with finite distances"),
+    ({"retries": 2.5}, "retries=2.5"),
+    ({"backoff": -1}, "backoff=-1"),
+    ({"license": ["mit"]}, r"license=\['mit'\]: expected a str"),
+])
+def test_push_embedding_names_arguments_of_the_wrong_kind_before_writing(kw, match, tmp_path) -> None:
+    import shutil
+    from pathlib import Path
+
+    from t2v_hub.errors import HubError
+    from t2v_hub.hub import get_hub, push_embedding
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "examples" / "zoo" / "t2v-zoo" / "mnist10", tmp_path / "zoo" / "t2v-zoo" / "mnist10")
+    before = {p: p.read_bytes() for p in (tmp_path / "zoo").rglob("*") if p.is_file()}
+    hub = get_hub(str(tmp_path / "zoo"))
+    emb = t2v_hub.Task2VecEmbedding.load(root / ZOO_EMB)
+    with pytest.raises(HubError, match=match):
+        push_embedding(hub, "t2v-zoo/mnist10", emb, **{"dry_run": True, **kw})
+    assert {p: p.read_bytes() for p in (tmp_path / "zoo").rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"probe": 5}, "probe=5: expected a timm model name"),
+    ({"method": ["batch"]}, r"method=\['batch'\]"),
+    ({"compatible_with": "e.safetensors"}, "compatible_with=str: expected a Task2VecEmbedding"),
+    ({"progress": "yes"}, "progress='yes'"),
+    ({"filter": 3}, "filter=3: expected tags"),
+])
+def test_list_experts_names_arguments_of_the_wrong_kind(kw, match) -> None:
+    from pathlib import Path
+
+    from t2v_hub.errors import HubError
+    from t2v_hub.hub import get_hub, list_experts
+
+    with pytest.raises(HubError, match=match):
+        list_experts(get_hub(str(Path(__file__).resolve().parent.parent / "examples" / "zoo")), **kw)
+
+
+def test_list_experts_takes_one_tag_as_a_str() -> None:
+    """`filter="t2v-zoo"` was read as the tags t, 2, v, -, z, o: no expert matched."""
+    from pathlib import Path
+
+    from t2v_hub.hub import get_hub, list_experts
+
+    hub = get_hub(str(Path(__file__).resolve().parent.parent / "examples" / "zoo"))
+    ids = [e.repo_id for e in list_experts(hub, filter="t2v-zoo")[0]]
+    assert len(ids) == 12 and ids == [e.repo_id for e in list_experts(hub, filter=["t2v-zoo"])[0]]

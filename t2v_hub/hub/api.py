@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import check_count, check_flag, check_real, is_finite_real
 from ..constants import DEFAULT_FISHER_METHOD, EMBEDDING_DIR
 from ..embedding import Task2VecEmbedding
 from ..errors import (
@@ -218,6 +219,24 @@ def card_fields(embedding: Task2VecEmbedding, hub: Hub, repo_id: str, *, license
     return out
 
 
+def _check_push_args(create_pr: Any, dry_run: Any, create_repo: Any, nearest: Any, retries: Any, backoff: Any
+                     ) -> tuple[list[tuple[str, float]] | None, int, float]:
+    """Before anything is read or written: ``dry_run=0`` would commit, ``dry_run="no"`` would not."""
+    for name, value in (("create_pr", create_pr), ("dry_run", dry_run), ("create_repo", create_repo)):
+        check_flag(name, value, error=HubError)
+    pairs = None
+    if nearest is not None:
+        try:
+            items = list(nearest)
+            pairs = [(r, float(d)) for r, d in items if isinstance(r, str) and is_finite_real(float(d))]
+            ok = len(pairs) == len(items)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise HubError(f"nearest={nearest!r}: expected (repo_id, distance) pairs with finite distances, or None")
+    return pairs, check_count("retries", retries, 0, error=HubError), check_real("backoff", backoff, 0.0, error=HubError)
+
+
 def push_embedding(
     hub: Hub,
     repo_id: str,
@@ -246,6 +265,10 @@ def push_embedding(
     concurrent update.
     """
     validate_repo_id(repo_id)
+    nearest, retries, backoff = _check_push_args(create_pr, dry_run, create_repo, nearest, retries, backoff)
+    for name, value in (("license", license), ("base_model", base_model)):
+        if value is not None and not isinstance(value, str):
+            raise HubError(f"{name}={value!r}: expected a str, or None")
     check_license(license)  # before anything is written: the Hub would refuse the card
     check_base_model(base_model)
     if not embedding.probe:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from ..config import check_flag, check_names
 from ..constants import DEFAULT_FISHER_METHOD, TASK2VEC_TAG
 from ..embedding import Task2VecEmbedding
 from ..errors import (
@@ -79,6 +80,22 @@ def load_embedding(
     return verify_embedding(repo_id, entry, data)
 
 
+def _check_listing_args(filter: Any, probe: Any, method: Any, compatible_with: Any, progress: Any) -> list[str] | None:
+    """list_experts' arguments checked before the listing, each named (not a TypeError from a join or a
+    splat); one tag as a str is one tag, as huggingface_hub's ``list_models(filter=)`` takes it, not its letters."""
+    if isinstance(filter, str):
+        filter = [filter]
+    tags = check_names("filter", filter, "tags", error=HubError) if filter is not None else None
+    for name, value in (("probe", probe), ("method", method)):
+        if value is not None and not isinstance(value, str):
+            raise HubError(f"{name}={value!r}: expected a {'timm model' if name == 'probe' else 'Fisher method'} "
+                           "name, or None for any")
+    if compatible_with is not None and not isinstance(compatible_with, Task2VecEmbedding):
+        raise HubError(f"compatible_with={type(compatible_with).__name__}: expected a Task2VecEmbedding, or None")
+    check_flag("progress", progress, error=HubError)
+    return tags
+
+
 def list_experts(
     hub: Hub,
     *,
@@ -98,6 +115,7 @@ def list_experts(
     """
     from tqdm.auto import tqdm
 
+    filter = _check_listing_args(filter, probe, method, compatible_with, progress)
     tags = list(dict.fromkeys([TASK2VEC_TAG, *(filter or [])]))
     experts: list[Expert] = []
     skipped: list[tuple[str, str]] = []
