@@ -413,3 +413,28 @@ def test_list_experts_takes_one_tag_as_a_str() -> None:
     hub = get_hub(str(Path(__file__).resolve().parent.parent / "examples" / "zoo"))
     ids = [e.repo_id for e in list_experts(hub, filter="t2v-zoo")[0]]
     assert len(ids) == 12 and ids == [e.repo_id for e in list_experts(hub, filter=["t2v-zoo"])[0]]
+
+
+@pytest.mark.parametrize(("call", "match", "error"), [
+    (lambda: t2v_hub.data.load_task("examples/data/fashion_tops4", streaming="no"), "streaming='no'", DataError),
+    (lambda: t2v_hub.data.load_task("examples/data/fashion_tops4", image_column=["image"]), r"image_column=\['image'\]",
+     DataError),
+    (lambda: t2v_hub.data.load_task("examples/data/fashion_tops4", max_samples=2.5), "max_samples=2.5", DataError),
+    (lambda: t2v_hub.data.load_task("examples/data/fashion_tops4", seed=2.5), "seed=2.5", DataError),  # was truncated
+    (lambda: t2v_hub.fisher.estimate(torch.nn.Linear(3, 2), [(torch.rand(2, 3), torch.tensor([0, 1]))], params=3),
+     "params=3: expected a list of parameter names", FisherError),
+    (lambda: t2v_hub.fisher.estimate(torch.nn.Linear(3, 2), [(torch.rand(2, 3), torch.tensor([0, 1]))], generator=7),
+     "generator=7: expected a torch.Generator", FisherError),
+    (lambda: t2v_hub.distances.cdist(torch.rand(2, 5), torch.rand(3, 5), weights=2.0), r"weights=float\(\): expected a "
+     r"tensor of shape \(5,\)", ValueError),
+])
+def test_data_fisher_and_distances_name_arguments_of_the_wrong_kind(call, match, error, monkeypatch) -> None:
+    from pathlib import Path
+
+    import t2v_hub.data
+    import t2v_hub.distances
+    import t2v_hub.fisher
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    with pytest.raises(error, match=match):
+        call()

@@ -337,7 +337,7 @@ def test_empty_dataset_and_empty_after_filtering():
 def test_max_samples_zero_negative_and_below_class_count():
     ds = mem_dataset([0, 1] * 5)
     for bad in (0, -3):
-        with pytest.raises(DataError, match="max_samples must be a positive number"):
+        with pytest.raises(DataError, match=rf"max_samples={bad}: expected a whole number of at least 1 \(or None\)"):
             load_task(ds, max_samples=bad)
     three = mem_dataset(
         [0, 1, 2] * 3, features=Features({"image": Image(), "label": ClassLabel(names=list("abc"))})

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from datasets import Dataset, Image, IterableDataset
 
+from ..config import check_count, check_flag, check_optional_count
 from ..errors import DataError
 from . import columns as C
 
@@ -37,6 +38,20 @@ class Selected:
     labels: torch.Tensor
     fingerprint: str
     targets: Refs | None = None
+
+
+def check_load_args(streaming: Any, image_column: Any, label_column: Any, max_samples: Any, seed: Any
+                    ) -> tuple[int | None, int]:
+    """load_task's arguments, each named if of the wrong kind (not a TypeError from a slice, a dict
+    lookup or ``int()``, nor ``seed=2.5`` silently truncated). Returns ``max_samples`` and ``seed`` as ints."""
+    check_flag("streaming", streaming, error=DataError)
+    for name, value in (("image_column", image_column), ("label_column", label_column)):
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{name}={value!r}: expected a column name, or None to find it")
+    if image_column is not None and image_column == label_column:
+        raise DataError(f"image_column and label_column are both {image_column!r}")
+    return (check_optional_count("max_samples", max_samples, 1, error=DataError),
+            check_count("seed", seed, 0, error=DataError))
 
 
 def _content_fingerprint(refs: list[Any], values: list[Any]) -> str:

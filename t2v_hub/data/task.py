@@ -43,7 +43,7 @@ from .dense import (
 )
 from .images import Preprocessor
 from .rows import ImageRows, uint8_cache
-from .select import Selected, _select_stream, _select_table  # noqa: E402
+from .select import Selected, _select_stream, _select_table, check_load_args  # noqa: E402
 from .sources import resolve
 
 ON_BAD_IMAGE = ("fail", "skip")
@@ -353,10 +353,7 @@ def load_task(
     """
     if on_bad_image not in ON_BAD_IMAGE:
         raise DataError(f"on_bad_image must be 'fail' or 'skip', got {on_bad_image!r}")
-    if max_samples is not None and max_samples < 1:
-        raise DataError(f"max_samples must be a positive number of samples, got {max_samples}")
-    if image_column is not None and image_column == label_column:
-        raise DataError(f"image_column and label_column are both {image_column!r}")
+    max_samples, seed = check_load_args(streaming, image_column, label_column, max_samples, seed)
     r = resolve(source, split=split, config=config, revision=revision, streaming=streaming, token=token)
     select = _select_stream if isinstance(r.dataset, IterableDataset) else _select_table
     sel = select(r, image_column, label_column, max_samples, seed)

@@ -79,6 +79,12 @@ def estimate(
             ``labels`` ("sampled" | "dataset", batch method only); variational options
             are passed through to it.
     """
+    # Named here, not as "'int' object is not iterable" or "'str' object has no attribute 'device'".
+    if params is not None and (isinstance(params, str) or not isinstance(params, (list, tuple))
+                               or not all(isinstance(n, str) for n in params)):
+        raise FisherError(f"params={params!r}: expected a list of parameter names, or None for the probe's filters")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise FisherError(f"generator={generator!r}: expected a torch.Generator, or None")
     if method in ("montecarlo", "empirical"):
         return estimate_persample(
             model,

@@ -75,6 +75,9 @@ def cdist(a: ArrayLike | Sequence[ArrayLike], b: ArrayLike | Sequence[ArrayLike]
     if A.shape[-1] != B.shape[-1]:
         raise ValueError(f"embedding dimensions differ: {A.shape[-1]} vs {B.shape[-1]}")
     n, m, d = A.shape[0], B.shape[0], A.shape[-1]
+    if weights is not None and not (isinstance(weights, torch.Tensor) and weights.shape == (d,)):
+        raise ValueError(f"weights={type(weights).__name__}{tuple(getattr(weights, 'shape', ()))}: expected a "
+                         f"tensor of shape ({d},), one positive weight per filter, or None")
     out = torch.empty(n, m, dtype=torch.float32)
     if n == 0 or m == 0:
         return out
