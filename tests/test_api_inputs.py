@@ -437,3 +437,52 @@ def test_data_fisher_and_distances_name_arguments_of_the_wrong_kind(call, match,
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
     with pytest.raises(error, match=match):
         call()
+
+
+def _zoo_experts():
+    from pathlib import Path
+
+    from t2v_hub.hub import get_hub, list_experts
+
+    return list_experts(get_hub(str(Path(__file__).resolve().parent.parent / "examples" / "zoo")))[0]
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda E, ex: t2v_hub.rank_experts(E, ex, alpha="abc"), "alpha='abc': expected a number in"),
+    (lambda E, ex: t2v_hub.rank_experts(E, ex, selector="sel.safetensors"), "selector='sel.safetensors': expected a Model2Vec"),
+    (lambda E, ex: t2v_hub.rank_experts(E, ex, trivial="t0"), "trivial='t0'"),
+    (lambda E, ex: t2v_hub.rank_experts(E, ex, top_k=2.5), "top_k=2.5"),
+    (lambda E, ex: t2v_hub.rank_experts(E, ex, include=[1]), "include holds 1"),
+    (lambda E, ex: t2v_hub.rank_experts("e.safetensors", ex), "target=str: expected a Task2VecEmbedding"),
+    (lambda E, ex: __import__("t2v_hub.selection.index_write", fromlist=["x"]).build_index(
+        __import__("t2v_hub.hub", fromlist=["x"]).get_hub(str(Path_("examples/zoo"))), "idx"), "experts=LocalHub: expected the list"),
+    (lambda E, ex: __import__("t2v_hub.selection.index_write", fromlist=["x"]).build_index(ex, "idx", overwrite="no"),
+     "overwrite='no'"),
+    (lambda E, ex: __import__("t2v_hub.selection.index_write", fromlist=["x"]).build_index(ex, "idx", dtype=["float32"]),
+     r"index dtype must be one of float32, bfloat16, got \['float32'\]"),
+    (lambda E, ex: t2v_hub.evaluate_selection(torch.rand(3, 2), torch.rand(3, 2), exclude=[[True]]),
+     "exclude=list: expected a .tasks, experts. tensor"),
+])
+def test_ranking_index_and_metrics_name_arguments_of_the_wrong_kind(call, match, monkeypatch, tmp_path) -> None:
+    """AttributeErrors ('str' object has no attribute 'check_compatible' / 'shape'), float() and topk()
+    TypeErrors, "'LocalHub' object is not subscriptable", or overwrite="no" taken as yes."""
+    from t2v_hub.errors import T2VError
+
+    experts = _zoo_experts()
+    emb = t2v_hub.Task2VecEmbedding.load(Path_(ZOO_EMB))
+    monkeypatch.chdir(tmp_path)  # the old code wrote the index here
+    with pytest.raises(T2VError, match=match):
+        call(emb, experts)
+    assert not list(tmp_path.iterdir())
+
+
+def test_rank_experts_takes_one_repo_id_as_a_str_for_include() -> None:
+    emb = t2v_hub.Task2VecEmbedding.load(Path_(ZOO_EMB))
+    recs = t2v_hub.rank_experts(emb, _zoo_experts(), top_k=1, include="t2v-zoo/fashion10")
+    assert [r.repo_id for r in recs][-1] == "t2v-zoo/fashion10" and len(recs) == 2
+
+
+def Path_(rel: str):  # noqa: N802
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / rel

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..config import check_count, check_flag
 from ..embedding import COMPAT_FIELDS, OPTIONAL_COMPAT_FIELDS, Task2VecEmbedding
 from ..errors import IncompatibleEmbeddingError, RecommendError
 from .kernels.ranking import sym_to_target
@@ -56,8 +57,16 @@ def build_index(
     Experts must all be comparable (pass the ones :func:`t2v_hub.hub.list_experts` gives
     for one probe and method). ``trivial`` defaults to the probe's t0 (computed once, cached).
     """
-    if shard_rows < 1:
-        raise RecommendError(f"shard_rows must be at least 1, got {shard_rows}")
+    check_count("shard_rows", shard_rows, 1, error=RecommendError)
+    check_flag("overwrite", overwrite, error=RecommendError)  # "no" is truthy: it would replace the index
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise RecommendError(f"index dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    # A hub passed for its experts, or a generator: named, not "'LocalHub' object is not subscriptable".
+    if not isinstance(experts, Sequence) or not all(hasattr(e, "embedding") and hasattr(e, "repo_id") for e in experts):
+        raise RecommendError(f"experts={type(experts).__name__}: expected the list of experts that "
+                             "t2v_hub.hub.list_experts(hub) returns first")
+    if trivial is not None and not isinstance(trivial, Task2VecEmbedding):
+        raise RecommendError(f"trivial={type(trivial).__name__}: expected a Task2VecEmbedding, or None")
     if not experts:
         raise RecommendError("no experts to index; check hub=, filter= and probe=")
     first = experts[0].embedding
@@ -144,7 +153,7 @@ def write_index(
 
     ``priors``: what :func:`expert_priors` returns for the same experts, in the same order.
     """
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise RecommendError(f"index dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     dest = check_destination(out, overwrite)
     t0 = trivial.float().reshape(-1)

@@ -34,6 +34,10 @@ def evaluate_selection(
     """
     from scipy.stats import weightedtau
 
+    for name, value in (("errors", errors), ("scores", scores), ("exclude", exclude)):
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise SelectorError(f"{name}={type(value).__name__}: expected a (tasks, experts) tensor"
+                                + (", or None" if name == "exclude" else ""))
     if errors.shape != scores.shape or (exclude is not None and exclude.shape != errors.shape):
         raise SelectorError(f"errors {tuple(errors.shape)}, scores {tuple(scores.shape)}"
                             + (f" and exclude {tuple(exclude.shape)}" if exclude is not None else "")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..config import check_count, check_names, is_finite_real
 from ..constants import ASYM_ALPHA, DEFAULT_FISHER_METHOD, VARIATIONAL_ASYM_ALPHA
 from ..embedding import Task2VecEmbedding
 from ..errors import IncompatibleEmbeddingError, RecommendError
@@ -162,6 +163,26 @@ def top_rows_with(scores: torch.Tensor, top_k: int, include: Sequence[int] = ())
     return top + extra, list(range(1, len(top) + 1)) + ranks
 
 
+def _check_rank_args(target: Any, alpha: Any, selector: Any, trivial: Any, top_k: Any, include: Any,
+                     notes: Any) -> tuple[list[str], list[str]]:
+    """rank_experts' arguments, each named if of the wrong kind (not an AttributeError or a float() error
+    from deep in the ranking); returns the notes list to append to and ``include`` as a list (one repo id
+    as a str is one id, not its characters)."""
+    if not isinstance(target, Task2VecEmbedding):
+        raise RecommendError(f"target={type(target).__name__}: expected a Task2VecEmbedding")
+    check_count("top_k", top_k, 1, error=RecommendError)
+    if alpha is not None and not (is_finite_real(alpha) and 0.0 <= alpha <= 1.0):
+        raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
+    if selector is not None and not isinstance(selector, Model2Vec):
+        raise RecommendError(f"selector={selector!r}: expected a Model2Vec (t2v_hub.load_selector), or None")
+    if trivial is not None and not isinstance(trivial, (Task2VecEmbedding, torch.Tensor)):
+        raise RecommendError(f"trivial={trivial!r}: expected a Task2VecEmbedding or a tensor, or None")
+    ids = check_names("include", [include] if isinstance(include, str) else include, "repo ids", error=RecommendError)
+    if notes is not None and not isinstance(notes, list):
+        raise RecommendError(f"notes={type(notes).__name__}: expected a list to append the notes to, or None")
+    return (notes if notes is not None else []), ids
+
+
 def rank_experts(
     target: Task2VecEmbedding,
     experts: Sequence[ExpertLike],
@@ -185,9 +206,7 @@ def rank_experts(
     t0 instead and ``alpha`` defaults to ``VARIATIONAL_ASYM_ALPHA`` (:mod:`.prior_term`).
     Messages worth showing a person (unseen experts...) are appended to ``notes``.
     """
-    notes = notes if notes is not None else []
-    if top_k < 1:
-        raise RecommendError(f"top_k must be at least 1, got {top_k}")
+    notes, include = _check_rank_args(target, alpha, selector, trivial, top_k, include, notes)
     if not experts:
         raise RecommendError("no experts to rank: none was found (check hub= and filter=)")
     ok, skipped = partition_experts(target, experts)
