@@ -178,6 +178,8 @@ class Task2VecEmbedding:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Task2VecEmbedding:
+        if not isinstance(path, (str, os.PathLike)):
+            raise EmbeddingError(f"path={path!r}: expected the path of a .safetensors file written by `t2v-hub embed`")
         p = Path(path)
         if p.is_dir():
             raise EmbeddingError(f"{str(p)!r} is a folder, not an embedding file; pass a .safetensors file "
@@ -239,6 +241,8 @@ def write_failed(path: str | os.PathLike[str], exc: OSError) -> OutputError:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise OutputError(f"path={path!r}: expected a file path to write to")
     p = Path(path)
     if p.is_dir():
         raise OutputError(f"cannot write {str(p)!r}: it is a folder; pass a file name inside it")

@@ -486,3 +486,16 @@ def Path_(rel: str):  # noqa: N802
     from pathlib import Path
 
     return Path(__file__).resolve().parent.parent / rel
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: t2v_hub.Task2VecEmbedding.load(2.5), "path=2.5: expected the path of a .safetensors file"),
+    (lambda: t2v_hub.Model2Vec.load(2.5), "path=2.5: expected the path of a selector file"),
+    (lambda: t2v_hub.Task2VecEmbedding.load(Path_(ZOO_EMB)).save(2.5), "path=2.5: expected a file path to write to"),
+])
+def test_artifact_paths_of_the_wrong_kind_are_named(call, match) -> None:
+    """These were Path()'s TypeError ("expected str, bytes or os.PathLike object, not float")."""
+    from t2v_hub.errors import T2VError
+
+    with pytest.raises(T2VError, match=match):
+        call()

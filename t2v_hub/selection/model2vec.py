@@ -298,6 +298,8 @@ class Model2Vec:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Model2Vec:
+        if not isinstance(path, (str, os.PathLike)):
+            raise SelectorError(f"path={path!r}: expected the path of a selector file (`t2v-hub selector train`)")
         p = Path(path)
         if not p.is_file():
             raise SelectorError(f"selector file {str(p)!r} not found; train one with `t2v-hub selector train`")
