@@ -200,10 +200,12 @@ def check_real(name: str, value: Any, lo: float, hi: float = math.inf, *, lo_ope
     return float(value)
 
 
-def check_path(name: str, value: Any, *, what: str = "a file", error: type[T2VError] = T2VError) -> None:
-    """``value`` is None, a ``str`` or an ``os.PathLike``, else ``error`` naming ``name=`` (not os.stat's TypeError)."""
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise error(f"{name}={value!r}: expected the path of {what}, or None")
+def check_path(name: str, value: Any, *, expected: str = "the path of a file", optional: bool = True,
+               error: type[T2VError] = T2VError) -> None:
+    """``value`` is a ``str`` or an ``os.PathLike`` (or None with ``optional``), else ``error`` naming
+    ``name=`` and what was ``expected`` (not Path()'s or os.stat's TypeError)."""
+    if not isinstance(value, (str, os.PathLike)) and not (optional and value is None):
+        raise error(f"{name}={value!r}: expected {expected}" + (", or None" if optional else ""))
 
 
 def check_optional_count(name: str, value: Any, lo: int, *, error: type[T2VError] = T2VError) -> int | None:

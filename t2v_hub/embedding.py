@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
+from .config import check_path
 from .constants import FORMAT_VERSION
 from .errors import EmbeddingError, IncompatibleEmbeddingError, OutputError
 
@@ -178,8 +179,8 @@ class Task2VecEmbedding:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Task2VecEmbedding:
-        if not isinstance(path, (str, os.PathLike)):
-            raise EmbeddingError(f"path={path!r}: expected the path of a .safetensors file written by `t2v-hub embed`")
+        check_path("path", path, expected="the path of a .safetensors file written by `t2v-hub embed`", optional=False,
+                   error=EmbeddingError)
         p = Path(path)
         if p.is_dir():
             raise EmbeddingError(f"{str(p)!r} is a folder, not an embedding file; pass a .safetensors file "
@@ -241,8 +242,7 @@ def write_failed(path: str | os.PathLike[str], exc: OSError) -> OutputError:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise OutputError(f"path={path!r}: expected a file path to write to")
+    check_path("path", path, expected="a file path to write to", optional=False, error=OutputError)
     p = Path(path)
     if p.is_dir():
         raise OutputError(f"cannot write {str(p)!r}: it is a folder; pass a file name inside it")

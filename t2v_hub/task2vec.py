@@ -281,7 +281,7 @@ def _check_kinds(head: Any, include_norm: Any, cache: Any, quiet: Any, pretraine
     features pass autocasts with it."""
     if head is not None and not isinstance(head, HeadConfig):
         raise T2VError(f"head={type(head).__name__}: expected a t2v_hub.config.HeadConfig or None")
-    check_path("checkpoint", checkpoint, what="a .safetensors/.pth file")
+    check_path("checkpoint", checkpoint, expected="the path of a .safetensors/.pth file")
     if stats is not None and not isinstance(stats, dict):
         raise T2VError(f"stats={type(stats).__name__}: expected a dict to fill in, or None")
     for name, value in (("include_norm", include_norm), ("cache", cache), ("quiet", quiet)):

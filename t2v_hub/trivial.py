@@ -78,7 +78,7 @@ def trivial_embedding(
     for name, value in (("include_norm", include_norm), ("cache", cache), ("quiet", quiet)):
         check_flag(name, value)
     check_flag("pretrained", pretrained, optional=True)
-    check_path("checkpoint", checkpoint, what="a .safetensors/.pth file")
+    check_path("checkpoint", checkpoint, expected="the path of a .safetensors/.pth file")
     seed = check_count("seed", seed, 0)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise EmbeddingError(f"num_samples={num_samples!r}: t0 needs at least 2 samples (one per class of its "

@@ -303,7 +303,7 @@ def create_probe(
         raise ProbeError(f"a probe needs at least 2 classes, got {num_classes}; the task must have 2+ labels")
     size = _input_size(input_size)  # before building anything: a typo should not cost a model load
     check_flag("include_norm", include_norm, error=ProbeError)  # "no" is truthy
-    check_path("checkpoint_path", checkpoint_path, what="a .safetensors/.pth file", error=ProbeError)
+    check_path("checkpoint_path", checkpoint_path, expected="the path of a .safetensors/.pth file", error=ProbeError)
     dev = pick_device(device) if device is not None else None  # None: stay where timm built it
     if isinstance(name, nn.Module):
         model = copy.deepcopy(name)  # never mutate the caller's model

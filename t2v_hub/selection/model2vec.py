@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 from .. import constants as C
-from ..config import check_count, check_real
+from ..config import check_count, check_path, check_real
 from ..embedding import COMPAT_FIELDS, Task2VecEmbedding, atomic_write_bytes
 from ..errors import SelectorError
 
@@ -298,8 +298,8 @@ class Model2Vec:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Model2Vec:
-        if not isinstance(path, (str, os.PathLike)):
-            raise SelectorError(f"path={path!r}: expected the path of a selector file (`t2v-hub selector train`)")
+        check_path("path", path, expected="the path of a selector file (`t2v-hub selector train`)", optional=False,
+                   error=SelectorError)
         p = Path(path)
         if not p.is_file():
             raise SelectorError(f"selector file {str(p)!r} not found; train one with `t2v-hub selector train`")

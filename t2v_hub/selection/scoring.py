@@ -163,6 +163,12 @@ def top_rows_with(scores: torch.Tensor, top_k: int, include: Sequence[int] = ())
     return top + extra, list(range(1, len(top) + 1)) + ranks
 
 
+def check_alpha(alpha: Any) -> None:
+    """``alpha`` is None (the default) or a number in [0, 1]; recommend checks it before any embedding."""
+    if alpha is not None and not (is_finite_real(alpha) and 0.0 <= alpha <= 1.0):
+        raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
+
+
 def _check_rank_args(target: Any, alpha: Any, selector: Any, trivial: Any, top_k: Any, include: Any,
                      notes: Any) -> tuple[list[str], list[str]]:
     """rank_experts' arguments, each named if of the wrong kind (not an AttributeError or a float() error
@@ -171,8 +177,7 @@ def _check_rank_args(target: Any, alpha: Any, selector: Any, trivial: Any, top_k
     if not isinstance(target, Task2VecEmbedding):
         raise RecommendError(f"target={type(target).__name__}: expected a Task2VecEmbedding")
     check_count("top_k", top_k, 1, error=RecommendError)
-    if alpha is not None and not (is_finite_real(alpha) and 0.0 <= alpha <= 1.0):
-        raise RecommendError(f"alpha={alpha!r}: expected a number in [0, 1] (the weight of the trivial-task term)")
+    check_alpha(alpha)
     if selector is not None and not isinstance(selector, Model2Vec):
         raise RecommendError(f"selector={selector!r}: expected a Model2Vec (t2v_hub.load_selector), or None")
     if trivial is not None and not isinstance(trivial, (Task2VecEmbedding, torch.Tensor)):
